@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# One-command set-up: system tools (optional but used by tests), a virtual environment, plmsae.
+#   bash scripts/setup.sh            # creates .venv
+# Torch: the CPU build 2.13.0 is pinned here because an unpinned torch pulls a multi-GB CUDA build;
+# on a GPU machine install the torch you want first and run with PLMSAE_TORCH=skip.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  # mmseqs2: homology-aware splits; chromium: browser tests of the HTML atlas.
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      mmseqs2 chromium >/dev/null) || echo "warning: apt-get could not install mmseqs2/chromium; the tests that need them will say so"
+fi
+PY=${PYTHON:-python3}
+[ -d .venv ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+if [ "${PLMSAE_TORCH:-}" != skip ]; then .venv/bin/python -m pip install -q torch==2.13.0; fi
+.venv/bin/python -m pip install -q -e ".[dev]"
+echo "plmsae installed in .venv: activate with '. .venv/bin/activate'"

@@ -1,0 +1,153 @@
+"""Small shared helpers: clear input errors, atomic writes, checksums, progress bars.
+
+Every stage writes its outputs through :func:`atomic_write` / :func:`write_json` so that a
+killed run never leaves a half-written file behind, and reports bad input with
+:class:`InputError`, whose message names the file, the record and the fix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+
+class PlmsaeError(Exception):
+    """Base class for errors plmsae reports to the user (the CLI prints them without a traceback)."""
+
+
+class InputError(PlmsaeError, ValueError):
+    """Bad user input.
+
+    The message always says where (file, line or record), what is wrong, and how to fix it.
+    """
+
+    def __init__(self, problem: str, *, path: str | os.PathLike | None = None,
+                 record: str | int | None = None, fix: str | None = None):
+        where = ""
+        if path is not None:
+            where = str(path)
+            if record is not None:
+                where += f", {record}" if isinstance(record, str) else f", line {record}"
+            where += ": "
+        elif record is not None:
+            where = f"{record}: "
+        msg = f"{where}{problem}"
+        if fix:
+            msg += f" Fix: {fix}"
+        super().__init__(msg)
+        self.path = None if path is None else str(path)
+        self.record = record
+        self.problem = problem
+        self.fix = fix
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
+    """Open a temporary file next to ``path``; on success fsync and rename it over ``path``.
+
+    On any exception the temporary file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path for a writer that wants a filename (pyarrow, safetensors, numpy).
+
+    The temporary file is renamed over ``path`` when the block succeeds, removed otherwise.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    with atomic_write(path, "w") as fh:
+        json.dump(obj, fh, indent=2, sort_keys=False, default=_json_default)
+        fh.write("\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    try:
+        with open(path) as fh:
+            return json.load(fh)
+    except json.JSONDecodeError as e:
+        raise InputError(f"not valid JSON ({e.msg} at line {e.lineno}).", path=path,
+                         fix="the file is damaged; delete it and re-run the stage that wrote it.") from e
+
+
+def _json_default(o: Any) -> Any:
+    import numpy as np
+
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while b := fh.read(chunk):
+            h.update(b)
+    return h.hexdigest()
+
+
+def sha256_json(obj: Any) -> str:
+    """Stable hash of a JSON-able object (settings dicts, cache keys)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=_json_default).encode()).hexdigest()
+
+
+def progress(transient: bool = False) -> Progress:
+    """The one progress-bar style of plmsae (rich). Add a task with ``fields`` for rates."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}", style="cyan"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        transient=transient,
+        disable=os.environ.get("PLMSAE_NO_PROGRESS") == "1",
+    )

@@ -1,0 +1,70 @@
+"""The ``plmsae`` command line: a thin typer app over the stage functions.
+
+Each stage function carries its own typer annotations (``Annotated[..., typer.Option(...)]``), so
+the CLI command and the Python function have the same name and the same options by
+construction. Errors that plmsae raises for the user (:class:`plmsae._util.PlmsaeError`) are
+printed as one clear message with exit code 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import sys
+
+import typer
+from rich.console import Console
+
+from plmsae._util import PlmsaeError
+
+app = typer.Typer(
+    name="plmsae",
+    help="Sparse autoencoders on protein language models: embed, train, evaluate, associate, "
+    "explain, report.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+# (command name, module, function). Order is the pipeline order shown by --help.
+COMMANDS = [
+    # ("embed", "plmsae.embed.embed", "embed"),  -- each stage adds its line here
+]
+
+
+def _user_errors_to_exit(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            fn(*args, **kwargs)  # the stage's return value is for Python callers, not the shell
+        except PlmsaeError as e:
+            Console(stderr=True).print("[bold red]error:[/] " + _escape(str(e)), highlight=False)
+            raise typer.Exit(code=2) from None
+
+    return wrapper
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+for _name, _module, _func in COMMANDS:
+    app.command(_name)(_user_errors_to_exit(getattr(importlib.import_module(_module), _func)))
+
+
+@app.command("version")
+def version() -> None:
+    """Print the plmsae version."""
+    from plmsae import __version__
+
+    print(__version__)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

