@@ -54,6 +54,11 @@ for _name, _module, _func in COMMANDS:
     app.command(_name)(_user_errors_to_exit(getattr(importlib.import_module(_module), _func)))
 
 
+@app.callback()
+def _root() -> None:
+    """Sparse autoencoders on protein language models."""
+
+
 @app.command("version")
 def version() -> None:
     """Print the plmsae version."""
