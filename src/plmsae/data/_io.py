@@ -1,0 +1,34 @@
+"""Opening input files: plain or gzip (detected by content, not by name), with clear errors."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+from pathlib import Path
+from typing import TextIO
+
+from plmsae._util import InputError
+
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def open_text(path: str | os.PathLike, what: str) -> TextIO:
+    """Open ``path`` for reading text, decompressing gzip when the file starts with the gzip magic.
+
+    ``what`` names the expected content ("FASTA", "annotation file") for the error message.
+    Undecodable bytes are replaced, so a binary file fails later as bad content with a line number.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{what} not found.", path=path, fix="check the path.")
+    if path.is_dir():
+        raise InputError(f"expected a {what}, got a directory.", path=path,
+                         fix=f"pass the {what} itself.")
+    with open(path, "rb") as fh:
+        magic = fh.read(2)
+    if magic == _GZIP_MAGIC:
+        raw = gzip.open(path, "rb")
+    else:
+        raw = open(path, "rb")
+    return io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline=None)

@@ -1,0 +1,162 @@
+"""FASTA reading: plain or gzip, UniProt-aware IDs, strict checks against the ESM-2 alphabet.
+
+Rules (the same for :func:`read_fasta` and the streaming :func:`iter_fasta`):
+
+- The ID is the first word of the header; UniProt headers ``sp|P12345|NAME_HUMAN ...`` and
+  ``tr|A0A024|...`` give the accession (``P12345``). The rest of the header is the description.
+- Sequences may span lines; blank lines, spaces and Windows line ends are ignored (as Biopython
+  does); lower case is accepted and upper-cased.
+- Allowed residues are the 20 standard amino acids plus the ambiguity codes ``X B Z U O``, which
+  ESM-2 has tokens for and which are kept as they are.
+- One ``*`` at the very end of a sequence (a translated stop codon) is removed; a ``*`` anywhere
+  else, gaps (``-``, ``.``), digits and other characters are errors.
+- Duplicate IDs, empty sequences, sequence lines before the first header and files with no
+  records are errors. Every error names the file, the line, the record and the fix.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from plmsae._util import InputError
+from plmsae.data._io import open_text
+
+#: Residue letters ESM-2 has tokens for: 20 standard amino acids and the ambiguity codes X B Z U O.
+ESM_RESIDUES = "ACDEFGHIKLMNPQRSTVWY" + "XBZUO"
+
+_BAD_RESIDUE = re.compile(f"[^{ESM_RESIDUES}]")
+_ESM_RESIDUE_BYTES = ESM_RESIDUES.encode("ascii")
+_UNIPROT_ID = re.compile(r"^(?:sp|tr)\|([^|]+)\|")
+
+
+@dataclass(frozen=True, slots=True)
+class Protein:
+    """One FASTA record. ``sequence`` is upper case and contains only :data:`ESM_RESIDUES`."""
+
+    id: str
+    sequence: str
+    description: str = ""
+
+    def __len__(self) -> int:
+        return len(self.sequence)
+
+
+def parse_header(header: str) -> tuple[str, str]:
+    """``"sp|P12345|NAME_HUMAN Some protein"`` -> ``("P12345", "NAME_HUMAN Some protein")``;
+    ``"seq1 a b"`` -> ``("seq1", "a b")``. ``header`` excludes the ``>``."""
+    word, _, rest = header.strip().partition(" ")
+    rest = rest.strip()
+    m = _UNIPROT_ID.match(word) if word[:3] in ("sp|", "tr|") else None
+    if m:
+        entry_name = word[m.end():]
+        return m.group(1), f"{entry_name} {rest}".strip()
+    return word, rest
+
+
+def iter_fasta(path: str | os.PathLike) -> Iterator[Protein]:
+    """Stream the records of a FASTA file (plain or gzip) as :class:`Protein`, checked as described
+    in the module docstring. Memory: one block of the file plus the set of IDs seen so far."""
+    path = Path(path)
+    seen: set[str] = set()
+    n = 0
+    try:
+        with open_text(path, "FASTA file") as fh:
+            # Read big blocks and split them into whole records (much faster than line by line);
+            # ``line`` is the line number of the first line of ``buf``.
+            buf, line, first = "", 1, True
+            while True:
+                block = fh.read(_BLOCK_CHARS)
+                buf += block
+                if first and buf:
+                    buf, line = _skip_to_first_header(path, buf, line, eof=not block)
+                    first = not buf
+                if block:
+                    cut = buf.rfind("\n>")
+                    if cut < 0:
+                        continue
+                    part, buf = buf[:cut], buf[cut + 1:]
+                else:
+                    part, buf = buf, ""
+                if part:
+                    for record in part[1:].split("\n>"):
+                        yield _parse_record(path, record, line, seen)
+                        n += 1
+                        line += record.count("\n") + 1
+                if not block:
+                    break
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise InputError(f"the gzip stream is damaged or truncated ({e}).", path=path,
+                         fix="re-download or re-compress the file.") from e
+    if n == 0:
+        raise InputError("no FASTA records found.", path=path,
+                         fix="pass a FASTA file with at least one '>ID' record.")
+
+
+def read_fasta(path: str | os.PathLike) -> list[Protein]:
+    """Read all records of a FASTA file (plain or gzip); see :func:`iter_fasta` for the rules."""
+    return list(iter_fasta(path))
+
+
+_BLOCK_CHARS = 1 << 23
+
+
+def _skip_to_first_header(path: Path, buf: str, line: int, eof: bool) -> tuple[str, int]:
+    """Drop blank lines before the first header; anything else there is an error."""
+    stripped = buf.lstrip()
+    if not stripped and not eof:
+        return "", line + buf.count("\n")  # only blank lines so far
+    if stripped and not stripped.startswith(">"):
+        bad_line = line + buf[: len(buf) - len(stripped)].count("\n")
+        raise InputError("sequence data before the first '>' header.", path=path, record=bad_line,
+                         fix="check that this is a FASTA file; every record starts with a "
+                             "'>ID description' line.")
+    skipped = buf[: len(buf) - len(stripped)]
+    return stripped, line + skipped.count("\n")
+
+
+def _parse_record(path: Path, record: str, line: int, seen: set[str]) -> Protein:
+    """``record`` is one record without its leading '>'; ``line`` is the line of its header."""
+    header, _, body = record.partition("\n")
+    pid, desc = parse_header(header)
+    if not pid:
+        raise InputError("header without an ID.", path=path, record=line,
+                         fix="give every record an ID right after '>', e.g. '>P12345 description'.")
+    if pid in seen:
+        raise InputError(f"duplicate ID {pid!r}.", path=path, record=f"line {line}, record {pid}",
+                         fix="make the IDs unique (the ID is the first word of the header, or the "
+                             "accession of a UniProt header).")
+    seen.add(pid)
+    seq = "".join(body.split()).upper()
+    if seq.endswith("*"):
+        seq = seq[:-1]
+    if not seq:
+        raise InputError("empty sequence.", path=path, record=f"line {line}, record {pid}",
+                         fix="remove the record or add its sequence on the lines below the header.")
+    # bytes.translate with a delete table is a fast C scan; the regex only runs to locate an error
+    if not seq.isascii() or seq.encode("ascii").translate(None, _ESM_RESIDUE_BYTES):
+        _raise_bad_residue(path, pid, body, line, _BAD_RESIDUE.search(seq).start())
+    return Protein(pid, seq, desc)
+
+
+def _raise_bad_residue(path: Path, pid: str, body: str, header_line: int, pos: int):
+    offset = 0
+    for i, text in enumerate(body.split("\n"), header_line + 1):
+        residues = "".join(text.split())
+        if pos < offset + len(residues):
+            line, char = i, residues[pos - offset]
+            break
+        offset += len(residues)
+    if char == "*":
+        fix = "a '*' (stop) is allowed only at the very end of a sequence; split or trim the record."
+    elif char in "-.":
+        fix = "remove alignment gaps ('-', '.'): plmsae needs unaligned sequences."
+    else:
+        fix = f"use only the amino-acid letters {ESM_RESIDUES} (replace unknown residues by X)."
+    raise InputError(f"character {char!r} at residue {pos + 1} is not an amino acid that ESM-2 "
+                     "can read.", path=path, record=f"line {line}, record {pid}", fix=fix)
