@@ -1,0 +1,119 @@
+"""The offline explainer: a statistical stand-in for an LLM, so the stage runs with no network.
+
+It is NOT a language model and is labelled ``explainer="offline-statistical"``, ``is_llm=False``
+everywhere its results appear. For one feature it
+
+1. picks up to three annotation concepts by greedy forward selection on the explanation
+   (train + validation) proteins: each step takes the concept whose membership correlates best
+   (positively) with what the previous concepts leave unexplained;
+2. fits activation ~ intercept + non-negative weights x membership (``scipy.optimize.nnls``) on
+   the same proteins, and a detection threshold that maximises balanced accuracy there;
+3. writes the description from those concepts ("Proteins annotated with <name> (<category>)
+   and ..."), label = the first concept's name;
+4. simulates held-out proteins by their membership in those concepts, from the fit alone.
+
+Nothing about the held-out proteins is used to fit, so its simulation scores are honest, and
+comparable to an LLM's on the same held-out proteins.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.optimize import nnls
+
+from plmsae.interpret.prompts import CATEGORY_LABELS
+
+MAX_CONCEPTS = 3
+MIN_SUPPORT = 3        # a concept must annotate at least this many training proteins
+MIN_CORRELATION = 0.05 # stop adding concepts below this residual correlation
+
+EXPLAINER = "offline-statistical"
+
+
+@dataclass
+class OfflineExplanation:
+    concepts: list[int]       # column indices of concepts.parquet
+    weights: np.ndarray       # [len(concepts)] non-negative, on the 0..10 activation scale
+    intercept: float
+    threshold: float          # predicted activation above this = predicted active
+    train_r: float            # Pearson r of the fit on the training proteins
+    label: str
+    description: str
+
+    def predict(self, membership: sp.csr_matrix) -> np.ndarray:
+        """Simulated activations 0..10 [n] from concept membership [n, n_concepts] (bool CSR)."""
+        if not self.concepts:
+            return np.full(membership.shape[0], self.intercept)
+        x = membership[:, self.concepts].toarray().astype(np.float64)
+        return np.clip(x @ self.weights + self.intercept, 0.0, 10.0)
+
+
+def _greedy_concepts(a: sp.csc_matrix, y: np.ndarray, k: int) -> list[int]:
+    n = len(y)
+    support = np.asarray(a.sum(0)).ravel()
+    ok = (support >= MIN_SUPPORT) & (support < n)
+    var = support * (1 - support / n)  # variance x n of a 0/1 column
+    chosen: list[int] = []
+    resid = y - y.mean()
+    for _ in range(k):
+        ss = float(resid @ resid)
+        if ss <= 1e-12:
+            break
+        cov = np.asarray(a.T @ resid).ravel()   # resid is centred, so this is n x covariance
+        with np.errstate(divide="ignore", invalid="ignore"):
+            corr = np.where(ok, cov / np.sqrt(var * ss), -np.inf)
+        corr[chosen] = -np.inf
+        j = int(np.argmax(corr))
+        if not corr[j] > MIN_CORRELATION:
+            break
+        chosen.append(j)
+        x = np.column_stack([a[:, chosen].toarray().astype(np.float64), np.ones(n)])
+        coef, *_ = np.linalg.lstsq(x, y, rcond=None)
+        resid = y - x @ coef
+    return chosen
+
+
+def _best_threshold(pred: np.ndarray, active: np.ndarray) -> float:
+    from plmsae.interpret.scoring import balanced_accuracy
+
+    values = np.unique(pred)
+    if len(values) < 2 or active.all() or not active.any():
+        return float(values[0]) if len(values) else 0.0
+    cuts = (values[:-1] + values[1:]) / 2
+    accs = [balanced_accuracy(pred > c, active) for c in cuts]
+    return float(cuts[int(np.argmax(accs))])
+
+
+def fit_offline(membership: sp.csr_matrix, activation: np.ndarray, concept_names: list[str],
+                concept_categories: list[str]) -> OfflineExplanation:
+    """Fit on training proteins. membership: bool [n, n_concepts]; activation: [n] on 0..10."""
+    y = np.asarray(activation, dtype=np.float64)
+    a = membership.astype(np.float64).tocsc()
+    chosen = _greedy_concepts(a, y, MAX_CONCEPTS)
+    if chosen:
+        x = np.column_stack([a[:, chosen].toarray(), np.ones(len(y))])
+        coef, _ = nnls(x, y)
+        keep = coef[:-1] > 0
+        chosen = [c for c, k in zip(chosen, keep) if k]
+        weights, intercept = coef[:-1][keep], float(coef[-1])
+    else:
+        weights, intercept = np.zeros(0), float(y.mean())
+    if chosen:
+        parts = [f"{concept_names[j]} ({CATEGORY_LABELS.get(concept_categories[j], concept_categories[j])})"
+                 for j in chosen]
+        description = "Proteins annotated with " + (
+            parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]) + "."
+        label = concept_names[chosen[0]]
+    else:
+        description = "No annotation concept tracks this feature on the training proteins."
+        label = "no annotation match"
+    model = OfflineExplanation(chosen, weights, intercept, 0.0, float("nan"), label, description)
+    pred = model.predict(membership)
+    from plmsae.interpret.scoring import pearson
+
+    model.train_r = pearson(pred, y)
+    model.threshold = _best_threshold(pred, y > 0)
+    return model

@@ -1,0 +1,169 @@
+"""Prompt templates (``prompts/*.txt``, jinja2, each with a version line) and the text
+they are filled with: protein annotations as readable names, enrichment results, and the
+parsers for the replies."""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import lru_cache
+from pathlib import Path
+
+import jinja2
+import numpy as np
+import pandas as pd
+
+from plmsae.interpret.assocdir import AssocDir
+
+TEMPLATE_DIR = Path(__file__).parent / "prompts"
+_VERSION_RE = re.compile(r"\{#-?\s*version:\s*(\S+)\s*-?#\}")
+
+# display order and wording of annotation categories in prompts
+CATEGORY_LABELS = {
+    "family": "Family",
+    "GO:MF": "GO molecular function",
+    "GO:BP": "GO biological process",
+    "GO:CC": "GO cellular component",
+    "GO": "GO",
+    "location": "Subcellular location",
+    "residue": "Sequence features",
+}
+MAX_PER_CATEGORY = 8       # most specific concepts shown per category and protein
+MAX_ENRICHMENT = 6         # enrichment rows shown per feature
+GENERIC_FRACTION = 0.5     # concepts on more than this fraction of proteins are too general to show
+
+
+@lru_cache(maxsize=None)
+def load_template(name: str) -> tuple[jinja2.Template, str]:
+    """(template, version) of ``prompts/<name>.txt``; the version is its ``{# version: ... #}``."""
+    text = (TEMPLATE_DIR / f"{name}.txt").read_text()
+    m = _VERSION_RE.search(text)
+    if not m:
+        raise RuntimeError(f"prompt template {name}.txt has no version line")
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                             autoescape=False)  # plain text for a model, never HTML
+    return env.from_string(text), m.group(1)
+
+
+def render(name: str, **context) -> str:
+    return load_template(name)[0].render(**context).strip() + "\n"
+
+
+def prompt_version() -> str:
+    """One string naming every template version a result depends on."""
+    return "+".join(load_template(n)[1] for n in ("explain", "simulate", "reask"))
+
+
+class ProteinText:
+    """Readable annotation lines for proteins of an association directory."""
+
+    def __init__(self, ad: AssocDir):
+        self.ad = ad
+        c = ad.concepts
+        n_prot = max(len(ad.proteins), 1)
+        self.category = c["category"].astype(str).to_numpy()
+        self.n = c["n_proteins"].to_numpy()
+        self.generic = self.n > GENERIC_FRACTION * n_prot
+        names = c["name"].astype(str).to_numpy()
+        ids = c["concept"].astype(str).to_numpy()
+        # GO terms keep their ID next to the name; other concepts are shown by name
+        self.display = np.array([f"{nm} ({cid})" if cid.startswith("GO:") and nm and nm != cid
+                                 else (nm or cid) for nm, cid in zip(names, ids)], dtype=object)
+        cats = list(CATEGORY_LABELS) + sorted(set(self.category) - set(CATEGORY_LABELS))
+        self.cat_order = {k: i for i, k in enumerate(cats)}
+
+    def record(self, row: int, activation: float | None = None) -> dict:
+        a = self.ad.annotations
+        cols = a.indices[a.indptr[row]:a.indptr[row + 1]]
+        cols = cols[~self.generic[cols]]
+        by_cat: dict[str, list[int]] = {}
+        for j in cols[np.argsort(self.n[cols], kind="stable")]:  # most specific first
+            by_cat.setdefault(self.category[j], []).append(j)
+        ann = [(CATEGORY_LABELS.get(cat, cat), [self.display[j] for j in js[:MAX_PER_CATEGORY]])
+               for cat, js in sorted(by_cat.items(), key=lambda kv: self.cat_order[kv[0]])]
+        p = self.ad.proteins.iloc[row]
+        name = str(p["name"]) if p["name"] else ""
+        return {"id": str(p["id"]), "name": name, "annotations": ann,
+                "activation": None if activation is None else float(activation)}
+
+
+def enrichment_rows(ad: AssocDir, source: str, feature: int, n: int = MAX_ENRICHMENT) -> list[dict]:
+    """The feature's strongest associations (q < 0.05, best F1 first) as dicts for templates."""
+    df = ad.associations
+    if df.empty:
+        return []
+    rows = df[(df["source"] == source) & (df["feature"] == feature)]
+    if "q_value" in rows:
+        rows = rows[rows["q_value"] < 0.05]
+    if rows.empty:
+        return []
+    if "f1" in rows:
+        rows = rows.sort_values(["f1", "q_value"], ascending=[False, True])
+    rows = rows.drop_duplicates("concept").head(n)
+    names = dict(zip(ad.concepts["concept"], ad.concepts["name"]))
+    return [{"concept": str(r.concept), "name": names.get(r.concept) or str(r.concept),
+             "category": str(r.category), "precision": float(r.precision),
+             "recall": float(r.recall), "q_value": float(r.q_value), "f1": float(r.f1)}
+            for r in rows.itertuples()]
+
+
+class ReplyError(ValueError):
+    """A reply that does not have the asked-for form (re-asked once, then a recorded failure)."""
+
+
+def _json_object(text: str) -> dict:
+    m = re.search(r"\{.*\}", text, re.S)
+    if not m:
+        raise ReplyError("no JSON object found")
+    try:
+        obj = json.loads(m.group(0))
+    except json.JSONDecodeError as e:
+        raise ReplyError(f"invalid JSON ({e.msg})") from None
+    if not isinstance(obj, dict):
+        raise ReplyError("the JSON is not an object")
+    return obj
+
+
+def parse_explanation(text: str) -> tuple[str, str]:
+    """(label, description) from an explain reply."""
+    obj = _json_object(text)
+    label, desc = obj.get("label"), obj.get("description")
+    if not isinstance(label, str) or not label.strip():
+        raise ReplyError('"label" is missing or empty')
+    if not isinstance(desc, str) or not desc.strip():
+        raise ReplyError('"description" is missing or empty')
+    return " ".join(label.split())[:120], " ".join(desc.split())
+
+
+def parse_simulation(text: str, n: int) -> np.ndarray:
+    """Predicted activations [n] (0..10) from a simulation reply numbering proteins 1..n."""
+    obj = _json_object(text)
+    out = np.full(n, np.nan)
+    for k, v in obj.items():
+        try:
+            i = int(str(k).strip().removeprefix("Protein").strip())
+        except ValueError:
+            raise ReplyError(f"key {k!r} is not a protein number") from None
+        if not 1 <= i <= n:
+            raise ReplyError(f"protein number {i} is out of range 1..{n}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 10:
+            raise ReplyError(f"value for protein {i} is not a number from 0 to 10")
+        out[i - 1] = float(v)
+    if np.isnan(out).any():
+        missing = (np.flatnonzero(np.isnan(out)) + 1).tolist()
+        raise ReplyError(f"no prediction for proteins {missing[:10]}")
+    return out
+
+
+def model_text(ad: AssocDir) -> tuple[str, str]:
+    """(model description, pooling description) for the prompts, from run.json."""
+    run = ad.run
+    spec = run.get("model") or {}
+    model = spec.get("description") or spec.get("id") or "ESM-2"
+    layer = run.get("layer")
+    if layer is not None:
+        model = f"{model}, layer {layer}"
+    level = run.get("level", "protein")
+    pooling = run.get("pooling") or ("max over residues" if level == "residue" else "per protein")
+    return str(model), f"{level}-level feature, {pooling}" if level == "residue" else str(pooling)
+

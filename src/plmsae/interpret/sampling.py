@@ -1,0 +1,93 @@
+"""Which proteins an explainer sees for a feature, and which are held out to score it.
+
+As in Gujral et al. (PNAS 2025): activations are min-max scaled per feature (after a ReLU, so
+that a neuron's negative values count as inactive); proteins are drawn from five bands of the
+scaled activation, 6 from the top band [0.8, 1.0], 3 from each of [0.6, 0.8), [0.4, 0.6),
+[0.2, 0.4) and 2 from the bottom band (0, 0.2), plus 15 inactive proteins (scaled activation 0).
+A band with too few proteins passes its shortfall on to the next band down.
+
+The paper split one sample 50/50 into explanation and held-out examples. Here the two sets come
+from disjoint homology clusters instead: the explanation set is drawn from the association
+stage's train and validation splits, the held-out set from its test split, both with the band
+scheme above, so that no held-out protein has a close homologue among the examples.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+# (low, high, n): band low <= s < high (the top band includes 1.0; the bottom band excludes 0)
+BANDS = ((0.8, 1.0, 6), (0.6, 0.8, 3), (0.4, 0.6, 3), (0.2, 0.4, 3), (0.0, 0.2, 2))
+N_INACTIVE = 15
+
+
+def scale(activations: np.ndarray) -> np.ndarray:
+    """ReLU then min-max scale to [0, 1] over all proteins. [n] -> [n]."""
+    a = np.maximum(np.asarray(activations, dtype=np.float64), 0.0)
+    lo, hi = a.min(initial=0.0), a.max(initial=0.0)
+    if hi <= lo:
+        return np.zeros_like(a)
+    return (a - lo) / (hi - lo)
+
+
+def feature_rng(seed: int, source: str, feature: int) -> np.random.Generator:
+    """One reproducible random stream per (seed, source, feature), independent of run order."""
+    return np.random.default_rng([seed, zlib.crc32(source.encode()), int(feature)])
+
+
+def band_sample(scaled: np.ndarray, pool: np.ndarray, rng: np.random.Generator,
+                bands=BANDS, n_inactive: int = N_INACTIVE) -> np.ndarray:
+    """Protein indices drawn from ``pool`` (indices into ``scaled``) by activation band.
+
+    Returns active proteins in band order (strongest band first), then inactive ones.
+    """
+    s = scaled[pool]
+    chosen: list[np.ndarray] = []
+    carry = 0
+    for i, (lo, hi, n) in enumerate(bands):
+        in_band = (s >= lo) & ((s <= hi) if i == 0 else (s < hi))
+        if lo == 0.0:
+            in_band &= s > 0
+        cand = pool[in_band]
+        want = n + carry
+        take = rng.choice(cand, size=min(want, len(cand)), replace=False) if len(cand) else cand
+        chosen.append(take[np.argsort(-scaled[take], kind="stable")])
+        carry = want - len(take)
+    inactive = pool[s == 0]
+    chosen.append(rng.choice(inactive, size=min(n_inactive, len(inactive)), replace=False)
+                  if len(inactive) else inactive)
+    return np.concatenate(chosen).astype(np.int64)
+
+
+@dataclass
+class Pools:
+    """Protein indices (rows of proteins.parquet) the two example sets are drawn from."""
+
+    explain: np.ndarray   # examples shown to the explainer; also the offline explainer's train set
+    heldout: np.ndarray   # held-out proteins for scoring
+    how: str              # how the split was made (recorded in summary.json)
+
+
+def split_pools(proteins: pd.DataFrame, seed: int = 0) -> Pools:
+    """Explanation pool = association train+validation split, held-out pool = its test split.
+
+    When the association run has no test split, whole clusters are assigned at random (seeded)
+    to the two pools, about half of the proteins each, so homologues never straddle them.
+    """
+    split = proteins["split"].astype(str).to_numpy()
+    test = split == "test"
+    if test.any() and (~test).any():
+        return Pools(np.flatnonzero(~test), np.flatnonzero(test),
+                     "association splits: explain on train+validation, score on test")
+    clusters = proteins["cluster"].astype(str).to_numpy()
+    uniq, inverse, counts = np.unique(clusters, return_inverse=True, return_counts=True)
+    order = np.random.default_rng(seed).permutation(len(uniq))
+    heldout_cluster = np.zeros(len(uniq), bool)
+    heldout_cluster[order[np.cumsum(counts[order]) <= len(clusters) / 2]] = True
+    held = heldout_cluster[inverse]
+    return Pools(np.flatnonzero(~held), np.flatnonzero(held),
+                 "no test split in proteins.parquet: clusters split 50/50 at random")

@@ -1,0 +1,101 @@
+"""The explain stage end to end with the offline statistical explainer (no network)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from conftest import CONCEPTS, N_PLANTED
+from typer.testing import CliRunner
+
+from plmsae._util import InputError
+from plmsae.interpret.explain import explain
+
+
+def test_offline_outputs_and_labels(assoc_dir):
+    block = explain(assoc_dir, llm="offline", n_features=20, n_bootstrap=300)
+    ex = pd.read_parquet(assoc_dir / "explanations.parquet")
+    for col in ("source", "feature", "label", "description", "explainer", "is_llm", "prompt_version",
+                "model", "status"):
+        assert col in ex.columns
+    # labelled as non-LLM everywhere it appears
+    assert (ex["explainer"] == "offline-statistical").all() and not ex["is_llm"].any()
+    assert ex["model"].str.contains("not an LLM").all()
+    assert block["is_llm"] is False and "NOT an LLM" in block["note"]
+    summary = json.loads((assoc_dir / "summary.json").read_text())
+    assert summary["explain"]["explainer"] == "offline-statistical"
+    assert summary["sae"]["n_features"] == N_PLANTED + 4  # the association block is kept
+    # planted SAE features are labelled with their concept
+    sae = ex[ex.source == "sae"].set_index("feature")
+    hits = sum(sae.loc[f, "label"] == CONCEPTS[f][2] for f in range(N_PLANTED))
+    assert hits >= N_PLANTED - 1, sae["label"].tolist()
+    assert sae.loc[0, "description"].startswith("Proteins annotated with ATP binding (GO molecular function)")
+    scores = pd.read_parquet(assoc_dir / "scores.parquet")
+    assert set(scores["method"]) == {"simulation", "detection"}
+    assert list(scores.columns[:5]) == ["source", "feature", "method", "score", "n"]
+    assert ((scores["n"] > 15) & (scores["n"] <= 32)).all()
+    # SAE features beat the dense, weakly tied neurons on the synthetic data
+    s, n = block["sources"]["sae"]["simulation_r"], block["sources"]["neuron"]["simulation_r"]
+    assert s["median"] > n["median"] + 0.3 and s["median_ci"][0] <= s["median"] <= s["median_ci"][1]
+    assert block["sae_minus_neuron_median_r"]["ci"][0] > 0
+    assert block["sources"]["sae"]["detection_balanced_accuracy"]["median"] > 0.75
+    sims = pd.read_parquet(assoc_dir / "simulations.parquet")
+    test_ids = set(pd.read_parquet(assoc_dir / "proteins.parquet").query("split == 'test'")["id"])
+    assert set(sims["protein"]) <= test_ids  # scored on held-out clusters only
+
+
+def test_offline_is_deterministic_and_does_not_look_at_heldout(assoc_dir, tmp_path):
+    explain(assoc_dir, llm="offline", n_features=6, n_bootstrap=100)
+    first = pd.read_parquet(assoc_dir / "explanations.parquet")
+    explain(assoc_dir, llm="offline", n_features=6, n_bootstrap=100)
+    pd.testing.assert_frame_equal(first, pd.read_parquet(assoc_dir / "explanations.parquet"))
+    # scramble the annotations of the held-out (test) proteins: descriptions must not change
+    prot = pd.read_parquet(assoc_dir / "proteins.parquet")
+    ann = sp.load_npz(assoc_dir / "annotations.npz").tolil()
+    test = np.flatnonzero(prot["split"] == "test")
+    rng = np.random.default_rng(5)
+    ann[test] = ann[rng.permutation(test)].toarray()[:, rng.permutation(ann.shape[1])]
+    sp.save_npz(assoc_dir / "annotations.npz", ann.tocsr())
+    explain(assoc_dir, llm="offline", n_features=6, n_bootstrap=100)
+    after = pd.read_parquet(assoc_dir / "explanations.parquet")
+    assert after["description"].tolist() == first["description"].tolist()
+    # ... while the scores do change (the truth no longer matches the annotations)
+    sc = pd.read_parquet(assoc_dir / "scores.parquet")
+    assert sc.query("source == 'sae' and method == 'simulation'")["score"].median() < 0.4
+
+
+def test_explicit_features_and_skips(assoc_dir):
+    explain(assoc_dir, llm="offline", features=["sae:0,1", "neuron:3"], n_bootstrap=100)
+    ex = pd.read_parquet(assoc_dir / "explanations.parquet")
+    assert sorted(zip(ex.source, ex.feature)) == [("neuron", 3), ("sae", 0), ("sae", 1)]
+    assert (ex["selection"] == "user").all()
+    with pytest.raises(InputError, match="feature 99 does not exist"):
+        explain(assoc_dir, llm="offline", features=["99"])
+    with pytest.raises(InputError, match="no activations for source"):
+        explain(assoc_dir, llm="offline", sources=["transcoder"])
+
+
+def test_missing_file_is_a_clear_error(assoc_dir):
+    (assoc_dir / "concepts.parquet").unlink()
+    with pytest.raises(InputError, match=r"concepts\.parquet.*missing file.*plmsae associate"):
+        explain(assoc_dir, llm="offline")
+
+
+def test_cli_offline_and_dry_run(assoc_dir, monkeypatch):
+    from plmsae.cli import app
+
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    runner = CliRunner()
+    r = runner.invoke(app, ["explain", "--help"])
+    assert r.exit_code == 0 and "--max-cost" in r.output and "--dry-run" in r.output
+    r = runner.invoke(app, ["explain", str(assoc_dir), "--dry-run", "--n-features", "4"])
+    assert r.exit_code == 0, r.output
+    assert "offline" in r.output and not (assoc_dir / "explanations.parquet").exists()
+    r = runner.invoke(app, ["explain", str(assoc_dir), "--n-features", "4", "--n-bootstrap", "50"])
+    assert r.exit_code == 0, r.output
+    assert len(pd.read_parquet(assoc_dir / "explanations.parquet")) == 8
+    r = runner.invoke(app, ["explain", str(assoc_dir / "nope")])
+    assert r.exit_code == 2 and "not a directory" in r.output
