@@ -134,10 +134,11 @@ def assoc_dir(_assoc_template, tmp_path) -> Path:
 class FakeLLM:
     """Anthropic (/v1/messages) and OpenAI (/v1/chat/completions) on 127.0.0.1.
 
-    A plausible model: the explanation names the first annotation of the strongest example;
+    A plausible model: the explanation names the top enrichment result (else the first
+    annotation of the strongest example);
     the simulation predicts 8 for proteins carrying that annotation, else 0. ``faults`` is a
     list consumed one per request: None (normal), an int HTTP status (with retry-after: 0), or
-    "malformed" (a 200 reply whose text is not the asked-for JSON).
+    "malformed" (a 200 reply whose text is not the asked-for JSON) or "slow" (answers after 1 s).
     """
 
     def __init__(self):
@@ -165,6 +166,10 @@ class FakeLLM:
                     self.end_headers()
                     self.wfile.write(data)
                     return
+                if fault == "slow":  # longer than the client's timeout in the tests
+                    import time
+
+                    time.sleep(1.0)
                 text = "I believe this feature is about kinases." if fault == "malformed" else fake.reply(body["messages"])
                 if self.path.endswith("/messages"):
                     resp = {"id": "msg_fake", "type": "message", "role": "assistant", "model": body["model"],
@@ -200,9 +205,10 @@ class FakeLLM:
             blocks = re.split(r"\nProtein (\d+): ", first)[1:]
             preds = {blocks[i]: (8 if key in blocks[i + 1] else 0) for i in range(0, len(blocks), 2)}
             return json.dumps(preds)
-        # explanation: the first annotation of protein 1 (the strongest example)
-        m = re.search(r"Protein 1 \(activation [^)]*\): [^\n]*\n  [^:]+: ([^;\n]+)", first)
-        name = m.group(1) if m else "nothing"
+        # explanation: the top enrichment result, else the first annotation of the strongest example
+        m = (re.search(r"\n- (.+?) \[", first)
+             or re.search(r"Protein 1 \(activation [^)]*\): [^\n]*\n  [^:]+: ([^;(\n]+)", first))
+        name = m.group(1).strip() if m else "nothing"
         return "```json\n" + json.dumps({"label": name[:40], "description": f"Proteins carrying {name}."}) + "\n```"
 
     def close(self):

@@ -95,6 +95,7 @@ def test_prompt_version_and_llm_parsing(monkeypatch):
     with pytest.raises(InputError):
         parse_llm("gemini:pro")
     assert price_for("claude-sonnet-4-5-20250929") == (3.0, 15.0)
+    assert price_for("claude-opus-4-1-20250805") == (15.0, 75.0) and price_for("claude-opus-4-6") == (5.0, 25.0)
     assert price_for("my-local-model") is None and price_for("x", "0,0") == (0.0, 0.0)
     with pytest.raises(InputError, match="--price"):
         price_for("x", "cheap")

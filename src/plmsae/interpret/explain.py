@@ -273,7 +273,7 @@ def explain(
     assoc_dir: Annotated[Path, typer.Argument(help="Association directory written by `plmsae associate`.")],
     llm: Annotated[str, typer.Option(
         "--llm", help="Explainer: offline (statistical, no LLM), anthropic:MODEL, openai:MODEL, or "
-        "auto = anthropic:claude-sonnet-4-5 when ANTHROPIC_API_KEY is set, else offline.")] = "auto",
+        "auto = anthropic:claude-sonnet-4-6 when ANTHROPIC_API_KEY is set, else offline.")] = "auto",
     features: Annotated[Optional[list[str]], typer.Option(
         "--features", help="Features to explain, e.g. sae:1,2,10-12 or neuron:5 (bare numbers are SAE "
         "features); repeatable. Sources not named get the default selection of the same size. "

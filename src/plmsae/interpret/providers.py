@@ -21,19 +21,21 @@ from plmsae._util import InputError, read_json, sha256_json, write_json
 
 log = logging.getLogger("plmsae.interpret")
 
-DEFAULT_ANTHROPIC_MODEL = "claude-sonnet-4-5"
+DEFAULT_ANTHROPIC_MODEL = "claude-sonnet-4-6"
 
 # Estimated list prices in USD per million tokens (input, output), from the vendors' public price
-# pages; matched by model-name prefix (longest first). These are ESTIMATES for --dry-run and
-# --max-cost: check your provider's bill. Models not listed need --price IN,OUT (local servers
-# are free: --price 0,0).
+# pages; matched by the longest model-name prefix. The bare family prefixes ("claude-sonnet-" ...)
+# are a guess for newer models of the family. These are ESTIMATES for --dry-run and --max-cost:
+# check your provider's bill. Other models need --price IN,OUT (local servers: --price 0,0).
 PRICES_USD_PER_MTOK: dict[str, tuple[float, float]] = {
-    "claude-opus-4-5": (5.0, 25.0),
-    "claude-opus-4": (15.0, 75.0),
-    "claude-sonnet-4": (3.0, 15.0),
+    "claude-opus-4-0": (15.0, 75.0),
+    "claude-opus-4-1": (15.0, 75.0),
+    "claude-opus-4-2025": (15.0, 75.0),
+    "claude-opus-": (5.0, 25.0),           # claude-opus-4-5 and later
+    "claude-sonnet-": (3.0, 15.0),
     "claude-3-7-sonnet": (3.0, 15.0),
     "claude-3-5-sonnet": (3.0, 15.0),
-    "claude-haiku-4-5": (1.0, 5.0),
+    "claude-haiku-": (1.0, 5.0),           # claude-haiku-4-5 and later
     "claude-3-5-haiku": (0.8, 4.0),
     "claude-3-haiku": (0.25, 1.25),
     "gpt-4o-mini": (0.15, 0.6),
@@ -142,7 +144,7 @@ class LLMClient:
     retry_delay: float = 1.0      # first backoff delay (s); doubles per attempt, with jitter
     max_delay: float = 60.0       # cap on any single wait, retry-after included
     timeout: float = 120.0        # per request (s)
-    temperature: float = 0.0
+    temperature: float | None = 0.0   # OpenAI-compatible only: the Anthropic SDK 2.x has no sampling params
     usage: Usage = field(default_factory=Usage)
 
     def __post_init__(self):
@@ -158,7 +160,8 @@ class LLMClient:
     # -- cache -------------------------------------------------------------------------------
     def _request_body(self, messages: list[dict], max_tokens: int) -> dict:
         return {"provider": self.spec.provider, "model": self.spec.model, "messages": messages,
-                "max_tokens": max_tokens, "temperature": self.temperature}
+                "max_tokens": max_tokens,
+                "temperature": None if self.spec.provider == "anthropic" else self.temperature}
 
     def _cache_path(self, body: dict) -> Path:
         key = sha256_json({"cache_format": CACHE_FORMAT, **body})
@@ -187,7 +190,10 @@ class LLMClient:
                 hit = read_json(path)
                 with self._lock:
                     self.usage.cached += 1
-                return Reply(hit["text"], hit["input_tokens"], hit["output_tokens"], 0.0, True)
+                # tokens and cost of the original call, so a re-run's tables are identical;
+                # this run's spending (self.usage) does not grow
+                return Reply(hit["text"], hit["input_tokens"], hit["output_tokens"],
+                             float(hit.get("cost_usd", 0.0)), True)
             except (InputError, KeyError):
                 log.warning("ignoring damaged cache entry %s", path)
         est = self.cost(*self.estimate(messages, max_tokens))
@@ -284,7 +290,7 @@ class LLMClient:
     def _call(self, messages, max_tokens) -> tuple[str, int | None, int | None]:
         if self.spec.provider == "anthropic":
             r = self._client.messages.create(model=self.spec.model, max_tokens=max_tokens,
-                                             temperature=self.temperature, messages=messages)
+                                             messages=messages)
             text = "".join(getattr(b, "text", "") or "" for b in (r.content or [])
                            if getattr(b, "type", "") == "text")
             u = r.usage
