@@ -179,16 +179,24 @@ def _result(job: Job, spec: LLMSpec, **kw) -> dict:
             "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0, "predictions": None, **kw}
 
 
-def run_offline(ad: AssocDir, job: Job, pools: Pools) -> dict:
-    c = ad.concepts
-    m = offline_mod.fit_offline(ad.annotations[pools.explain], job.scaled[pools.explain] * 10,
-                                c["name"].tolist(), c["category"].astype(str).tolist())
-    truth = job.scaled[job.heldout_rows] * 10
-    pred = m.predict(ad.annotations[job.heldout_rows])
-    return _result(job, LLMSpec("offline", ""), label=m.label, description=m.description,
-                   simulation_r=pearson(pred, truth),
-                   detection_bacc=balanced_accuracy(pred > m.threshold, truth > 0),
-                   predictions=pred)
+class OfflineExplainer:
+    """The offline statistical explainer (:mod:`.offline`) over one association directory."""
+
+    def __init__(self, ad: AssocDir, pools: Pools):
+        self.ad, self.pools = ad, pools
+        self.train = ad.annotations[pools.explain].astype(np.float64).tocsc()  # once, not per feature
+        self.names = ad.concepts["name"].tolist()
+        self.categories = ad.concepts["category"].astype(str).tolist()
+
+    def run(self, job: Job) -> dict:
+        m = offline_mod.fit_offline(self.train, job.scaled[self.pools.explain] * 10, self.names,
+                                    self.categories)
+        truth = job.scaled[job.heldout_rows] * 10
+        pred = m.predict(self.ad.annotations[job.heldout_rows])
+        return _result(job, LLMSpec("offline", ""), label=m.label, description=m.description,
+                       simulation_r=pearson(pred, truth),
+                       detection_bacc=balanced_accuracy(pred > m.threshold, truth > 0),
+                       predictions=pred)
 
 
 class LLMExplainer:
@@ -335,8 +343,9 @@ def explain(
         todo = [j for j in jobs if not j.skip]
         results += [_result(j, spec, status=j.skip) for j in jobs if j.skip]
         if explainer is None:
+            offline = OfflineExplainer(ad, pools)
             for j in todo:
-                results.append(run_offline(ad, j, pools))
+                results.append(offline.run(j))
                 prog.advance(task)
         else:
             with ThreadPoolExecutor(max_workers=concurrency) as pool:

@@ -47,7 +47,7 @@ class OfflineExplanation:
         """Simulated activations 0..10 [n] from concept membership [n, n_concepts] (bool CSR)."""
         if not self.concepts:
             return np.full(membership.shape[0], self.intercept)
-        x = membership[:, self.concepts].toarray().astype(np.float64)
+        x = membership[:, self.concepts].toarray().astype(np.float64)  # any sparse format
         return np.clip(x @ self.weights + self.intercept, 0.0, 10.0)
 
 
@@ -89,9 +89,11 @@ def _best_threshold(pred: np.ndarray, active: np.ndarray) -> float:
 
 def fit_offline(membership: sp.csr_matrix, activation: np.ndarray, concept_names: list[str],
                 concept_categories: list[str]) -> OfflineExplanation:
-    """Fit on training proteins. membership: bool [n, n_concepts]; activation: [n] on 0..10."""
+    """Fit on training proteins. membership: [n, n_concepts] 0/1 (pass float64 CSC to avoid a
+    conversion per feature); activation: [n] on the 0..10 scale."""
     y = np.asarray(activation, dtype=np.float64)
-    a = membership.astype(np.float64).tocsc()
+    a = membership if (membership.format == "csc" and membership.dtype == np.float64) \
+        else membership.astype(np.float64).tocsc()
     chosen = _greedy_concepts(a, y, MAX_CONCEPTS)
     if chosen:
         x = np.column_stack([a[:, chosen].toarray(), np.ones(len(y))])

@@ -156,7 +156,7 @@ def parse_simulation(text: str, n: int) -> np.ndarray:
 
 
 def model_text(ad: AssocDir) -> tuple[str, str]:
-    """(model description, pooling description) for the prompts, from run.json."""
+    """(model description, what one activation value is) for the prompts, from run.json."""
     run = ad.run
     spec = run.get("model") or {}
     model = spec.get("description") or spec.get("id") or "ESM-2"
@@ -164,6 +164,9 @@ def model_text(ad: AssocDir) -> tuple[str, str]:
     if layer is not None:
         model = f"{model}, layer {layer}"
     level = run.get("level", "protein")
-    pooling = run.get("pooling") or ("max over residues" if level == "residue" else "per protein")
-    return str(model), f"{level}-level feature, {pooling}" if level == "residue" else str(pooling)
-
+    pooling = run.get("pooling")
+    if level == "residue":
+        text = "a residue-level feature; per protein, its maximum over residues"
+    else:
+        text = "a protein-level feature" + (f" on {pooling}-pooled residue embeddings" if pooling else "")
+    return str(model), text
