@@ -29,6 +29,7 @@ app = typer.Typer(
 # (command name, module, function). Order is the pipeline order shown by --help.
 COMMANDS = [
     # ("embed", "plmsae.embed.embed", "embed"),  -- each stage adds its line here
+    ("embed", "plmsae.embed.embed", "embed"),
     ("explain", "plmsae.interpret.explain", "explain"),
     ("report", "plmsae.report.report", "report"),
     ("annotate", "plmsae.report.annotate", "annotate"),
