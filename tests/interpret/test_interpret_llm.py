@@ -131,3 +131,21 @@ def test_configuration_errors(assoc_dir, fake_llm, monkeypatch):
     assert SENTINEL not in str(e.value)
     with pytest.raises(InputError, match="--price"):
         explain(assoc_dir, llm="openai:my-local", base_url=fake_llm.url + "/v1", max_cost=1.0)
+
+
+def test_residue_windows_note_when_store_is_missing(assoc_dir, fake_llm, monkeypatch):
+    from plmsae.interpret.windows import window
+
+    assert window("MKTAYIAKQR", [0, 0, 0, 0, 5, 1, 0, 0, 0, 0]) == "Y5: MKTA[Y]IAKQR"
+    seq = "A" * 30 + "W" + "C" * 30
+    assert window(seq, [1.0 if c == "W" else 0 for c in seq], half=3) == "W31: ...AAA[W]CCC..."
+    run = json.loads((assoc_dir / "run.json").read_text())
+    run.update(level="residue", store=str(assoc_dir / "no_store"))
+    (assoc_dir / "run.json").write_text(json.dumps(run))
+    monkeypatch.setenv("ANTHROPIC_API_KEY", SENTINEL)
+    block = explain(assoc_dir, llm="anthropic:claude-sonnet-4-6", base_url=fake_llm.url, features=["0"],
+                    sources=["sae"], n_bootstrap=50)
+    assert "sequence windows not shown" in block["residue_windows"]
+    assert block["sources"]["sae"]["n_scored"] == 1
+    prompt = fake_llm.requests[0]["body"]["messages"][0]["content"]
+    assert "residue-level feature" in prompt and "[brackets]" not in prompt

@@ -41,6 +41,7 @@ from plmsae.interpret.providers import (
 )
 from plmsae.interpret.sampling import Pools, band_sample, feature_rng, scale, split_pools
 from plmsae.interpret.scoring import balanced_accuracy, median_difference, pearson, summarize
+from plmsae.interpret.windows import ResidueWindows
 
 log = logging.getLogger("plmsae.interpret")
 
@@ -48,8 +49,6 @@ DEFAULT_SOURCES = ("sae", "neuron")
 MIN_ACTIVE_EXPLAIN = 5    # active proteins a feature needs among the explanation proteins
 MIN_ACTIVE_HELDOUT = 2    # ... and among the held-out proteins, to be explained and scored
 EXPLAIN_MAX_TOKENS = 400
-RESIDUE_NOTE = ("sequence windows around the strongest residues are not shown: the explain "
-                "stage reads per-protein activations only")
 
 
 @dataclass
@@ -204,12 +203,28 @@ class LLMExplainer:
         self.ad, self.client, self.seed = ad, client, seed
         self.text = ProteinText(ad)
         self.model, self.pooling = model_text(ad)
-        self.residue_note = RESIDUE_NOTE if ad.level == "residue" else ""
+        self.windows = None
+
+    def load_windows(self, jobs: list[Job]) -> str:
+        """For residue-level runs: sequence windows around the strongest residues of the
+        active explanation proteins. Returns a note when they cannot be shown."""
+        if self.ad.level != "residue":
+            return ""
+        ids = {self.ad.proteins["id"].iat[r] for j in jobs if j.explain_rows is not None
+               for r in j.explain_rows if j.scaled[r] > 0}
+        self.windows = ResidueWindows(self.ad.run, ids)
+        return self.windows.note
 
     def explain_prompt(self, job: Job) -> str:
-        proteins = [self.text.record(r, job.scaled[r] * 10) for r in job.explain_rows]
+        proteins = []
+        for r in job.explain_rows:
+            rec = self.text.record(r, job.scaled[r] * 10)
+            rec["window"] = (self.windows.get(job.source, job.feature, rec["id"])
+                             if self.windows is not None and job.scaled[r] > 0 else "")
+            proteins.append(rec)
         return render("explain", model=self.model, pooling=self.pooling, proteins=proteins,
-                      enrichment=enrichment_rows(self.ad, job.source, job.feature), residue_note="")
+                      enrichment=enrichment_rows(self.ad, job.source, job.feature),
+                      windows=self.windows is not None and not self.windows.note)
 
     def heldout_order(self, job: Job) -> np.ndarray:
         # shown shuffled so that the band order does not give the answer away
@@ -333,6 +348,7 @@ def explain(
                            price=price_for(spec.model, price), max_retries=max_retries,
                            retry_delay=retry_delay, timeout=timeout)
         explainer = LLMExplainer(ad, client, seed)
+    windows_note = explainer.load_windows(jobs) if explainer is not None else ""
     if dry_run:
         return _dry_run(jobs, spec, client, explainer)
 
@@ -360,7 +376,8 @@ def explain(
                         f.cancel()
                     raise
         prog.advance(task, len(jobs) - len(todo))
-    return _write(ad, jobs, results, spec, client, pools, seed, n_bootstrap, max_cost, stopped)
+    return _write(ad, jobs, results, spec, client, pools, seed, n_bootstrap, max_cost, stopped,
+                  windows_note)
 
 
 def _dry_run(jobs: list[Job], spec: LLMSpec, client: LLMClient | None, explainer) -> dict:
@@ -399,7 +416,8 @@ def _dry_run(jobs: list[Job], spec: LLMSpec, client: LLMClient | None, explainer
     return est
 
 
-def _write(ad: AssocDir, jobs, results, spec, client, pools, seed, n_bootstrap, max_cost, stopped) -> dict:
+def _write(ad: AssocDir, jobs, results, spec, client, pools, seed, n_bootstrap, max_cost, stopped,
+           windows_note: str = "") -> dict:
     order = {(j.source, j.feature): i for i, j in enumerate(jobs)}
     results.sort(key=lambda r: order[(r["source"], r["feature"])])
     jobs_by_key = {(j.source, j.feature): j for j in jobs}
@@ -438,8 +456,8 @@ def _write(ad: AssocDir, jobs, results, spec, client, pools, seed, n_bootstrap, 
                     "explanation set from train+validation, held-out set from test",
         "sources": {},
     }
-    if ad.level == "residue":
-        block["residue_windows"] = RESIDUE_NOTE
+    if ad.level == "residue" and client is not None:
+        block["residue_windows"] = windows_note or "shown for active explanation proteins"
     for src in dict.fromkeys(j.source for j in jobs):
         e = expl[expl["source"] == src]
         ok = e[e["status"] == "ok"]
