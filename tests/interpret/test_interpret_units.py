@@ -108,3 +108,14 @@ def test_parse_features():
         parse_features(["sae:x"], ["sae"])
     with pytest.raises(InputError, match="random"):
         parse_features(["random:1"], ["sae", "neuron"])
+
+
+def test_retry_after_header():
+    from types import SimpleNamespace
+
+    from plmsae.interpret.providers import _retry_after
+
+    assert _retry_after(SimpleNamespace(headers={"retry-after": "2"})) == 2.0
+    assert _retry_after(SimpleNamespace(headers={"retry-after-ms": "250", "retry-after": "9"})) == 0.25
+    assert _retry_after(SimpleNamespace(headers={"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"})) is None
+    assert _retry_after(SimpleNamespace(headers={})) is None

@@ -53,7 +53,7 @@ class AssocDir:
     proteins: pd.DataFrame          # id, split, cluster, length, name
     concepts: pd.DataFrame          # concept, category, name, n_proteins
     annotations: sp.csr_matrix      # bool [n_proteins, n_concepts]
-    associations: pd.DataFrame      # may be empty
+    associations: pd.DataFrame      # rows not computed on the test split; may be empty
     run: dict
     _acts: dict = field(default_factory=dict, repr=False)
 
@@ -81,6 +81,11 @@ class AssocDir:
         assoc_path = path / "associations.parquet"
         associations = pd.read_parquet(assoc_path) if assoc_path.exists() else pd.DataFrame(
             columns=["source", "feature", "concept", "category", "q_value", "precision", "recall", "f1"])
+        if "split" in associations.columns:
+            # prompts and feature selection must not draw on the held-out (test) proteins
+            fit = associations["split"].astype(str) != "test"
+            if fit.any():
+                associations = associations[fit]
         run = read_json(path / "run.json") if (path / "run.json").exists() else {}
         return cls(path, proteins.reset_index(drop=True), concepts.reset_index(drop=True),
                    annotations, associations, run)
