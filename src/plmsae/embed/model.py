@@ -128,8 +128,8 @@ def load_model(name_or_path: str | os.PathLike | None = None, device: str = "cpu
     (default float32). Returns :class:`LoadedModel` in eval mode on ``device``."""
     import torch
 
-    model_dir, ident, revision, description = resolve_model(name_or_path)
     torch_dtype = _torch_dtype(dtype)
+    model_dir, ident, revision, description = resolve_model(name_or_path)
     model, tokenizer, has_head = _load_from_dir(model_dir, torch_dtype)
     model.to(device).eval()
     cfg = model.config
