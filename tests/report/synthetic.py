@@ -41,7 +41,8 @@ def accession(i: int) -> str:
 
 
 def make_assoc_dir(path: Path, n_proteins: int = 60, n_features: int = 40, seed: int = 0,
-                   explained: bool = True, run_extra: dict | None = None) -> Path:
+                   explained: bool = True, run_extra: dict | None = None,
+                   ids: list[str] | None = None, lengths: list[int] | None = None) -> Path:
     """Write ASSOC_DIR at ``path``; returns it. Feature 0 is dead, feature 1 carries the evil
     label/description, feature 2 is strongly tied to GO:0005524 (ATP binding)."""
     import pandas as pd
@@ -51,11 +52,14 @@ def make_assoc_dir(path: Path, n_proteins: int = 60, n_features: int = 40, seed:
     path = Path(path)
     (path / "activations").mkdir(parents=True, exist_ok=True)
 
-    ids = [accession(i) for i in range(n_proteins)]
-    ids[3] = EVIL  # a protein ID that is markup
+    if ids is None:
+        ids = [accession(i) for i in range(n_proteins)]
+        ids[3] = EVIL  # a protein ID that is markup
+    ids = list(ids)
+    n_proteins = len(ids)
     names = [f"Protein {i}" for i in range(n_proteins)]
-    names[4] = "Kinase " + EVIL_SCRIPT
-    lengths = rng.integers(30, 300, size=n_proteins)
+    names[min(4, n_proteins - 1)] = "Kinase " + EVIL_SCRIPT
+    lengths = np.asarray(lengths) if lengths is not None else rng.integers(30, 300, size=n_proteins)
     proteins = pd.DataFrame({
         "id": ids, "split": rng.choice(["train", "validation", "test"], size=n_proteins, p=[.6, .2, .2]),
         "cluster": np.arange(n_proteins) // 2, "length": lengths.astype(np.int64), "name": names})
@@ -80,8 +84,8 @@ def make_assoc_dir(path: Path, n_proteins: int = 60, n_features: int = 40, seed:
     sae[:, 0] = 0.0  # dead feature
     atp = [c for c, _, _ in concepts_list].index("GO:0005524")
     sae[:, 2] = np.where(ann[:, atp], rng.uniform(1, 5, n_proteins), 0.0)  # ATP-binding feature
-    sae[3, 1] = 9.0  # the evil protein is the top protein of the evil feature
-    sae[4, 1] = 8.0
+    sae[min(3, n_proteins - 1), 1] = 9.0  # the evil protein is the top protein of the evil feature
+    sae[min(4, n_proteins - 1), 1] = 8.0
     mats = {"sae": sae, "neuron": acts_matrix(n_features, 0.3, 0.6), "random": acts_matrix(n_features, 0.3, 0.6)}
     for name, m in mats.items():
         sp.save_npz(path / "activations" / f"{name}.npz", sp.csr_matrix(m.astype(np.float32)))

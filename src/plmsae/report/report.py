@@ -442,13 +442,14 @@ def report(
     ids = atlas.proteins["id"].tolist()
 
     # ---- per-feature summaries (table rows) --------------------------------------------------
-    assoc = atlas.associations
-    sig = assoc[(assoc["q_value"] < atlas.q_max) & (assoc["precision"].fillna(0) >= atlas.min_precision)]
-    sig_by_feature = {int(f): g for f, g in sig.groupby("feature", sort=False)}
-    best_q = assoc.groupby("feature")["q_value"].min().to_dict() if len(assoc) else {}
+    # plain Python records grouped by feature, built once: per-page pandas access is far too slow
+    # for 20,000 pages
+    assoc_by_feature = _group_records(atlas.associations)
+    sig_by_feature = {f: [r for r in recs if _significant(atlas, r)] for f, recs in assoc_by_feature.items()}
+    sig_by_feature = {f: v for f, v in sig_by_feature.items() if v}
     res_by_feature = {}
     if atlas.residue_associations is not None and len(atlas.residue_associations):
-        res_by_feature = {int(f): g for f, g in atlas.residue_associations.groupby("feature", sort=False)}
+        res_by_feature = _group_records(atlas.residue_associations, limit=20)
 
     feats = atlas.features
     nnz = np.diff(atlas.activations.indptr)
@@ -456,15 +457,15 @@ def report(
     for r in feats.itertuples(index=False):
         f = int(r.feature)
         ex = explanation_of(atlas, f)
-        g = sig_by_feature.get(f)
-        top = [] if g is None else [[c, n, cat, _num(q)] for c, n, cat, q in
-                                    g[["concept", "name", "category", "q_value"]].head(3).itertuples(index=False)]
+        g = sig_by_feature.get(f, [])
+        top = [[r["concept"], r["name"], r["category"], _num(r["q_value"])] for r in g[:3]]
+        tested = assoc_by_feature.get(f)
         sc = atlas.scores.get(f, {})
         n_active = int(nnz[f]) if f < len(nnz) else 0
         rows.append({
             "feature": f, "label": ex["label"] or (top[0][1] if top else ""),
             "description": ex["description"], "is_llm": ex["is_llm"], "concepts": top,
-            "n_associated": 0 if g is None else len(g), "best_q": _num(best_q.get(f)),
+            "n_associated": len(g), "best_q": _num(tested[0]["q_value"]) if tested else None,
             "density": _num(r.density), "max_activation": _num(r.max_activation), "n_active": n_active,
             "detection": _num(sc.get("detection", {}).get("score")),
             "simulation": _num(sc.get("simulation", {}).get("score")),
@@ -486,6 +487,7 @@ def report(
 
     # ---- top proteins and tracks --------------------------------------------------------------
     id_index = {pid: i for i, pid in enumerate(ids)}
+    prot = {c: atlas.proteins[c].tolist() for c in ("id", "name", "length", "split")}
     listed = dict(zip(feats["feature"].astype(int), feats["top_proteins"]))
     top_by_feature = {f: _top_rows(atlas, f, listed.get(f), id_index, top_proteins) for f in paged}
     track_note, track_data, sequences = None, {}, {}
@@ -539,7 +541,8 @@ def report(
                 html = page_tpl.render(
                     **ctx, root="../", row=row_of[f],
                     **_feature_context(atlas, f, row_of[f], top_by_feature[f], track_data, sequences,
-                                       track_note, sig_by_feature.get(f), res_by_feature.get(f)),
+                                       track_note, assoc_by_feature.get(f, []), res_by_feature.get(f, []),
+                                       prot),
                     prev_page=paged[k - 1] if k > 0 else None,
                     next_page=paged[k + 1] if k + 1 < len(paged) else None)
                 (tmp / "features" / page_name(f)).write_text(html, encoding="utf-8")
@@ -702,27 +705,44 @@ def _explain_info(atlas: Atlas) -> dict | None:
             "summary": ex if isinstance(ex, dict) else {}}
 
 
+def _group_records(df: "pd.DataFrame", limit: int | None = None) -> dict[int, list[dict]]:
+    """Rows of a table as ``{feature: [row dict, ...]}`` in table order (the first ``limit`` per
+    feature when given)."""
+    out: dict[int, list[dict]] = {}
+    for r in df.to_dict("records"):
+        lst = out.setdefault(int(r["feature"]), [])
+        if limit is None or len(lst) < limit:
+            lst.append(r)
+    return out
+
+
+def _significant(atlas: Atlas, r: dict) -> bool:
+    prec = r.get("precision")
+    prec = 0.0 if prec is None or prec != prec else prec
+    return bool(r["q_value"] < atlas.q_max and prec >= atlas.min_precision)
+
+
 def _feature_context(atlas: Atlas, f: int, row: dict, top_rows: list[int], track_data: dict,
-                     sequences: dict, track_note: str | None, sig, res) -> dict:
+                     sequences: dict, track_note: str | None, tested: list[dict], res: list[dict],
+                     prot: dict[str, list]) -> dict:
     from plmsae.report.plots import active_spans, format_spans, histogram_svg, track_svg
 
-    P = atlas.proteins
+    n_prot = len(prot["id"])
     acts = atlas.activations
     lo, hi = acts.indptr[f], acts.indptr[f + 1]
     col_rows, col_vals = acts.indices[lo:hi], acts.data[lo:hi]
     pos = col_vals > 0
     n_active = int(pos.sum())
-    hist = histogram_svg(col_vals[pos], len(P) - n_active, label=f"activation of feature {f}")
+    hist = histogram_svg(col_vals[pos], n_prot - n_active, label=f"activation of feature {f}")
     act_of = dict(zip(col_rows.tolist(), col_vals.tolist()))
 
-    shown = [track_data.get((f, P.at[i, "id"])) for i in top_rows]
+    shown = [track_data.get((f, prot["id"][i])) for i in top_rows]
     scale = max([float(np.max(t)) for t in shown if t is not None and t.size] + [0.0]) or None
     top = []
     for i, t in zip(top_rows, shown):
-        pid = P.at[i, "id"]
+        pid = prot["id"][i]
         seq = sequences.get(pid)
-        item = {"id": pid, "name": P.at[i, "name"], "length": int(P.at[i, "length"] or 0),
-                "split": P.at[i, "split"], "activation": act_of.get(i, 0.0), "track": None, "spans": ""}
+        item = {**_protein(prot, i), "activation": act_of.get(i, 0.0), "track": None, "spans": ""}
         if t is not None:
             vals = t.astype(np.float32)
             spans = active_spans(vals)
@@ -731,29 +751,26 @@ def _feature_context(atlas: Atlas, f: int, row: dict, top_rows: list[int], track
                                       title=f"activation of feature {f} along {pid}")
         top.append(item)
 
-    enr = []
-    assoc = atlas.associations
-    lo_a, hi_a = np.searchsorted(assoc["feature"].to_numpy(), [f, f + 1])
-    for r in assoc.iloc[lo_a:min(hi_a, lo_a + 40)].to_dict("records"):
-        r["significant"] = bool(r["q_value"] < atlas.q_max and (r["precision"] or 0) >= atlas.min_precision)
-        enr.append(r)
-    n_tested = int(hi_a - lo_a)
-
-    inactive = _inactive_examples(atlas, f, set(col_rows[pos].tolist()), sig)
+    enr = [{**r, "significant": _significant(atlas, r)} for r in tested[:40]]
+    best = next((r["concept"] for r in enr if r["significant"]), None)
+    inactive = _inactive_examples(atlas, f, set(col_rows[pos].tolist()), best, prot)
     return {"feature": f, "ex": explanation_of(atlas, f), "scores": atlas.scores.get(f, {}),
             "n_active": n_active, "histogram": hist, "top": top, "track_note": track_note,
-            "enrichments": enr, "n_tested": n_tested,
-            "residue_assoc": [] if res is None else res.head(20).to_dict("records"),
-            "inactive": inactive}
+            "enrichments": enr, "n_tested": len(tested), "residue_assoc": res, "inactive": inactive}
 
 
-def _inactive_examples(atlas: Atlas, f: int, active: set[int], sig, n: int = 6) -> list[dict]:
+def _protein(prot: dict[str, list], i: int) -> dict:
+    n = prot["length"][i]
+    return {"id": prot["id"][i], "name": prot["name"][i], "length": int(n) if n == n and n else 0,
+            "split": prot["split"][i]}
+
+
+def _inactive_examples(atlas: Atlas, f: int, active: set[int], concept: str | None,
+                       prot: dict[str, list], n: int = 6) -> list[dict]:
     """Proteins on which the feature is silent: first ones that carry its best concept (the
     informative misses), then others picked at random (seeded by the feature, so stable)."""
-    P = atlas.proteins
     chosen: list[tuple[int, str]] = []
-    if sig is not None and len(sig) and atlas.annotations is not None:
-        concept = sig["concept"].iloc[0]
+    if concept is not None and atlas.annotations is not None:
         j = atlas.concept_index.get(concept)
         if j is not None:
             rows = atlas.annotations.indices[atlas.annotations.indptr[j]:atlas.annotations.indptr[j + 1]]
@@ -762,14 +779,12 @@ def _inactive_examples(atlas: Atlas, f: int, active: set[int], sig, n: int = 6) 
                     chosen.append((int(i), f"annotated {concept} but silent"))
                     if len(chosen) >= n // 2:
                         break
-    rng = np.random.default_rng(f)
+    n_prot = len(prot["id"])
     taken = {i for i, _ in chosen}
-    for i in rng.permutation(len(P))[:200]:
+    for i in np.random.default_rng(f).integers(0, n_prot, size=8 * n).tolist() if n_prot else []:
         if len(chosen) >= n:
             break
-        i = int(i)
         if i not in active and i not in taken:
             chosen.append((i, ""))
             taken.add(i)
-    return [{"id": P.at[i, "id"], "name": P.at[i, "name"], "length": int(P.at[i, "length"] or 0),
-             "split": P.at[i, "split"], "why": why} for i, why in chosen]
+    return [{**_protein(prot, i), "why": why} for i, why in chosen]
