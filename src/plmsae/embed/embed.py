@@ -145,9 +145,17 @@ def embed(
             content_sha = sha256_json([[p.id, p.sequence] for p in proteins])
             record = _finished_shard(shard_path, settings_sha, content_sha)
             if record is None:
-                tensors = _embed_shard(lm, proteins, layers, batch_tokens, dtype)
+                def on_batch(n: int) -> None:
+                    nonlocal computed_tokens, done_tokens
+                    computed_tokens += n
+                    done_tokens += n
+                    rate = computed_tokens / max(time.perf_counter() - t0, 1e-9)
+                    bar.update(task, completed=done_tokens, rate=f"{rate:,.0f} tokens/s")
+
+                before = done_tokens
+                tensors = _embed_shard(lm, proteins, layers, batch_tokens, dtype, on_batch)
+                done_tokens = before
                 record = _write_shard(shard_path, tensors, proteins, settings_sha, content_sha)
-                computed_tokens += record["n_residues"]
             shard_records.append(record)
             for row, p in enumerate(proteins):
                 ids.append(p.id)
@@ -292,14 +300,20 @@ def forward_layers(lm, batch_ids: list[list[int]], layers: list[int]) -> dict:
         ids[i, :len(t)] = torch.tensor(t)
         mask[i, :len(t)] = 1
     device = lm.device
-    with torch.inference_mode(), truncated(lm.encoder, max(layers)) as enc:
+    top = max(layers)
+    with torch.inference_mode(), truncated(lm.encoder, top) as enc:
+        if layers == [top]:  # truncated to `top` blocks: the last hidden state is that layer
+            out = enc(input_ids=ids.to(device), attention_mask=mask.to(device))
+            return {top: out.last_hidden_state.float()}
         out = enc(input_ids=ids.to(device), attention_mask=mask.to(device),
                   output_hidden_states=True)
         return {layer: out.hidden_states[layer].float() for layer in layers}
 
 
-def _embed_shard(lm, proteins: list, layers: list[int], batch_tokens: int, dtype: str) -> dict:
-    """Per-residue and pooled activations of one shard, in input order."""
+def _embed_shard(lm, proteins: list, layers: list[int], batch_tokens: int, dtype: str,
+                 on_batch=None) -> dict:
+    """Per-residue and pooled activations of one shard, in input order. ``on_batch(n)`` is
+    called after each forward batch with the number of residues it stored."""
     import torch
 
     window = lm.spec.max_residues
@@ -320,6 +334,8 @@ def _embed_shard(lm, proteins: list, layers: list[int], batch_tokens: int, dtype
             _, s, _, ks, ke = segments[k]
             for layer in layers:  # +1: skip BOS; keep the residues this window contributes
                 pieces[k][layer] = hidden[layer][b, 1 + ks - s:1 + ke - s].cpu().clone()
+        if on_batch is not None:
+            on_batch(sum(segments[k][4] - segments[k][3] for k in chunk))
     store_dtype = getattr(torch, dtype)
     tensors = {}
     by_protein: dict[int, list[int]] = {}
