@@ -224,9 +224,11 @@ def print_results(results: list[dict], context: dict) -> None:
         t.add_column("activation", justify="right", no_wrap=True)
         if context["level"] != "protein":
             t.add_column(f"fires at (≥{context['frac']:.0%} of max)", overflow="fold")
-        t.add_column("label / description", overflow="fold")
-        t.add_column("top concept (q)", overflow="fold")
-        t.add_column("density", justify="right", no_wrap=True)
+        labelled = context["assoc"] is not None
+        if labelled:
+            t.add_column("label / description", overflow="fold")
+            t.add_column("top concept (q)", overflow="fold")
+            t.add_column("density", justify="right", no_wrap=True)
         for f in r["features"]:
             label = f["label"] or ""
             if f["description"] and f["description"] != label:
@@ -235,12 +237,15 @@ def print_results(results: list[dict], context: dict) -> None:
             cells = [str(f["feature"]), fmt(f["activation"])]
             if context["level"] != "protein":
                 cells.append(format_spans(f["spans"], r["sequence"]))
-            cells += [label, concept, "–" if f["density"] is None else f"{100 * f['density']:.1f}%"]
+            if labelled:
+                cells += [label, concept, "–" if f["density"] is None else f"{100 * f['density']:.1f}%"]
             t.add_row(*[_rich_escape(c) for c in cells])
         if not r["features"]:
             console.print(f"{_rich_escape(r['id'])}: no feature is active.")
         else:
             console.print(t)
+    if context["assoc"] is None:
+        console.print("[dim]Add --assoc ASSOC_DIR to see what these features mean.[/]")
 
 
 def _rich_escape(text: str) -> str:

@@ -170,8 +170,9 @@ def track_svg(values: np.ndarray, sequence: str | None, scale_max: float | None 
     axis_h = 14
     w = max(n * cell, 1.0)
     h = height + seq_h + axis_h
-    out = [f'<svg class="track" viewBox="0 0 {w:.0f} {h}" width="{w:.0f}" height="{h}" role="img" '
-           f'aria-label="per-residue activation track">']
+    pad_l, pad_r = 6, 14  # room for the first and last residue numbers
+    out = [f'<svg class="track" viewBox="{-pad_l} 0 {w + pad_l + pad_r:.0f} {h}" width="{w + pad_l + pad_r:.0f}" '
+           f'height="{h}" role="img" aria-label="per-residue activation track">']
     if title:
         out.append(f"<title>{escape(title)}</title>")
     base = height

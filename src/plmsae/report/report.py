@@ -272,10 +272,18 @@ def environment():
                              autoescape=True, trim_blocks=True, lstrip_blocks=True,
                              undefined=jinja2.StrictUndefined)
     env.filters["fmt"] = fmt
-    env.filters["pct"] = lambda x: "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * float(x):.1f}%"
+    env.filters["pct"] = _pct
     env.globals.update(concept_url=concept_url, protein_url=protein_url, page_name=page_name,
                        category_names=CATEGORY_NAMES, source_names=SOURCE_NAMES)
     return env
+
+
+def _pct(x) -> str:
+    """0.123 -> '12.3%'; tiny fractions keep two significant digits (0.00012 -> '0.012%')."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    x = 100 * float(x)
+    return f"{x:.2g}%" if 0 < x < 0.1 else f"{x:.1f}%"
 
 
 def page_name(feature: int) -> str:

@@ -32,7 +32,9 @@
     hay[i] = parts.join(" ").toLowerCase();
   }
 
-  var state = { q: "", assoc: false, sort: "feature", dir: 1, page: 0, size: 50 };
+  // default order: the most significant association first (features without one last)
+  var DEFAULT_SORT = "best_q";
+  var state = { q: "", assoc: false, sort: DEFAULT_SORT, dir: 1, page: 0, size: 50 };
   var view = [];
 
   function fmt(x, digits) {
@@ -43,7 +45,10 @@
     if (Math.abs(x) < Math.pow(10, -(digits - 1)) || Math.abs(x) >= 1e6) return x.toExponential(digits - 1);
     return String(Number(x.toPrecision(digits)));
   }
-  function pct(x) { return x === null || x === undefined ? "–" : (100 * x).toFixed(1) + "%"; }
+  function pct(x) {
+    if (x === null || x === undefined) return "–";
+    return (x > 0 && x < 0.001 ? (100 * x).toPrecision(2) : (100 * x).toFixed(1)) + "%";
+  }
   function pad(n) { var s = String(n); while (s.length < 5) s = "0" + s; return s; }
 
   function sortValue(r, key) {
@@ -140,7 +145,7 @@
     var p = new URLSearchParams();
     if (state.q) p.set("q", state.q);
     if (state.assoc) p.set("assoc", "1");
-    if (state.sort !== "feature" || state.dir !== 1) p.set("sort", (state.dir < 0 ? "-" : "") + state.sort);
+    if (state.sort !== DEFAULT_SORT || state.dir !== 1) p.set("sort", (state.dir < 0 ? "-" : "") + state.sort);
     if (state.page) p.set("page", String(state.page + 1));
     if (state.size !== 50) p.set("size", String(state.size));
     var h = p.toString();
@@ -158,7 +163,7 @@
     var s = p.get("sort");
     if (s) { state.dir = s.charAt(0) === "-" ? -1 : 1; state.sort = s.replace(/^-/, ""); }
     var keys = Array.prototype.map.call(headers, function (th) { return th.getAttribute("data-key"); });
-    if (keys.indexOf(state.sort) === -1) { state.sort = "feature"; state.dir = 1; }
+    if (keys.indexOf(state.sort) === -1) { state.sort = DEFAULT_SORT; state.dir = 1; }
     state.page = Math.max(0, (parseInt(p.get("page"), 10) || 1) - 1);
     var size = parseInt(p.get("size"), 10);
     if ([25, 50, 100, 250].indexOf(size) !== -1) state.size = size;
