@@ -358,7 +358,7 @@ def read_sequences(fasta: Path | None, ids: set[str]) -> dict[str, str]:
 
 
 def residue_tracks(sae_path: Path, store_path: Path, needed: dict[str, set[int]], layer: int | None = None,
-                   batch_tokens: int = 8192, on_protein=None) -> dict[tuple[int, str], np.ndarray]:
+                   batch_tokens: int = 8192, on_protein=None, device: str = "cpu") -> dict[tuple[int, str], np.ndarray]:
     """Per-residue activations of chosen features on chosen proteins.
 
     needed: protein id -> feature indices wanted for it. Each protein's residue activations are
@@ -370,11 +370,11 @@ def residue_tracks(sae_path: Path, store_path: Path, needed: dict[str, set[int]]
     from plmsae.embed.store import ActivationStore
     from plmsae.sae.base import SAE
 
-    sae = SAE.load(sae_path)
-    sae.eval()
     store = ActivationStore(store_path)
+    sae = SAE.load(sae_path, model=store.meta.get("model"), layer=layer, d_in=store.d_model, device=device)
+    sae.eval()
     if layer is None:
-        layer = getattr(sae.cfg, "layer", None)
+        layer = sae.cfg.layer
     if layer is not None and layer not in store.layers:
         raise InputError(f"the activation store has layers {store.layers}, not the SAE's layer {layer}.",
                          path=store_path, fix="pass --store with the store the SAE was trained on.")
@@ -385,7 +385,7 @@ def residue_tracks(sae_path: Path, store_path: Path, needed: dict[str, set[int]]
     def flush():
         if not pending:
             return
-        x = torch.from_numpy(np.concatenate([a for _, a in pending]).astype(np.float32, copy=False))
+        x = torch.from_numpy(np.concatenate([a for _, a in pending]).astype(np.float32, copy=False)).to(device)
         with torch.no_grad():
             z = sae.encode(x)
         z = z.float().cpu().numpy()
@@ -437,6 +437,7 @@ def report(
     fasta: Annotated[Optional[Path], typer.Option(
         "--fasta", help="FASTA with the sequences drawn under the tracks (default: the store's input).")] = None,
     title: Annotated[Optional[str], typer.Option("--title", help="Title of the atlas.")] = None,
+    device: Annotated[str, typer.Option("--device", help="torch device for the track encoding (cpu, cuda).")] = "cpu",
 ) -> Path:
     """Write the feature atlas: a static HTML site that opens from disk (no server, no network)."""
     import pandas as pd  # noqa: F401  (load_atlas needs it; import here keeps errors early)
@@ -522,7 +523,7 @@ def report(
             with progress() as bar:
                 task = bar.add_task("residue tracks", total=len(needed), rate="")
                 track_data = residue_tracks(sae_path, store_path, needed, layer=atlas.run.get("layer"),
-                                            on_protein=lambda: bar.advance(task))
+                                            on_protein=lambda: bar.advance(task), device=device)
             fasta_path = Path(fasta) if fasta else _store_fasta(store_path)
             sequences = read_sequences(fasta_path, set(needed))
 
