@@ -132,8 +132,6 @@ def load_atlas(assoc_dir: str | os.PathLike, activations: bool = True) -> Atlas:
     ``activations=False`` skips the activation and annotation matrices (what annotate needs).
     explanations.parquet and scores.parquet are optional (the explain stage may not have run).
     """
-    import pandas as pd
-
     d = Path(assoc_dir)
     if not d.is_dir():
         raise InputError("is not a directory.", path=d,
@@ -214,8 +212,6 @@ def _first(d: dict, keys: Iterable[str], default):
 
 def _best_rows(assoc: "pd.DataFrame", concepts: "pd.DataFrame") -> "pd.DataFrame":
     """One row per (feature, concept): the threshold with the smallest q (then the best F1)."""
-    import pandas as pd
-
     assoc = assoc.copy()
     for col in ("precision", "recall", "f1", "n_both", "n_active", "n_concept", "threshold", "auroc"):
         if col not in assoc.columns:
@@ -440,8 +436,6 @@ def report(
     device: Annotated[str, typer.Option("--device", help="torch device for the track encoding (cpu, cuda).")] = "cpu",
 ) -> Path:
     """Write the feature atlas: a static HTML site that opens from disk (no server, no network)."""
-    import pandas as pd  # noqa: F401  (load_atlas needs it; import here keeps errors early)
-
     t_start = time.perf_counter()
     out = Path(out)
     _check_out(out)
