@@ -30,6 +30,7 @@ app = typer.Typer(
 COMMANDS = [
     # ("embed", "plmsae.embed.embed", "embed"),  -- each stage adds its line here
     ("embed", "plmsae.embed.embed", "embed"),
+    ("associate", "plmsae.analysis.associate", "associate"),
     ("explain", "plmsae.interpret.explain", "explain"),
     ("report", "plmsae.report.report", "report"),
     ("annotate", "plmsae.report.annotate", "annotate"),

@@ -1,0 +1,144 @@
+"""Per-protein feature activations, streamed over an activation store, kept sparse.
+
+Residue-level encoders (SAE features, neurons, random directions) are applied to every residue
+and pooled per protein (``max`` by default, ``mean`` selectable); protein-level SAEs encode the
+store's pooled (mean) vector of each protein. Output: CSR float32 [n_proteins, n_features] in the
+order of the ``ids`` asked for.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+Encoder = Callable[[torch.Tensor], torch.Tensor]
+
+
+class _SparseRows:
+    """Accumulates dense row blocks into CSR pieces (only the non-zeros are kept)."""
+
+    def __init__(self, n_cols: int):
+        self.n_cols = n_cols
+        self.parts: list[sp.csr_matrix] = []
+
+    def add(self, block: torch.Tensor) -> None:
+        self.parts.append(sp.csr_matrix(block.numpy().astype(np.float32, copy=False)))
+
+    def matrix(self) -> sp.csr_matrix:
+        if not self.parts:
+            return sp.csr_matrix((0, self.n_cols), dtype=np.float32)
+        return sp.vstack(self.parts, format="csr", dtype=np.float32)
+
+
+def _pool(z: torch.Tensor, lengths: torch.Tensor, pool: str) -> torch.Tensor:
+    if pool == "max":
+        return torch.segment_reduce(z, "max", lengths=lengths, axis=0)
+    return torch.segment_reduce(z, "mean", lengths=lengths, axis=0)
+
+
+def _residue_batches(store, ids: list[str], layer, max_tokens: int
+                     ) -> Iterable[tuple[list[str], torch.Tensor, torch.Tensor]]:
+    """(ids, residues [T, d], lengths [B]) batches of whole proteins, <= max_tokens residues
+    each (a longer protein forms its own batch), in store order."""
+    batch_ids, arrays, total = [], [], 0
+    for pid, x in store.iter_residues(layer=layer, ids=ids):
+        if arrays and total + len(x) > max_tokens:
+            yield batch_ids, torch.from_numpy(np.concatenate(arrays)), torch.tensor(
+                [len(a) for a in arrays])
+            batch_ids, arrays, total = [], [], 0
+        batch_ids.append(pid)
+        arrays.append(np.asarray(x, dtype=np.float32))
+        total += len(x)
+    if arrays:
+        yield batch_ids, torch.from_numpy(np.concatenate(arrays)), torch.tensor(
+            [len(a) for a in arrays])
+
+
+@torch.no_grad()
+def protein_activations(store, encoders: dict[str, tuple[Encoder, int]], ids: list[str], *,
+                        level: str = "residue", pool: str = "max", layer: int | None = None,
+                        max_tokens: int = 8192, progress_cb=None
+                        ) -> tuple[dict[str, sp.csr_matrix], dict[str, np.ndarray]]:
+    """Per-protein activations of every encoder in one pass over the store.
+
+    encoders: name -> (encode function [T, d] -> [T, F] non-negative, F). ``level="residue"``:
+    encode residues, pool per protein with ``pool``; ``level="protein"``: encode the store's
+    pooled vectors. Rows follow ``ids``. Returns (name -> CSR float32 [len(ids), F],
+    name -> float64 [F] the max of each feature over every encoded input, i.e. over residues
+    for residue-level encoders; the residue-level concept scores use it as their scale)."""
+    if pool not in ("max", "mean"):
+        raise ValueError(f"pool must be 'max' or 'mean', not {pool!r}")
+    acc = {name: _SparseRows(width) for name, (_, width) in encoders.items()}
+    peak = {name: torch.zeros(width) for name, (_, width) in encoders.items()}
+    row_ids: list[str] = []
+    if level == "protein":
+        index = {pid: i for i, pid in enumerate(store.ids)}
+        pooled = store.pooled_matrix(layer)
+        rows = np.array([index[p] for p in ids], dtype=np.int64)
+        for a in range(0, len(rows), 1024):
+            x = torch.from_numpy(np.ascontiguousarray(pooled[rows[a:a + 1024]]))
+            for name, (enc, _) in encoders.items():
+                z = enc(x).float()
+                peak[name] = torch.maximum(peak[name], z.amax(dim=0))
+                acc[name].add(z)
+            if progress_cb is not None:
+                progress_cb(min(a + 1024, len(rows)))
+        row_ids = list(ids)
+    else:
+        done = 0
+        for batch_ids, x, lengths in _residue_batches(store, ids, layer, max_tokens):
+            for name, (enc, _) in encoders.items():
+                z = enc(x).float()
+                peak[name] = torch.maximum(peak[name], z.amax(dim=0))
+                acc[name].add(_pool(z, lengths, pool))
+            row_ids.extend(batch_ids)
+            done += len(batch_ids)
+            if progress_cb is not None:
+                progress_cb(done)
+    out = {name: a.matrix() for name, a in acc.items()}
+    if row_ids != list(ids):  # the store streams in its own order: put rows in ``ids`` order
+        where = {pid: i for i, pid in enumerate(row_ids)}
+        perm = np.array([where[p] for p in ids], dtype=np.int64)
+        out = {name: m[perm] for name, m in out.items()}
+    return out, {name: p.double().numpy() for name, p in peak.items()}
+
+
+@torch.no_grad()
+def calibration_sample(store, ids: list[str], *, level: str, layer: int | None,
+                       max_rows: int = 16384, seed: int = 0) -> torch.Tensor:
+    """Up to ``max_rows`` inputs of the SAE's kind (residues or pooled proteins) from proteins
+    spread over the store (seeded), for calibrating the random baseline."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(ids))
+    if level == "protein":
+        index = {pid: i for i, pid in enumerate(store.ids)}
+        pooled = store.pooled_matrix(layer)
+        rows = np.array([index[ids[i]] for i in order[:max_rows]], dtype=np.int64)
+        return torch.from_numpy(np.ascontiguousarray(pooled[rows]))
+    chosen, total = [], 0
+    lengths = dict(zip(store.ids, store.lengths.tolist()))
+    for i in order:
+        chosen.append(ids[i])
+        total += lengths[ids[i]]
+        if total >= max_rows:
+            break
+    parts = [np.asarray(x, dtype=np.float32) for _, x in store.iter_residues(layer=layer, ids=chosen)]
+    x = np.concatenate(parts) if parts else np.zeros((0, store.d_model), np.float32)
+    if len(x) > max_rows:
+        x = x[rng.choice(len(x), max_rows, replace=False)]
+    return torch.from_numpy(x)
+
+
+def top_rows(acts: sp.spmatrix, ids: list[str], k: int = 10) -> list[list[str]]:
+    """The ``k`` proteins with the highest activation of each feature (descending)."""
+    x = sp.csc_matrix(acts)
+    out = []
+    for f in range(x.shape[1]):
+        a, b = x.indptr[f], x.indptr[f + 1]
+        vals, rows = x.data[a:b], x.indices[a:b]
+        top = rows[np.argsort(-vals, kind="stable")[:k]]
+        out.append([ids[r] for r in top])
+    return out

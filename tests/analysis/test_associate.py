@@ -1,0 +1,110 @@
+"""End to end: associate() writes ASSOC_DIR as docs/design.md says, finds a planted association,
+reuses finished work and refuses to mix runs."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from plmsae._util import InputError
+from plmsae.analysis.associate import ASSOC_COLUMNS, RESIDUE_COLUMNS, associate
+
+
+def _run(inp, out, **kw):
+    kw.setdefault("split_method", "random")
+    kw.setdefault("min_concept", 5)
+    return associate(inp["sae"], inp["store"], annotations=inp["annotations"], out=out,
+                     ontology=inp["ontology"], **kw)
+
+
+def test_associate_end_to_end(assoc_inputs, tmp_path):
+    out = _run(assoc_inputs, tmp_path / "assoc")
+    for name in ("run.json", "proteins.parquet", "concepts.parquet", "annotations.npz",
+                 "activations/sae.npz", "activations/neuron.npz", "activations/random.npz",
+                 "features.parquet", "associations.parquet", "residue_associations.parquet",
+                 "summary.json"):
+        assert (out / name).is_file(), name
+    proteins = pd.read_parquet(out / "proteins.parquet")
+    assert list(proteins.columns) == ["id", "split", "cluster", "length", "name"]
+    assert proteins["id"].tolist() == assoc_inputs["ids"]
+    assert set(proteins["split"]) == {"validation", "test"}
+    concepts = pd.read_parquet(out / "concepts.parquet")
+    assert {"GO:BP", "GO:MF", "family", "residue"} <= set(concepts["category"])
+    ann = sp.load_npz(out / "annotations.npz")
+    assert ann.shape == (96, len(concepts)) and ann.dtype == bool
+    # propagation: every protein has the BP root, the MF root where it has function C
+    col = {c: i for i, c in enumerate(concepts["concept"])}
+    assert ann[:, col["GO:0008150"]].sum() == 96
+    assert ann[:, col["GO:0003674"]].sum() == ann[:, col["GO:0000020"]].sum() == 32
+    acts = {s: sp.load_npz(out / "activations" / f"{s}.npz") for s in ("sae", "neuron", "random")}
+    assert acts["sae"].shape == (96, 48) and acts["neuron"].shape == (96, 32)
+    assert acts["random"].shape == (96, 32)  # default: as many random directions as neurons
+    feats = pd.read_parquet(out / "features.parquet")
+    assert set(feats["source"]) == {"sae", "neuron", "random"} and len(feats) == 48 + 32 + 32
+    assoc = pd.read_parquet(out / "associations.parquet")
+    assert list(assoc.columns) == ASSOC_COLUMNS
+    assert (assoc["split"] == "test").all() and (assoc["n_both"] >= 3).all()
+    assert ((assoc["q_value"] >= assoc["p_value"]) | np.isclose(assoc["q_value"], assoc["p_value"])).all()
+    hit = assoc[(assoc["source"] == "sae") & (assoc["feature"] == assoc_inputs["planted"])
+                & (assoc["concept"] == "GO:0000010")]
+    assert len(hit) == 1
+    assert hit["q_value"].iloc[0] < 0.05 and hit["precision"].iloc[0] >= 0.5
+    assert hit["auroc"].iloc[0] > 0.8
+    # the population of GO:BP is every protein (all have a BP term), split into test
+    assert hit["n_population"].iloc[0] == (proteins["split"] == "test").sum()
+    res = pd.read_parquet(out / "residue_associations.parquet")
+    assert list(res.columns) == RESIDUE_COLUMNS
+    assert set(res["concept"]) <= {"Transmembrane"}
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary) == {"sae", "neuron", "random", "settings"}
+    assert summary["sae"]["n_features"] == 48
+    assert summary["sae"]["n_features_associated"] >= 1
+    assert summary["sae"]["by_category"]["GO:BP"]["n_features_associated"] >= 1
+    assert 0 < summary["settings"]["random_target_density"] <= 1
+    run = json.loads((out / "run.json").read_text())
+    assert run["layer"] == 2 and run["level"] == "residue" and run["annotations_sha256"]
+
+    # a re-run reuses the activations; other settings in the same directory are refused
+    mtime = os.stat(out / "activations" / "sae.npz").st_mtime_ns
+    _run(assoc_inputs, out)
+    assert os.stat(out / "activations" / "sae.npz").st_mtime_ns == mtime
+    with pytest.raises(InputError, match="--overwrite"):
+        _run(assoc_inputs, out, pool="mean")
+    _run(assoc_inputs, out, pool="mean", overwrite=True, baselines=False)
+    assert not (out / "activations" / "neuron.npz").exists()
+    assert set(pd.read_parquet(out / "associations.parquet")["source"]) <= {"sae"}
+
+
+def test_bad_options(assoc_inputs, tmp_path):
+    with pytest.raises(InputError, match="pool"):
+        _run(assoc_inputs, tmp_path / "a", pool="median")
+    with pytest.raises(InputError, match="fractions"):
+        _run(assoc_inputs, tmp_path / "b", split_fractions="0.5,0.5")
+    with pytest.raises(InputError, match="layer"):
+        _run(assoc_inputs, tmp_path / "c", layer=1)
+
+
+def test_cli(assoc_inputs, tmp_path):
+    from typer.testing import CliRunner
+
+    from plmsae.cli import app
+
+    inp = assoc_inputs
+    res = CliRunner().invoke(app, ["associate", str(inp["sae"]), str(inp["store"]), "--annotations",
+                                   str(inp["annotations"]), "--ontology", str(inp["ontology"]),
+                                   "--out", str(tmp_path / "cli"), "--split-method", "random",
+                                   "--min-concept", "5", "--no-baselines", "--threshold", "0",
+                                   "--threshold", "0.5"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "cli" / "summary.json").read_text())
+    assert summary["settings"]["thresholds"] == [0.0, 0.5]
+    assert set(summary) == {"sae", "settings"}
+    res = CliRunner().invoke(app, ["associate", str(inp["sae"]), str(tmp_path / "nostore"),
+                                   "--annotations", str(inp["annotations"]), "--out",
+                                   str(tmp_path / "x")])
+    assert res.exit_code == 2 and "meta.json" in res.output
