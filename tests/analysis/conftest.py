@@ -46,6 +46,8 @@ is_a: GO:0003674 ! molecular_function
 def assoc_inputs(tmp_path_factory, tiny_esm_dir):
     import torch
 
+    # the SAE stage lands in its own commits; until then these end-to-end tests cannot run
+    pytest.importorskip("plmsae.sae.base", reason="plmsae.sae is not in this checkout yet")
     from plmsae.analysis.activations import protein_activations
     from plmsae.embed.embed import embed
     from plmsae.embed.store import ActivationStore
