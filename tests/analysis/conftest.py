@@ -92,3 +92,22 @@ def assoc_inputs(tmp_path_factory, tiny_esm_dir):
     obo.write_text(OBO)
     return {"fasta": fasta, "store": store_dir, "sae": d / "sae", "annotations": tsv,
             "ontology": obo, "planted": planted, "ids": ids}
+
+
+@pytest.fixture()
+def go_obo(tmp_path) -> Path:
+    p = tmp_path / "mini.obo"
+    p.write_text(OBO + """
+[Term]
+id: GO:0000012
+name: process A1
+namespace: biological_process
+is_a: GO:0000010 ! process A
+
+[Term]
+id: GO:0000013
+name: process A2
+namespace: biological_process
+relationship: part_of GO:0000010 ! process A
+""")
+    return p

@@ -101,6 +101,7 @@ def test_enrichment_matches_loop():
                            alternative="greater")[1]
         assert p == pytest.approx(ref, rel=1e-9)
     assert len(res["feature"]) == int(((A.T.astype(int) @ C.astype(int)) >= 1).sum())
+    np.testing.assert_array_equal(res["n_active"], A.sum(axis=0))
 
 
 def test_score_features_against_brute_force():
