@@ -323,9 +323,11 @@ def explain(
 ) -> dict:
     """Explain features in plain English and score the explanations on held-out proteins.
 
-    Writes explanations.parquet, scores.parquet, simulations.parquet and the "explain" block of
-    summary.json into ASSOC_DIR; LLM replies are cached in ASSOC_DIR/llm_cache/, so a re-run is
-    free and identical. Returns the "explain" summary (or the dry-run estimate).
+    Writes explanations.parquet, scores.parquet, simulations.parquet and summary.json["explain"].
+
+    LLM replies are cached in ASSOC_DIR/llm_cache/: a re-run is free and identical.
+
+    Returns the "explain" summary block (with --dry-run: the estimate).
     """
     assoc_dir = Path(assoc_dir)
     ad = AssocDir.load(assoc_dir)
