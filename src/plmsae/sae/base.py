@@ -1,0 +1,356 @@
+"""The one base class of every plmsae sparse autoencoder (and transcoder), and its checkpoint.
+
+An SAE maps an activation ``x [..., d_in]`` to non-negative codes ``z [..., d_sae]`` and back::
+
+    x_n = normalise(x)                       # recorded in cfg.json: "none", "scalar", "layernorm"
+    pre = (x_n - b_dec) @ W_enc.T + b_enc    # b_dec is not subtracted for transcoders
+    z   = activation(pre)                    # TopK, BatchTopK, ReLU, JumpReLU, Matryoshka
+    y   = denormalise(z @ W_dec + b_dec)
+
+Weights use the ``nn.Linear`` layout: ``W_enc [d_sae, d_in]`` and ``W_dec [d_sae, d_out]`` (row
+``i`` of ``W_dec`` is latent ``i``'s direction), so sparse decoding is one ``embedding_bag``.
+
+A checkpoint is a directory with ``sae.safetensors`` and ``cfg.json`` (:class:`SAEConfig`): the
+architecture, sizes, k or threshold, normalisation and its constants, level and pooling, the model
+spec, layer and hook point, BOS/EOS handling, training settings and metrics, plmsae version.
+:meth:`SAE.load` refuses a checkpoint made for another model, width or layer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from plmsae._util import InputError, atomic_path, read_json, write_json
+
+ARCHS = ("topk", "batchtopk", "relu", "jumprelu", "matryoshka")
+NORMALISATIONS = ("scalar", "layernorm", "none")
+CFG_FILE = "cfg.json"
+WEIGHTS_FILE = "sae.safetensors"
+FORMAT = "plmsae-sae"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class SAEConfig:
+    """Everything needed to use an SAE safely; written as ``cfg.json`` next to the weights."""
+
+    arch: str
+    d_in: int
+    d_sae: int
+    d_out: int | None = None  # width of the target (transcoders); None = d_in
+    k: int | None = None  # topk / batchtopk / matryoshka: active latents per token (average for batch*)
+    threshold: float | None = None  # batchtopk / matryoshka: inference threshold on pre-activations
+    l1_coefficient: float | None = None  # relu: L1 weight (times decoder row norms)
+    l0_coefficient: float | None = None  # jumprelu: L0 weight
+    jumprelu_bandwidth: float | None = None  # jumprelu: straight-through kernel width
+    matryoshka_prefixes: list[int] | None = None  # matryoshka: nested prefix sizes, last = d_sae
+    auxk_alpha: float = 0.0  # topk family: weight of the AuxK dead-latent loss
+    dead_tokens: int | None = None  # a latent is dead after this many tokens without firing
+    # normalisation: "scalar": x * norm_scale with E||x*scale|| = sqrt(d_in) on training data;
+    # "layernorm": per sample (x - mean) / std, undone on the way out; "none".
+    normalisation: str = "scalar"
+    norm_scale: float = 1.0
+    target_norm_scale: float = 1.0  # transcoders: scale of the target
+    # what the SAE was trained on
+    level: str = "residue"  # "residue" or "protein"
+    pooling: str | None = None  # protein level: how residues were pooled ("mean")
+    model: dict[str, Any] | None = None  # ModelSpec as dict (id, revision, n_layers, d_model ...)
+    layer: int | None = None  # 0 = embeddings, i = output of block i (hidden_states[i])
+    target_layer: int | None = None  # transcoders
+    transcoder_target: str | None = None  # "next" (layer L+1) or "difference" (L+1 - L)
+    hook_point: str | None = None  # module whose output is layer `layer` in HF EsmForMaskedLM
+    special_tokens: str = "BOS (<cls>) and EOS excluded from training and evaluation"
+    store: str | None = None  # activation store trained on
+    training: dict[str, Any] = field(default_factory=dict)  # settings, tokens, steps, seconds
+    metrics: dict[str, Any] = field(default_factory=dict)  # final training / evaluation metrics
+    plmsae_version: str = ""
+    format: str = FORMAT
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self):
+        if self.arch not in ARCHS:
+            raise InputError(f"unknown SAE architecture {self.arch!r}.",
+                             fix=f"use one of {', '.join(ARCHS)}.")
+        if self.normalisation not in NORMALISATIONS:
+            raise InputError(f"unknown normalisation {self.normalisation!r}.",
+                             fix=f"use one of {', '.join(NORMALISATIONS)}.")
+        if self.d_out is None:
+            self.d_out = self.d_in
+
+    @property
+    def is_transcoder(self) -> bool:
+        return self.target_layer is not None or self.d_out != self.d_in
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], path: Path | None = None) -> "SAEConfig":
+        if d.get("format") != FORMAT:
+            raise InputError("not a plmsae SAE config (no \"format\": \"plmsae-sae\").", path=path,
+                             fix="point to a directory written by `plmsae train`.")
+        if int(d.get("format_version", 0)) > FORMAT_VERSION:
+            raise InputError(f"SAE format version {d['format_version']} is newer than this plmsae "
+                             f"reads ({FORMAT_VERSION}).", path=path, fix="upgrade plmsae.")
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+class SAE(nn.Module):
+    """Base sparse autoencoder. Subclasses set ``arch`` and implement :meth:`activation` and
+    :meth:`training_loss`; registering happens by subclassing (see :data:`REGISTRY`)."""
+
+    arch: ClassVar[str] = ""
+    REGISTRY: ClassVar[dict[str, type["SAE"]]] = {}
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        if cls.arch:
+            SAE.REGISTRY[cls.arch] = cls
+
+    def __init__(self, cfg: SAEConfig):
+        super().__init__()
+        self.cfg = cfg
+        d_in, d_sae, d_out = cfg.d_in, cfg.d_sae, cfg.d_out
+        self.W_enc = nn.Parameter(torch.empty(d_sae, d_in))
+        self.b_enc = nn.Parameter(torch.zeros(d_sae))
+        self.W_dec = nn.Parameter(torch.empty(d_sae, d_out))
+        self.b_dec = nn.Parameter(torch.zeros(d_out))
+        self._last_stats: tuple[Tensor, Tensor] | None = None
+
+    # ---------------------------------------------------------------- construction
+    @staticmethod
+    def create(cfg: SAEConfig, generator: torch.Generator | None = None) -> "SAE":
+        """A freshly initialised SAE of ``cfg.arch``: unit-norm random decoder rows, encoder =
+        decoder transposed (autoencoders) or an independent draw (transcoders)."""
+        _register_archs()
+        sae = SAE.REGISTRY[cfg.arch](cfg)
+        sae.reset_parameters(generator)
+        return sae
+
+    @torch.no_grad()
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        d_sae, d_in, d_out = self.cfg.d_sae, self.cfg.d_in, self.cfg.d_out
+        W = torch.randn(d_sae, d_out, generator=generator)
+        self.W_dec.copy_(W / W.norm(dim=1, keepdim=True))
+        if d_out == d_in and not self.cfg.is_transcoder:
+            self.W_enc.copy_(self.W_dec)
+        else:
+            W = torch.randn(d_sae, d_in, generator=generator)
+            self.W_enc.copy_(W / W.norm(dim=1, keepdim=True))
+        self.b_enc.zero_()
+        self.b_dec.zero_()
+
+    # ---------------------------------------------------------------- normalisation
+    def normalise(self, x: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
+        """Input to the SAE's working scale; returns the per-sample stats for layer norm."""
+        x = x.to(self.W_enc.dtype)
+        if self.cfg.normalisation == "scalar":
+            return x * self.cfg.norm_scale, None
+        if self.cfg.normalisation == "layernorm":
+            mu = x.mean(-1, keepdim=True)
+            x = x - mu
+            std = x.pow(2).mean(-1, keepdim=True).add(1e-5).sqrt()
+            return x / std, (mu, std)
+        return x, None
+
+    def normalise_target(self, y: Tensor) -> Tensor:
+        """Transcoder targets use their own scalar (or none); layer norm is refused at training."""
+        y = y.to(self.W_dec.dtype)
+        if self.cfg.normalisation == "scalar":
+            return y * self.cfg.target_norm_scale
+        return y
+
+    def denormalise(self, y: Tensor, stats: tuple[Tensor, Tensor] | None) -> Tensor:
+        if self.cfg.normalisation == "scalar":
+            scale = self.cfg.target_norm_scale if self.cfg.is_transcoder else self.cfg.norm_scale
+            return y / scale
+        if self.cfg.normalisation == "layernorm":
+            if stats is None:
+                raise InputError(
+                    "this SAE normalises each input by its own mean and std (layernorm), so "
+                    "decode(z) needs those statistics.",
+                    fix="call decode(z, stats=...) with the stats returned by "
+                        "encode(x, return_stats=True), or call sae(x).")
+            mu, std = stats
+            return y * std + mu
+        return y
+
+    # ---------------------------------------------------------------- the model
+    def pre_acts(self, x_n: Tensor) -> Tensor:
+        """Pre-activations ``[..., d_sae]`` of normalised inputs."""
+        if not self.cfg.is_transcoder:
+            x_n = x_n - self.b_dec
+        return nn.functional.linear(x_n, self.W_enc, self.b_enc)
+
+    def activation(self, pre: Tensor) -> Tensor:  # pragma: no cover - abstract
+        """Codes ``[..., d_sae]`` from pre-activations, at inference."""
+        raise NotImplementedError
+
+    def encode(self, x: Tensor, return_stats: bool = False):
+        """Codes ``z [..., d_sae]`` (non-negative) of activations ``x [..., d_in]``.
+
+        With ``return_stats=True`` also returns the per-sample normalisation statistics that
+        :meth:`decode` needs for layer-norm SAEs (None otherwise)."""
+        x_n, stats = self.normalise(x)
+        z = self.activation(self.pre_acts(x_n))
+        self._last_stats = stats
+        return (z, stats) if return_stats else z
+
+    def decode(self, z: Tensor, stats: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """Reconstruction ``[..., d_out]`` in the input's units. For layer-norm SAEs ``stats``
+        defaults to those of the last :meth:`encode` call when the shapes fit."""
+        if stats is None and self.cfg.normalisation == "layernorm" and self._last_stats is not None:
+            if self._last_stats[0].shape[:-1] == z.shape[:-1]:
+                stats = self._last_stats
+        y = z.to(self.W_dec.dtype) @ self.W_dec + self.b_dec
+        return self.denormalise(y, stats)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Reconstruction of ``x`` (autoencoders) or prediction of the target (transcoders)."""
+        z, stats = self.encode(x, return_stats=True)
+        return self.decode(z, stats)
+
+    # ---------------------------------------------------------------- training hooks
+    def training_loss(self, x_n: Tensor, y_n: Tensor, state: "TrainState") -> tuple[Tensor, dict]:
+        """(loss, info) on a normalised batch. ``info`` holds ``err_sq`` (sum of squared errors,
+        detached), ``l0`` (mean active latents per token) and ``fired`` (bool [d_sae])."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def after_step(self) -> None:
+        """Called after each optimiser step (TopK family: keep decoder rows at unit norm)."""
+
+    def before_step(self) -> None:
+        """Called before each optimiser step, after gradients are final."""
+
+    # ---------------------------------------------------------------- checkpoints
+    def save(self, path: str | Path) -> Path:
+        """Write ``sae.safetensors`` and ``cfg.json`` into directory ``path`` (atomically)."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        with atomic_path(path / WEIGHTS_FILE) as tmp:
+            save_file(tensors, str(tmp), metadata={"format": FORMAT, "arch": self.cfg.arch})
+        write_json(path / CFG_FILE, self.cfg.to_dict())
+        return path
+
+    @staticmethod
+    def load(path: str | Path, *, model: Any = None, layer: int | None = None,
+             d_in: int | None = None, device: str | torch.device = "cpu") -> "SAE":
+        """Load a checkpoint directory, refusing a mismatch with what the caller will feed it.
+
+        ``model``: a model name/path, a ``ModelSpec``/``LoadedModel`` or a spec dict; ``layer``:
+        the layer the activations come from; ``d_in``: their width."""
+        from safetensors.torch import load_file
+
+        _register_archs()
+        path = Path(path)
+        if not (path / CFG_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
+            raise InputError(f"no SAE checkpoint here (need {CFG_FILE} and {WEIGHTS_FILE}).",
+                             path=path, fix="point to the --out directory of `plmsae train`.")
+        cfg = SAEConfig.from_dict(read_json(path / CFG_FILE), path / CFG_FILE)
+        check_compatible(cfg, path, model=model, layer=layer, d_in=d_in)
+        sae = SAE.REGISTRY[cfg.arch](cfg)
+        state = load_file(str(path / WEIGHTS_FILE))
+        expected = {k: tuple(v.shape) for k, v in sae.state_dict().items()}
+        got = {k: tuple(v.shape) for k, v in state.items()}
+        if expected != got:
+            raise InputError(f"weights do not match cfg.json (expected {expected}, found {got}).",
+                             path=path / WEIGHTS_FILE,
+                             fix="the checkpoint is damaged or mixed up; re-train or re-export it.")
+        sae.load_state_dict(state)
+        return sae.to(device)
+
+    @property
+    def device(self) -> torch.device:
+        return self.W_enc.device
+
+
+def _register_archs() -> None:
+    """Import the architecture modules (each registers its subclass)."""
+    import importlib
+
+    for name in ARCHS:
+        importlib.import_module(f"plmsae.sae.{name}")
+
+
+def _model_identity(model: Any) -> dict[str, Any] | None:
+    """(id, revision, d_model, n_layers) of whatever the caller passed as ``model``."""
+    if model is None:
+        return None
+    if hasattr(model, "spec"):
+        model = model.spec
+    if dataclasses.is_dataclass(model):
+        model = dataclasses.asdict(model)
+    if isinstance(model, dict):
+        return model
+    return {"id": str(model)}
+
+
+def _same_model(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    ids_a = {str(a.get("id")), str(a.get("path"))} - {"None"}
+    ids_b = {str(b.get("id")), str(b.get("path"))} - {"None"}
+    if not ids_a & ids_b:
+        return False
+    ra, rb = a.get("revision"), b.get("revision")
+    return ra is None or rb is None or ra == rb
+
+
+def check_compatible(cfg: SAEConfig, path: Path | str | None, *, model: Any = None,
+                     layer: int | None = None, d_in: int | None = None) -> None:
+    """Raise :class:`InputError` when an SAE does not belong to this model / layer / width."""
+    if d_in is not None and int(d_in) != cfg.d_in:
+        raise InputError(f"this SAE reads {cfg.d_in}-d activations but the data are {d_in}-d.",
+                         path=path, fix="use an SAE trained on the same model and layer.")
+    if layer is not None and cfg.layer is not None and int(layer) != cfg.layer:
+        raise InputError(f"this SAE was trained on layer {cfg.layer}, not layer {layer}.",
+                         path=path, fix=f"use layer {cfg.layer} or an SAE trained on layer {layer}.")
+    want = _model_identity(model)
+    if want is not None and cfg.model:
+        if want.get("d_model") is not None and int(want["d_model"]) != cfg.d_in \
+                and not cfg.is_transcoder:
+            raise InputError(f"this SAE reads {cfg.d_in}-d activations but model "
+                             f"{want.get('id')} has width {want['d_model']}.", path=path,
+                             fix="use an SAE trained on this model.")
+        if not _same_model(want, cfg.model):
+            raise InputError(
+                f"this SAE was trained on model {cfg.model.get('id')!r} (revision "
+                f"{cfg.model.get('revision')}), not on {want.get('id')!r} (revision "
+                f"{want.get('revision')}).", path=path,
+                fix="use the model the SAE was trained on, or an SAE trained on this model.")
+
+
+@dataclass
+class TrainState:
+    """Mutable training state an architecture may read (dead latents, step)."""
+
+    dead_mask: Tensor | None = None  # bool [d_sae]
+    step: int = 0
+    loss_scale: float = 1.0  # 1 / (expected squared norm of the centred target per token)
+
+
+def unit_norm_rows_(W: Tensor) -> None:
+    W.div_(W.norm(dim=1, keepdim=True).clamp_min(torch.finfo(W.dtype).eps))
+
+
+def remove_parallel_grad_(W: nn.Parameter) -> None:
+    """Project out the part of each decoder row's gradient parallel to the (unit) row, so Adam
+    does not fight the unit-norm constraint."""
+    if W.grad is None:
+        return
+    parallel = (W.grad * W.data).sum(1, keepdim=True)
+    W.grad.sub_(parallel * W.data)
+
+
+def default_lr(d_sae: int) -> float:
+    """Learning rate that scales with 1/sqrt(width) (OpenAI / sparsify heuristic)."""
+    return 2e-4 / math.sqrt(d_sae / 2**14)
