@@ -87,6 +87,7 @@ class Atlas:
     annotations: Any = None
     q_max: float = 0.05
     min_precision: float = 0.5
+    residue_f1_min: float = 0.5
     concept_index: dict[str, int] = field(default_factory=dict)
 
 
@@ -157,9 +158,12 @@ def load_atlas(assoc_dir: str | os.PathLike, activations: bool = True) -> Atlas:
     if "top_proteins" not in features.columns:
         features["top_proteins"] = [[] for _ in range(len(features))]
 
+    from plmsae.analysis.associate import PRECISION_MIN, Q_MAX, RESIDUE_F1_MIN
+
     settings = summary.get("settings", {}) if isinstance(summary, dict) else {}
-    q_max = float(_first(settings, ("q_max", "q_threshold", "alpha", "fdr"), 0.05))
-    min_precision = float(_first(settings, ("min_precision", "precision_min", "precision_threshold"), 0.5))
+    q_max = float(_first(settings, ("q_max",), Q_MAX))
+    min_precision = float(_first(settings, ("min_precision", "precision_min"), PRECISION_MIN))
+    residue_f1_min = float(_first(settings, ("residue_f1_min",), RESIDUE_F1_MIN))
 
     assoc = _read_parquet(d / "associations.parquet", ["source", "feature", "concept", "q_value"],
                           "associations.parquet")
@@ -189,7 +193,8 @@ def load_atlas(assoc_dir: str | os.PathLike, activations: bool = True) -> Atlas:
 
     atlas = Atlas(path=d, run=run, summary=summary, proteins=proteins, concepts=concepts,
                   features=features, associations=assoc, residue_associations=res,
-                  explanations=explanations, scores=scores, q_max=q_max, min_precision=min_precision)
+                  explanations=explanations, scores=scores, q_max=q_max, min_precision=min_precision,
+                  residue_f1_min=residue_f1_min)
     if activations:
         acts = _load_npz(d / "activations" / "sae.npz", "activations/sae.npz")
         if acts.shape[0] != len(proteins):
@@ -450,9 +455,10 @@ def report(
     assoc_by_feature = _group_records(atlas.associations)
     sig_by_feature = {f: [r for r in recs if _significant(atlas, r)] for f, recs in assoc_by_feature.items()}
     sig_by_feature = {f: v for f, v in sig_by_feature.items() if v}
-    res_by_feature = {}
+    res_by_feature, res_hits = {}, {}
     if atlas.residue_associations is not None and len(atlas.residue_associations):
         res_by_feature = _group_records(atlas.residue_associations, limit=20)
+    res_hits = {f: [r for r in recs if _residue_hit(atlas, r)] for f, recs in res_by_feature.items()}
 
     feats = atlas.features
     nnz = np.diff(atlas.activations.indptr)
@@ -461,14 +467,16 @@ def report(
         f = int(r.feature)
         ex = explanation_of(atlas, f)
         g = sig_by_feature.get(f, [])
-        top = [[r["concept"], r["name"], r["category"], _num(r["q_value"])] for r in g[:3]]
+        hits = res_hits.get(f, [])
+        top = ([[r["concept"], r["name"], r["category"], _num(r["q_value"])] for r in g[:3]]
+               + [[r["concept"], r["name"], "residue", None, _num(r.get("f1"))] for r in hits])[:3]
         tested = assoc_by_feature.get(f)
         sc = atlas.scores.get(f, {})
         n_active = int(nnz[f]) if f < len(nnz) else 0
         rows.append({
             "feature": f, "label": ex["label"] or (top[0][1] if top else ""),
             "description": ex["description"], "is_llm": ex["is_llm"], "concepts": top,
-            "n_associated": len(g), "best_q": _num(tested[0]["q_value"]) if tested else None,
+            "n_associated": len(g) + len(hits), "best_q": _num(tested[0]["q_value"]) if tested else None,
             "density": _num(r.density), "max_activation": _num(r.max_activation), "n_active": n_active,
             "detection": _num(sc.get("detection", {}).get("score")),
             "simulation": _num(sc.get("simulation", {}).get("score")),
@@ -613,7 +621,7 @@ def _top_rows(atlas: Atlas, f: int, listed, id_index: dict[str, int], n: int) ->
     """Row indices of the feature's top proteins: features.parquet's list, else the largest
     activations in the matrix."""
     out: list[int] = []
-    if listed is not None and len(listed):
+    if listed is not None and len(listed) >= n:
         for p in listed:
             i = id_index.get(str(p)) if not isinstance(p, (int, np.integer)) else int(p)
             if i is not None and 0 <= i < len(id_index) and i not in out:
@@ -640,6 +648,7 @@ def _site_context(atlas: Atlas, sae_cfg: dict, title: str | None, level: str) ->
         "pooling": atlas.run.get("pooling", sae_cfg.get("pooling", "")),
         "sae_cfg": sae_cfg, "metrics": _metric_rows(metrics), "version": __version__,
         "n_proteins": len(atlas.proteins), "q_max": atlas.q_max, "min_precision": atlas.min_precision,
+        "residue_f1_min": atlas.residue_f1_min,
         "generated": time.strftime("%Y-%m-%d %H:%M", time.localtime()),
     }
 
@@ -725,6 +734,11 @@ def _significant(atlas: Atlas, r: dict) -> bool:
     return bool(r["q_value"] < atlas.q_max and prec >= atlas.min_precision)
 
 
+def _residue_hit(atlas: Atlas, r: dict) -> bool:
+    f1 = r.get("f1")
+    return f1 is not None and f1 == f1 and f1 >= atlas.residue_f1_min
+
+
 def _feature_context(atlas: Atlas, f: int, row: dict, top_rows: list[int], track_data: dict,
                      sequences: dict, track_note: str | None, tested: list[dict], res: list[dict],
                      prot: dict[str, list]) -> dict:
@@ -759,7 +773,8 @@ def _feature_context(atlas: Atlas, f: int, row: dict, top_rows: list[int], track
     inactive = _inactive_examples(atlas, f, set(col_rows[pos].tolist()), best, prot)
     return {"feature": f, "ex": explanation_of(atlas, f), "scores": atlas.scores.get(f, {}),
             "n_active": n_active, "histogram": hist, "top": top, "track_note": track_note,
-            "enrichments": enr, "n_tested": len(tested), "residue_assoc": res, "inactive": inactive}
+            "enrichments": enr, "n_tested": len(tested), "inactive": inactive,
+            "residue_assoc": [{**r, "significant": _residue_hit(atlas, r)} for r in res]}
 
 
 def _protein(prot: dict[str, list], i: int) -> dict:

@@ -112,7 +112,7 @@
         s.appendChild(document.createTextNode(cc[1] || cc[0]));
         var qs = document.createElement("span");
         qs.className = "q";
-        qs.textContent = " q = " + fmt(cc[3]);
+        qs.textContent = cc[2] === "residue" ? " F1 = " + fmt(cc[4]) : " q = " + fmt(cc[3]);
         s.appendChild(qs);
         ct.appendChild(s);
       }
