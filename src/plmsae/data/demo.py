@@ -221,7 +221,11 @@ def _obo_subset(go, keep: list[str], obsolete: list[str]) -> str:
 
 def _provenance_text(record: dict, prefix: str) -> str:
     c, s = record["counts"], record["settings"]
-    return f"""# Provenance of the plmsae demo data ({prefix}.*)
+    command = (f"python scripts/make_demo_data.py --data ../shared/data --n {s['n']} "
+               f"--min-length {s['min_length']} --max-length {s['max_length']} --seed {s['seed']} "
+               f"--terms-per-namespace {s['terms_per_namespace']} "
+               f"--min-proteins {s['min_proteins']} --prefix {prefix}")
+    return f"""# Provenance of the Swiss-Prot subset `{prefix}.*` (plmsae demo data)
 
 Files: `{prefix}.fasta.gz` ({c['proteins']:,} proteins, {c['residues']:,} residues,
 {c['min_length']}-{c['max_length']} residues each), `{prefix}_go.tsv.gz` (their GO annotations,
@@ -247,8 +251,8 @@ Changes: a subset of proteins, their annotations and the ontology terms they nee
 as described below; nothing else was altered.
 
 ## How it was made
-`python scripts/make_demo_data.py --data ../shared/data --n {s['n']} --seed {s['seed']}`
-(`plmsae.data.demo.make_subset`): proteins of {s['min_length']}-{s['max_length']} residues with only
+`{command}`
+(`plmsae.data.demo.make_subset`; `--out` defaults to `src/plmsae/data/files`): proteins of {s['min_length']}-{s['max_length']} residues with only
 the 20 standard amino acids and at least one GO annotation ({c['candidates']:,} candidates); per GO
 namespace the {s['terms_per_namespace']} most frequent terms annotated to 0.5-10% of the
 candidates get at least {s['min_proteins']} proteins each (sampled first, seeded), the rest are
