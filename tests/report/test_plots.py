@@ -45,3 +45,12 @@ def test_histogram_and_summary_svg():
 def test_fmt():
     assert fmt(None) == "–" and fmt(float("nan")) == "–" and fmt(0) == "0"
     assert fmt(12345) == "12,345" and fmt(1e-6) == "1.00e-06" and fmt(0.5) == "0.5" and fmt(0.123456) == "0.123"
+
+
+def test_metric_rows_prefer_evaluation():
+    from plmsae.report.report import _metric_rows
+
+    rows = _metric_rows({"train": {"fve": 0.8, "l0": 16.0, "note": "x"}, "evaluate": {"fve": 0.75}})
+    assert [(r["name"], r["value"]) for r in rows] == [("fraction of variance explained", 0.75),
+                                                       ("L0 (training)", 16.0)]
+    assert [r["value"] for r in _metric_rows({"fve": 0.9, "dead_fraction": 0.01})] == [0.9, 0.01]

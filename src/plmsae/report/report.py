@@ -667,11 +667,23 @@ METRIC_LABELS = [
 
 
 def _metric_rows(metrics: dict) -> list[dict]:
+    """Readable rows from cfg.json ``metrics``: flat, or nested by origin (``{"train": {...},
+    "evaluate": {...}}``); held-out evaluation wins over training values, which are marked."""
+    if not isinstance(metrics, dict):
+        return []
+    nested = {k: v for k, v in metrics.items() if isinstance(v, dict)}
+    sources = [("", metrics)]
+    if nested:
+        evals = [v for k, v in nested.items() if k.startswith("eval")]
+        sources = [("", v) for v in evals] + [(" (training)", v) for k, v in nested.items()
+                                              if not k.startswith("eval")]
     out = []
     for key, name, help_ in METRIC_LABELS:
-        v = metrics.get(key) if isinstance(metrics, dict) else None
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            out.append({"key": key, "name": name, "help": help_, "value": v})
+        for origin, d in sources:
+            v = d.get(key)
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v:
+                out.append({"key": key, "name": name + origin, "help": help_, "value": v})
+                break
     return out
 
 
