@@ -27,6 +27,8 @@ def test_reads_tiny_fasta_with_uniprot_ids(tiny_fasta):
     ("tr|A0A024R161|A0A024R161_HUMAN Uncharacterized", ("A0A024R161", "A0A024R161_HUMAN Uncharacterized")),
     ("seq1  first  one", ("seq1", "first  one")),
     ("A0A183", ("A0A183", "")),
+    ("P1\tdesc here ", ("P1", "desc here")),
+    ("sp|P12345|", ("P12345", "")),
     ("gi|123|ref|NP_1| x", ("gi|123|ref|NP_1|", "x")),  # only sp/tr are UniProt headers
 ])
 def test_parse_header(header, expected):

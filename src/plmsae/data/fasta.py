@@ -50,8 +50,9 @@ class Protein:
 def parse_header(header: str) -> tuple[str, str]:
     """``"sp|P12345|NAME_HUMAN Some protein"`` -> ``("P12345", "NAME_HUMAN Some protein")``;
     ``"seq1 a b"`` -> ``("seq1", "a b")``. ``header`` excludes the ``>``."""
-    word, _, rest = header.strip().partition(" ")
-    rest = rest.strip()
+    parts = header.split(None, 1)
+    word = parts[0] if parts else ""
+    rest = parts[1].strip() if len(parts) > 1 else ""
     m = _UNIPROT_ID.match(word) if word[:3] in ("sp|", "tr|") else None
     if m:
         entry_name = word[m.end():]
