@@ -233,3 +233,9 @@ def test_uniprot_with_real_go(shared_data):
     assert "GO:0005737" in ann.protein_concepts["GO:CC"]["P06493"]  # cytoplasm
     assert "GO:0008150" in ann.protein_concepts["GO:BP"]["P0A7V0"]
     assert ann.protein_concepts["family"]["P68871"] == {"family:Globin family"}
+
+
+def test_byte_order_mark_and_crlf(tmp_path):
+    p = tmp_path / "bom.tsv"
+    p.write_bytes("\ufeffEntry\tProtein families\r\nQ1\tGlobin family\r\n".encode("utf-8"))
+    assert read_annotations(p).protein_concepts["family"] == {"Q1": {"family:Globin family"}}

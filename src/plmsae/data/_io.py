@@ -31,4 +31,4 @@ def open_text(path: str | os.PathLike, what: str) -> TextIO:
         raw = gzip.open(path, "rb")
     else:
         raw = open(path, "rb")
-    return io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline=None)
+    return io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline=None)
