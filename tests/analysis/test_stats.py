@@ -157,3 +157,19 @@ def test_score_features_against_brute_force():
     for cat_cols in ([0, 1], [2, 3]):
         m = np.isin(res["concept"], cat_cols)
         np.testing.assert_allclose(res["q_value"][m], multipletests(res["p_value"][m], method="fdr_bh")[1])
+
+
+def test_bh_grouped_matches_statsmodels_per_group():
+    rng = np.random.default_rng(5)
+    group = np.sort(rng.integers(0, 6, 400))
+    p = rng.random(400) ** 4
+    q = stats.bh_qvalues_grouped(group, p)
+    q50 = stats.bh_qvalues_grouped(group, p, n_tests=200)
+    for g in np.unique(group):
+        m = group == g
+        np.testing.assert_allclose(q[m], multipletests(p[m], method="fdr_bh")[1], rtol=1e-12)
+        padded = np.concatenate([p[m], np.ones(200 - m.sum())])
+        np.testing.assert_allclose(q50[m], multipletests(padded, method="fdr_bh")[1][:m.sum()],
+                                   rtol=1e-12)
+    with pytest.raises(ValueError):
+        stats.bh_qvalues_grouped(np.array([1, 0]), np.array([0.1, 0.2]))

@@ -137,6 +137,47 @@ def bh_qvalues(p: np.ndarray) -> np.ndarray:
     return q
 
 
+def bh_qvalues_grouped(group: np.ndarray, p: np.ndarray, n_tests=None) -> np.ndarray:
+    """Benjamini-Hochberg separately within each group (e.g. per feature, as goatools corrects
+    each study set). ``group`` must be sorted (non-decreasing); ``n_tests``: family size per
+    group (a scalar, or [n_groups] in group order), default the number of p-values in the group (untested pairs
+    with p = 1 make the family larger without changing the ranks of the others)."""
+    group = np.asarray(group)
+    p = np.asarray(p, dtype=np.float64)
+    if len(group) and (np.diff(group) < 0).any():
+        raise ValueError("bh_qvalues_grouped: group must be sorted")
+    starts = np.flatnonzero(np.concatenate([[True], group[1:] != group[:-1]])) if len(group) else \
+        np.zeros(0, np.int64)
+    bounds = np.concatenate([starts, [len(group)]]).astype(np.int64)
+    sizes = np.diff(bounds)
+    m = sizes.astype(np.float64) if n_tests is None else \
+        np.broadcast_to(np.asarray(n_tests, dtype=np.float64), sizes.shape).copy()
+    return _bh_kernel()(bounds, p, m)
+
+
+def _bh_kernel():
+    if "bh" not in _KERNEL:
+        from numba import njit, prange
+
+        @njit(cache=True, parallel=True)
+        def bh(bounds, p, m):  # pragma: no cover - compiled
+            q = np.empty(p.shape[0])
+            for g in prange(bounds.shape[0] - 1):
+                a, b = bounds[g], bounds[g + 1]
+                seg = p[a:b]
+                order = np.argsort(seg, kind="mergesort")
+                running = 1.0
+                for r in range(b - a - 1, -1, -1):
+                    v = seg[order[r]] * m[g] / (r + 1)
+                    if v < running:
+                        running = v
+                    q[a + order[r]] = running
+            return q
+
+        _KERNEL["bh"] = bh
+    return _KERNEL["bh"]
+
+
 def table_metrics(n_both, n_active, n_concept, n_population) -> dict[str, np.ndarray]:
     """precision = a/(a+b), recall = a/(a+c), f1, and the odds ratio ad/bc of each table.
 
