@@ -99,3 +99,17 @@ def test_cli_offline_and_dry_run(assoc_dir, monkeypatch):
     assert len(pd.read_parquet(assoc_dir / "explanations.parquet")) == 8
     r = runner.invoke(app, ["explain", str(assoc_dir / "nope")])
     assert r.exit_code == 2 and "not a directory" in r.output
+
+
+def test_heldout_is_validation_when_associations_come_from_test(assoc_dir):
+    """The associate stage's default: statistics on test; then validation is held out, and
+    no association row from the held-out split reaches selection or prompts."""
+    a = pd.read_parquet(assoc_dir / "associations.parquet")
+    a["split"] = "test"
+    a.to_parquet(assoc_dir / "associations.parquet")
+    block = explain(assoc_dir, llm="offline", n_features=6, n_bootstrap=100)
+    assert "held-out = association split 'validation'" in block["split"]
+    sims = pd.read_parquet(assoc_dir / "simulations.parquet")
+    prot = pd.read_parquet(assoc_dir / "proteins.parquet").set_index("id")
+    assert set(prot.loc[sims["protein"].unique(), "split"]) == {"validation"}
+    assert block["sources"]["sae"]["n_scored"] == 6

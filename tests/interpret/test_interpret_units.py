@@ -45,13 +45,17 @@ def test_band_sample_counts_and_bands():
 def test_split_pools_respects_clusters():
     df = pd.DataFrame({"id": [f"p{i}" for i in range(12)], "cluster": [i // 3 for i in range(12)],
                        "split": ["train"] * 6 + ["validation"] * 3 + ["test"] * 3})
-    p = split_pools(df)
+    p = split_pools(df, {"train"})
     assert p.heldout.tolist() == [9, 10, 11] and p.explain.tolist() == list(range(9))
-    df["split"] = "train"  # no test split: whole clusters go to either side
+    assert p.heldout_split == "test"
+    # association statistics computed on test (the associate stage's default): hold out validation
+    p = split_pools(df, {"test"})
+    assert p.heldout.tolist() == [6, 7, 8] and p.heldout_split == "validation"
+    df["split"] = "train"  # no usable split: whole clusters go to either side
     p = split_pools(df, seed=3)
     cl = df["cluster"].to_numpy()
     assert not set(cl[p.explain]) & set(cl[p.heldout])
-    assert len(p.heldout) and len(p.explain) and "clusters" in p.how
+    assert len(p.heldout) and len(p.explain) and "clusters" in p.how and p.heldout_split == ""
 
 
 def test_pearson_and_balanced_accuracy():

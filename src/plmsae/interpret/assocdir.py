@@ -53,7 +53,7 @@ class AssocDir:
     proteins: pd.DataFrame          # id, split, cluster, length, name
     concepts: pd.DataFrame          # concept, category, name, n_proteins
     annotations: sp.csr_matrix      # bool [n_proteins, n_concepts]
-    associations: pd.DataFrame      # rows not computed on the test split; may be empty
+    associations: pd.DataFrame      # may be empty
     run: dict
     _acts: dict = field(default_factory=dict, repr=False)
 
@@ -81,11 +81,6 @@ class AssocDir:
         assoc_path = path / "associations.parquet"
         associations = pd.read_parquet(assoc_path) if assoc_path.exists() else pd.DataFrame(
             columns=["source", "feature", "concept", "category", "q_value", "precision", "recall", "f1"])
-        if "split" in associations.columns:
-            # prompts and feature selection must not draw on the held-out (test) proteins
-            fit = associations["split"].astype(str) != "test"
-            if fit.any():
-                associations = associations[fit]
         run = read_json(path / "run.json") if (path / "run.json").exists() else {}
         return cls(path, proteins.reset_index(drop=True), concepts.reset_index(drop=True),
                    annotations, associations, run)
@@ -115,6 +110,16 @@ class AssocDir:
                              f"{x.shape[1]} features).", path=self.path,
                              fix=f"choose features in 0..{x.shape[1] - 1}.")
         return np.asarray(x[:, feature].toarray()).ravel()
+
+    def association_splits(self) -> set[str]:
+        """The splits the association statistics were computed on (empty when not recorded)."""
+        a = self.associations
+        return set(a["split"].astype(str).unique()) if "split" in a.columns and len(a) else set()
+
+    def drop_associations_on(self, split: str) -> None:
+        """Forget association rows computed on ``split`` (the held-out proteins)."""
+        if split and "split" in self.associations.columns:
+            self.associations = self.associations[self.associations["split"].astype(str) != split]
 
     @property
     def level(self) -> str:

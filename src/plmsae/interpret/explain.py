@@ -123,9 +123,9 @@ def select_features(ad: AssocDir, pools: Pools, sources, features, n_features: i
     """Jobs for the requested features; the default selection for sources not named.
 
     Default per source: up to n_features // 2 eligible features with the best association
-    (highest F1 among concepts at q < 0.05 and precision >= 0.5), then eligible features at
-    random (seeded) up to n_features. Eligible = at least 5 active explanation proteins and 2
-    active held-out proteins. Neurons get the same rule and number as SAE features.
+    (highest F1 among concepts at q < 0.05 and precision >= 0.5, from association statistics not
+    computed on the held-out split), then eligible features at random (seeded) up to n_features.
+    Eligible = at least 5 active explanation proteins and 2 active held-out proteins. Neurons get the same rule and number as SAE features.
     """
     wanted = parse_features(features, sources) if features else {}
     n_default = max((len(v) for v in wanted.values()), default=n_features)
@@ -337,7 +337,8 @@ def explain(
         if s not in ad.available_sources():
             raise InputError(f"no activations for source {s!r} (found {ad.available_sources()}).",
                              path=assoc_dir / "activations", fix="choose sources that exist with --source.")
-    pools = split_pools(ad.proteins, seed)
+    pools = split_pools(ad.proteins, ad.association_splits(), seed)
+    ad.drop_associations_on(pools.heldout_split)  # belt and braces: nothing from held-out proteins
     jobs = [prepare(ad, j, pools, seed) if not j.skip else j
             for j in select_features(ad, pools, sources, features, n_features, seed)]
     if not jobs:
@@ -454,8 +455,8 @@ def _write(ad: AssocDir, jobs, results, spec, client, pools, seed, n_bootstrap, 
         "model": explanations["model"].iloc[0],
         "prompt_version": explanations["prompt_version"].iloc[0],
         "split": pools.how, "seed": seed,
-        "sampling": "bands 0.8-1.0: 6, 0.6-0.8/0.4-0.6/0.2-0.4: 3 each, 0-0.2: 2, plus 15 inactive; "
-                    "explanation set from train+validation, held-out set from test",
+        "sampling": "per feature and set: bands 0.8-1.0: 6, 0.6-0.8/0.4-0.6/0.2-0.4: 3 each, "
+                    "0-0.2: 2, plus 15 inactive (min-max scaled after ReLU)",
         "sources": {},
     }
     if ad.level == "residue" and client is not None:

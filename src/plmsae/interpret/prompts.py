@@ -164,9 +164,9 @@ def model_text(ad: AssocDir) -> tuple[str, str]:
     if layer is not None:
         model = f"{model}, layer {layer}"
     level = run.get("level", "protein")
-    pooling = run.get("pooling")
     if level == "residue":
-        text = "a residue-level feature; per protein, its maximum over residues"
+        pool = run.get("pooling") if run.get("pooling") in ("max", "mean") else "max"
+        text = f"a residue-level feature; per protein, its {pool} over residues"
     else:
-        text = "a protein-level feature" + (f" on {pooling}-pooled residue embeddings" if pooling else "")
+        text = "a protein-level feature (computed from each protein's mean-pooled embedding)"
     return str(model), text

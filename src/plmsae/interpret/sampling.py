@@ -7,9 +7,9 @@ scaled activation, 6 from the top band [0.8, 1.0], 3 from each of [0.6, 0.8), [0
 A band with too few proteins passes its shortfall on to the next band down.
 
 The paper split one sample 50/50 into explanation and held-out examples. Here the two sets come
-from disjoint homology clusters instead: the explanation set is drawn from the association
-stage's train and validation splits, the held-out set from its test split, both with the band
-scheme above, so that no held-out protein has a close homologue among the examples.
+from disjoint homology clusters instead (the association stage's splits, see
+:func:`split_pools`), both drawn with the band scheme above, so that no held-out protein has a
+close homologue among the examples.
 """
 
 from __future__ import annotations
@@ -69,25 +69,36 @@ class Pools:
 
     explain: np.ndarray   # examples shown to the explainer; also the offline explainer's train set
     heldout: np.ndarray   # held-out proteins for scoring
+    heldout_split: str    # the association split used as held-out ("" for the cluster fallback)
     how: str              # how the split was made (recorded in summary.json)
 
 
-def split_pools(proteins: pd.DataFrame, seed: int = 0) -> Pools:
-    """Explanation pool = association train+validation split, held-out pool = its test split.
+def split_pools(proteins: pd.DataFrame, stats_splits: set[str] | None = None, seed: int = 0) -> Pools:
+    """Held-out pool = one association split (whole homology clusters), explanation pool = the rest.
 
-    When the association run has no test split, whole clusters are assigned at random (seeded)
-    to the two pools, about half of the proteins each, so homologues never straddle them.
+    The held-out split is ``test``, unless the association statistics (``associations.parquet``
+    ``split`` column, ``stats_splits``) were computed on ``test`` (the associate stage's default:
+    thresholds chosen on validation, statistics on test); then it is ``validation``, so that the
+    enrichment results shown to the explainer never come from the proteins it is scored on.
+    Without such a split, whole clusters are assigned at random (seeded) to the two pools, about
+    half of the proteins each, so homologues never straddle them.
     """
     split = proteins["split"].astype(str).to_numpy()
-    test = split == "test"
-    if test.any() and (~test).any():
-        return Pools(np.flatnonzero(~test), np.flatnonzero(test),
-                     "association splits: explain on train+validation, score on test")
+    stats_splits = stats_splits or set()
+    for name in ("test", "validation"):
+        if name in stats_splits:
+            continue
+        held = split == name
+        if held.any() and (~held).any():
+            used = ", ".join(sorted(stats_splits)) or "unknown"
+            return Pools(np.flatnonzero(~held), np.flatnonzero(held), name,
+                         f"held-out = association split '{name}' (association statistics from: "
+                         f"{used}); explanation examples from the other splits")
     clusters = proteins["cluster"].astype(str).to_numpy()
     uniq, inverse, counts = np.unique(clusters, return_inverse=True, return_counts=True)
     order = np.random.default_rng(seed).permutation(len(uniq))
     heldout_cluster = np.zeros(len(uniq), bool)
     heldout_cluster[order[np.cumsum(counts[order]) <= len(clusters) / 2]] = True
     held = heldout_cluster[inverse]
-    return Pools(np.flatnonzero(~held), np.flatnonzero(held),
-                 "no test split in proteins.parquet: clusters split 50/50 at random")
+    return Pools(np.flatnonzero(~held), np.flatnonzero(held), "",
+                 "no usable split in proteins.parquet: clusters split 50/50 at random")
