@@ -59,7 +59,12 @@ def test_associate_end_to_end(assoc_inputs, tmp_path):
     assert hit["n_population"].iloc[0] == (proteins["split"] == "test").sum()
     res = pd.read_parquet(out / "residue_associations.parquet")
     assert list(res.columns) == RESIDUE_COLUMNS
-    assert set(res["concept"]) <= {"Transmembrane"}
+    assert set(res["concept"]) == {"Transmembrane"} and set(res["source"]) == {"sae", "neuron", "random"}
+    test_ids = set(proteins.loc[proteins["split"] == "test", "id"])
+    tm_test = [p for i, p in enumerate(assoc_inputs["ids"]) if i % 2 == 0 and p in test_ids]
+    assert (res["n_instances"] == len(tm_test)).all() and (res["n_residues"] == 21 * len(tm_test)).all()
+    for col in ("precision", "recall", "domain_recall", "f1"):
+        assert res[col].between(0, 1).all()
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary) == {"sae", "neuron", "random", "settings"}
     assert summary["sae"]["n_features"] == 48

@@ -138,12 +138,12 @@ def associate(
                              "SAE's median live-feature density on a calibration sample",
     }
     inputs = {
-        "sae": str(sae_path) if sae_path else None,
+        "sae": str(sae_path.resolve()) if sae_path else None,
         "sae_sha256": _maybe_hash(sae_path / "sae.safetensors" if sae_path else None),
-        "store": str(store_path) if store_path else None,
-        "annotations": str(ann_path) if ann_path else None,
+        "store": str(Path(store_path).resolve()) if store_path else None,
+        "annotations": str(ann_path.resolve()) if ann_path else None,
         "annotations_sha256": _maybe_hash(ann_path),
-        "ontology": str(onto_path) if onto_path else None,
+        "ontology": str(Path(onto_path).resolve()) if onto_path else None,
         "ontology_sha256": _maybe_hash(onto_path),
     }
     run_hash = sha256_json({"settings": settings, "inputs": inputs, "ids": ids})
@@ -252,7 +252,7 @@ def associate(
     from plmsae import __version__
     write_json(out / "run.json", {
         **inputs, "model": store_obj.meta.get("model"), "layer": layer, "level": level,
-        "pooling": pool if level == "residue" else "sae encodes the store's pooled (mean) vector",
+        "pooling": pool if level == "residue" else "mean",  # protein level: the store's mean
         "thresholds": thresholds, "split": {"method": split_used, "min_seq_id": min_seq_id,
                                             "coverage": coverage, "fractions": fractions,
                                             "seed": seed},
@@ -434,46 +434,49 @@ def _residue_stage(store_obj, encoders, ann, ids, split, peaks, thresholds, min_
     single = np.array([all(e - s == 1 for by in [ann.residue_concepts[c]] for iv in by.values()
                            for s, e in iv) for c in concepts])
     lengths = dict(zip(store_obj.ids, store_obj.lengths.tolist()))
-    tables = []
-    for name, (enc, width) in encoders.items():
-        cutoffs = np.asarray(thresholds)[:, None] * peaks[name][None, :]
-        totals = {}
-        for part in ("validation", "test"):
-            prots = [p for p in ids if split_of[p] == part
-                     and any(p in ann.residue_concepts[c] for c in concepts)]
-            acc = None
-            n_pos = np.zeros(len(concepts))
-            n_inst = np.zeros(len(concepts))
-            batch: list[tuple[str, np.ndarray]] = []
+    cutoffs = {name: np.asarray(thresholds)[:, None] * peaks[name][None, :] for name in encoders}
+    totals: dict[str, dict] = {}
+    for part in ("validation", "test"):
+        # one pass over the store per split; every encoder sees each batch
+        prots = [p for p in ids if split_of[p] == part
+                 and any(p in ann.residue_concepts[c] for c in concepts)]
+        acc: dict[str, dict] = {}
+        n_pos = np.zeros(len(concepts), dtype=np.int64)
+        n_inst = np.zeros(len(concepts), dtype=np.int64)
+        batch: list[tuple[str, np.ndarray]] = []
 
-            def flush(batch):
-                nonlocal acc
-                pids = [b[0] for b in batch]
-                lay, inst = residue.layout(pids, [len(b[1]) for b in batch],
-                                           ann.residue_concepts, concepts, types)
+        def flush(batch):
+            lay, inst = residue.layout([b[0] for b in batch], [len(b[1]) for b in batch],
+                                       ann.residue_concepts, concepts, types)
+            x = torch.from_numpy(np.concatenate([b[1] for b in batch]))
+            for name, (enc, _) in encoders.items():
                 with torch.no_grad():
-                    z = enc(torch.from_numpy(np.concatenate([b[1] for b in batch]))).float()
-                c = residue.residue_counts(z, lay, inst, cutoffs, len(concepts))
-                acc = c if acc is None else {k: acc[k] + c[k] for k in acc}
-                n_pos[:] += np.asarray(lay.token_concept.sum(axis=0)).ravel()
-                n_inst[:] += np.bincount(inst, minlength=len(concepts))
+                    z = enc(x).float()
+                c = residue.residue_counts(z, lay, inst, cutoffs[name], len(concepts))
+                acc[name] = c if name not in acc else {k: acc[name][k] + c[k] for k in c}
+            n_pos[:] += np.asarray(lay.token_concept.sum(axis=0)).ravel()
+            n_inst[:] += np.bincount(inst, minlength=len(concepts))
 
-            total = 0
-            for pid, x in store_obj.iter_residues(layer=layer, ids=prots):
-                batch.append((pid, np.asarray(x, dtype=np.float32)))
-                total += lengths[pid]
-                if total >= 4096:
-                    flush(batch)
-                    batch, total = [], 0
-            if batch:
+        total = 0
+        for pid, x in store_obj.iter_residues(layer=layer, ids=prots):
+            batch.append((pid, np.asarray(x, dtype=np.float32)))
+            total += lengths[pid]
+            if total >= 4096:
                 flush(batch)
-            totals[part] = (acc, n_pos.copy(), n_inst.copy())
-        (sel, pos_s, inst_s), (rep, pos_r, inst_r) = totals["validation"], totals["test"]
-        if sel is None or rep is None:
+                batch, total = [], 0
+        if batch:
+            flush(batch)
+        totals[part] = {"counts": acc, "n_pos": n_pos, "n_inst": n_inst}
+    tables = []
+    sel, rep = totals["validation"], totals["test"]
+    for name in encoders:
+        if name not in sel["counts"] or name not in rep["counts"]:
             continue
-        res = residue.residue_scores(sel, rep, n_pos_sel=pos_s, n_pos_rep=pos_r,
-                                     n_inst_sel=inst_s, n_inst_rep=inst_r, concept_types=ctype,
-                                     single_residue=single, thresholds=thresholds)
+        res = residue.residue_scores(sel["counts"][name], rep["counts"][name],
+                                     n_pos_sel=sel["n_pos"], n_pos_rep=rep["n_pos"],
+                                     n_inst_sel=sel["n_inst"], n_inst_rep=rep["n_inst"],
+                                     concept_types=ctype, single_residue=single,
+                                     thresholds=thresholds)
         df = pd.DataFrame({k: v for k, v in res.items() if k not in ("concept", "f1_select")})
         df.insert(0, "source", name)
         df.insert(2, "concept", np.array(concepts, dtype=object)[res["concept"]])
