@@ -26,8 +26,14 @@ def pick_feature(site: Path) -> int:
     paged = [r for r in data["rows"] if r["page"]]
     if not paged:
         sys.exit(f"{site}: the report has no feature pages")
-    assoc = sorted((r for r in paged if r["n_associated"]), key=lambda r: r["best_q"] if r["best_q"] is not None else 1)
-    return (assoc or paged)[0]["feature"]
+    def best_q(r):
+        return r["best_q"] if r["best_q"] is not None else 1.0
+
+    # a described, associated feature that fires on few proteins shows the atlas best
+    described = sorted((r for r in paged if r["n_associated"] and r["description"]),
+                       key=lambda r: ((r["density"] or 0) > 0.2, best_q(r)))
+    assoc = sorted((r for r in paged if r["n_associated"]), key=best_q)
+    return (described or assoc or paged)[0]["feature"]
 
 
 def main() -> None:

@@ -780,11 +780,15 @@ def _feature_context(atlas: Atlas, f: int, row: dict, top_rows: list[int], track
                                       title=f"activation of feature {f} along {pid}")
         top.append(item)
 
+    # the concepts below q_max (at most 40), topped up with the next best to at least 10 rows
     enr = [{**r, "significant": _significant(atlas, r)} for r in tested[:40]]
-    best = next((r["concept"] for r in enr if r["significant"]), None)
+    n_show = max(10, sum(1 for r in enr if r["q_value"] < atlas.q_max))
+    enr = enr[:n_show]
+    best = next((r for r in enr if r["significant"]), None)
     inactive = _inactive_examples(atlas, f, set(col_rows[pos].tolist()), best, prot)
     return {"feature": f, "ex": explanation_of(atlas, f), "scores": atlas.scores.get(f, {}),
             "n_active": n_active, "histogram": hist, "top": top, "track_note": track_note,
+            "n_explained": len(atlas.explanations),
             "enrichments": enr, "n_tested": len(tested), "inactive": inactive,
             "residue_assoc": [{**r, "significant": _residue_hit(atlas, r)} for r in res]}
 
@@ -795,18 +799,20 @@ def _protein(prot: dict[str, list], i: int) -> dict:
             "split": prot["split"][i]}
 
 
-def _inactive_examples(atlas: Atlas, f: int, active: set[int], concept: str | None,
+def _inactive_examples(atlas: Atlas, f: int, active: set[int], best: dict | None,
                        prot: dict[str, list], n: int = 6) -> list[dict]:
     """Proteins on which the feature is silent: first ones that carry its best concept (the
     informative misses), then others picked at random (seeded by the feature, so stable)."""
     chosen: list[tuple[int, str]] = []
+    concept = best["concept"] if best else None
+    name = (best.get("name") or concept) if best else ""
     if concept is not None and atlas.annotations is not None:
         j = atlas.concept_index.get(concept)
         if j is not None:
             rows = atlas.annotations.indices[atlas.annotations.indptr[j]:atlas.annotations.indptr[j + 1]]
             for i in rows:
                 if int(i) not in active:
-                    chosen.append((int(i), f"annotated {concept} but silent"))
+                    chosen.append((int(i), f"annotated “{name}” but silent"))
                     if len(chosen) >= n // 2:
                         break
     n_prot = len(prot["id"])
