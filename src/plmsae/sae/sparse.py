@@ -33,17 +33,30 @@ def _sampled_rowdot(idx: Tensor, a: Tensor, W: Tensor) -> Tensor:
     return torch.bmm(W[idx], a.unsqueeze(-1)).squeeze(-1)
 
 
-def _scatter_rows(idx: Tensor, coef: Tensor, a: Tensor, n_rows: int) -> Tensor:
-    """``G[i] = sum_{b,j: idx[b,j]=i} coef[b,j] * a[b]`` ([n_rows, d]) as CSR^T x dense."""
+def _transpose_pattern(idx: Tensor, n_rows: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(order, crow, cols) of the CSR ``[n_rows, B]`` transposed pattern of ``idx``, cached on
+    the ``idx`` tensor: the encoder and decoder backward passes of one step share one sort."""
+    cached = getattr(idx, "_plmsae_transpose", None)
+    if cached is not None and cached[0] == idx._version:
+        return cached[1]
     B, k = idx.shape
     flat = idx.reshape(-1)
-    order = torch.argsort(flat, stable=True)
+    # int32 keys sort ~1.6x faster than int64 on CPU; a stable order keeps results deterministic
+    order = torch.argsort(flat.to(torch.int32), stable=True)
     counts = torch.bincount(flat, minlength=n_rows)
     crow = torch.zeros(n_rows + 1, dtype=torch.int64, device=idx.device)
     torch.cumsum(counts, 0, out=crow[1:])
     cols = torch.div(order, k, rounding_mode="floor")
+    result = (order, crow, cols)
+    idx._plmsae_transpose = (idx._version, result)
+    return result
+
+
+def _scatter_rows(idx: Tensor, coef: Tensor, a: Tensor, n_rows: int) -> Tensor:
+    """``G[i] = sum_{b,j: idx[b,j]=i} coef[b,j] * a[b]`` ([n_rows, d]) as CSR^T x dense."""
+    order, crow, cols = _transpose_pattern(idx, n_rows)
     S_t = torch.sparse_csr_tensor(crow, cols, coef.reshape(-1)[order].to(a.dtype),
-                                  size=(n_rows, B), check_invariants=False)
+                                  size=(n_rows, a.shape[0]), check_invariants=False)
     return S_t @ a
 
 

@@ -152,7 +152,31 @@ def _estimate_normalisation(sae: SAE, src, settings: TrainSettings, device) -> f
     y_n = sae.normalise(y)[0] if not cfg.is_transcoder else sae.normalise_target(y)
     mean = y_n.mean(0)
     sae.b_dec.copy_(mean)
+    _fit_encoder_scale(sae, x, y_n - mean)
     return float(1.0 / (y_n - mean).pow(2).sum(1).mean().clamp_min(1e-12))
+
+
+@torch.no_grad()
+def _fit_encoder_scale(sae: SAE, x: torch.Tensor, target: torch.Tensor, n: int = 2048) -> None:
+    """Scale W_enc (and b_enc) by the least-squares factor that makes the initial
+    reconstructions fit the centred targets: random unit-norm init otherwise starts with
+    reconstructions far too large (FVE << 0) that Adam needs thousands of steps to shrink.
+    TopK selection and ReLU are invariant to a positive scale, so only the values change."""
+    if sae.cfg.arch == "jumprelu":
+        return  # its thresholds are absolute, not scale-free
+    x_n = sae.normalise(x[:n])[0]
+    pre = sae.pre_acts(x_n)
+    if sae.cfg.k:
+        vals, idx = pre.topk(min(sae.cfg.k, pre.shape[1]), dim=-1, sorted=False)
+        recon = torch.nn.functional.embedding_bag(idx, sae.W_dec, per_sample_weights=vals.relu(),
+                                                  mode="sum")
+    else:
+        recon = pre.relu() @ sae.W_dec
+    denom = float(recon.pow(2).sum())
+    c = float((recon * target[:n]).sum()) / denom if denom > 0 else 0.0
+    if c > 0:
+        sae.W_enc.mul_(c)
+        sae.b_enc.mul_(c)
 
 
 # ------------------------------------------------------------------------------ checkpoints
