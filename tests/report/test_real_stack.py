@@ -1,0 +1,119 @@
+"""The report and annotate on real plmsae objects: a tiny ESM-2, an activation store written by
+`plmsae embed`, and an SAE checkpoint (randomly initialised TopK, saved with `SAE.save`)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from plmsae.report.report import report, residue_tracks
+from synthetic import accession, make_assoc_dir, random_sequence
+
+LAYER = 2
+
+
+@pytest.fixture(scope="module")
+def stack(tiny_esm_dir, tmp_path_factory):
+    import torch
+
+    from plmsae.data.fasta import read_fasta
+    from plmsae.embed.embed import embed
+    from plmsae.embed.model import load_model
+    from plmsae.sae.base import SAE, SAEConfig
+
+    base = tmp_path_factory.mktemp("stack")
+    fasta = base / "tiny.fasta"
+    fasta.write_text("".join(f">sp|{accession(i)}|T{i}_HUMAN test protein {i}\n{random_sequence(n, i)}\n"
+                             for i, n in enumerate([40, 75, 120, 33, 90, 61, 150, 48])))
+    lm = load_model(tiny_esm_dir)
+    store = embed(fasta, out=base / "store", model=str(tiny_esm_dir), layers=[LAYER])
+    torch.manual_seed(0)
+    cfg = SAEConfig(arch="topk", d_in=lm.spec.d_model, d_sae=48, k=6, model=lm.spec.to_dict(), layer=LAYER,
+                    level="residue", normalisation="none")
+    sae = SAE.create(cfg, generator=torch.Generator().manual_seed(0))
+    sae.save(base / "sae")
+    proteins = read_fasta(fasta)
+    assoc = make_assoc_dir(base / "assoc", n_features=48, ids=[p.id for p in proteins],
+                           lengths=[len(p.sequence) for p in proteins],
+                           run_extra={"sae": str(base / "sae"), "store": str(store), "layer": LAYER,
+                                      "model": lm.spec.to_dict()})
+    return {"base": base, "fasta": fasta, "store": Path(store), "sae": base / "sae", "assoc": assoc,
+            "proteins": proteins, "model": tiny_esm_dir}
+
+
+def test_residue_tracks_match_sae_encode(stack):
+    import torch
+
+    from plmsae.embed.store import ActivationStore
+    from plmsae.sae.base import SAE
+
+    needed = {stack["proteins"][0].id: {1, 5}, stack["proteins"][2].id: {5}}
+    tracks = residue_tracks(stack["sae"], stack["store"], needed, layer=LAYER, batch_tokens=50)
+    assert set(tracks) == {(1, stack["proteins"][0].id), (5, stack["proteins"][0].id), (5, stack["proteins"][2].id)}
+    store, sae = ActivationStore(stack["store"]), SAE.load(stack["sae"])
+    for (f, pid), t in tracks.items():
+        with torch.no_grad():
+            z = sae.encode(torch.from_numpy(store.residues(pid, LAYER))).numpy()
+        assert t.shape == (len(z),)
+        np.testing.assert_allclose(t.astype(np.float32), z[:, f], rtol=2e-3, atol=2e-3)
+
+
+def test_report_draws_real_tracks(stack, tmp_path):
+    report(stack["assoc"], out=tmp_path / "site", max_features=6)
+    meta = json.loads((tmp_path / "site" / "site.json").read_text())
+    assert meta["tracks"] is True and meta["track_note"] is None
+    seqs = {p.id: p.sequence for p in stack["proteins"]}
+    drawn = 0
+    for page in (tmp_path / "site" / "features").iterdir():
+        html = page.read_text()
+        drawn += html.count('class="track"')
+        for pid in re.findall(r"uniprotkb/(\w+)/entry", html.split("Inactive examples")[0]):
+            assert seqs[pid] in html  # the sequence (from the store's input FASTA) under its track
+    assert drawn > 0
+
+
+def test_annotate_sequence(stack, tmp_path, capsys):
+    import torch
+
+    from plmsae.embed.store import ActivationStore
+    from plmsae.report.annotate import annotate
+    from plmsae.sae.base import SAE
+
+    p = stack["proteins"][2]
+    res = annotate(p.sequence, sae=stack["sae"], assoc=stack["assoc"], html=tmp_path / "a.html",
+                   json_out=tmp_path / "a.json", top=5)
+    [r] = res
+    assert r["id"] == "query" and r["length"] == len(p.sequence) and 0 < len(r["features"]) <= 5
+    # the same numbers as encoding the stored activations of this protein (same embedding code)
+    with torch.no_grad():
+        z = SAE.load(stack["sae"]).encode(torch.from_numpy(ActivationStore(stack["store"]).residues(p.id, LAYER))).numpy()
+    pooled = z.max(0)
+    assert [f["feature"] for f in r["features"]] == list(np.argsort(-pooled, kind="stable")[:len(r["features"])])
+    for f in r["features"]:
+        assert f["activation"] == pytest.approx(pooled[f["feature"]], rel=1e-3, abs=1e-4)
+        assert f["spans"] and all(z[s[2], f["feature"]] >= 0.5 * pooled[f["feature"]] - 1e-4 for s in f["spans"])
+    # labels from the association directory
+    assert any(f["label"] for f in r["features"])
+    out = capsys.readouterr().out
+    assert "query" in out and str(r["features"][0]["feature"]) in out
+    html = (tmp_path / "a.html").read_text()
+    assert html.count('class="track"') == len(r["features"]) and p.sequence in html and "<img" not in html
+    saved = json.loads((tmp_path / "a.json").read_text())
+    assert saved["proteins"][0]["features"][0]["feature"] == r["features"][0]["feature"]
+
+
+def test_annotate_cli_fasta(stack, tmp_path):
+    from typer.testing import CliRunner
+
+    from plmsae.cli import app
+
+    r = CliRunner().invoke(app, ["annotate", str(stack["fasta"]), "--sae", str(stack["sae"]), "--top", "3"])
+    assert r.exit_code == 0, r.output
+    for p in stack["proteins"]:
+        assert p.id in r.output
+    r = CliRunner().invoke(app, ["annotate", "MKTAYJ", "--sae", str(stack["sae"])])
+    assert r.exit_code == 2 and "ESM-2 does not read" in " ".join(r.output.split())
