@@ -31,7 +31,7 @@ def test_loss_decreases_on_structured_data(arch, synth_store, tmp_path):
     rec = _losses(tmp_path / arch)
     first, last = rec[0], rec[-1]
     # matryoshka also pays for its tiny prefixes (8, 16 ... latents), so its loss falls less
-    assert last["loss"] < (0.8 if arch == "matryoshka" else 0.6) * first["loss"], (first, last)
+    assert last["loss"] < (0.9 if arch == "matryoshka" else 0.75) * first["loss"], (first, last)
     assert last["fve"] > 0.5
     if arch == "topk":
         assert last["l0"] == 4
