@@ -317,10 +317,15 @@ def _embed_shard(lm, proteins: list, layers: list[int], batch_tokens: int, dtype
     import torch
 
     window = lm.spec.max_residues
+    lengths = [len(p.sequence) for p in proteins]
+    offsets = torch.zeros(len(proteins) + 1, dtype=torch.int64)
+    offsets[1:] = torch.cumsum(torch.tensor(lengths, dtype=torch.int64), 0)
+    # float32 output buffers written in place (no per-protein copies or concatenations)
+    residues = {layer: torch.empty((int(offsets[-1]), lm.spec.d_model), dtype=torch.float32)
+                for layer in layers}
     # segments: (protein index, window start, window end, keep start, keep end)
     segments = [(i, *w) for i, p in enumerate(proteins) for w in windows(len(p.sequence), window)]
     order = sorted(range(len(segments)), key=lambda k: (-(segments[k][2] - segments[k][1]), k))
-    pieces: dict[int, dict[int, torch.Tensor]] = {k: {} for k in range(len(segments))}
     start = 0
     while start < len(order):
         width = segments[order[start]][2] - segments[order[start]][1] + 2  # longest first
@@ -329,27 +334,21 @@ def _embed_shard(lm, proteins: list, layers: list[int], batch_tokens: int, dtype
         start += len(chunk)
         batch = [token_ids(lm.tokenizer, proteins[segments[k][0]].sequence[
             segments[k][1]:segments[k][2]]) for k in chunk]
-        hidden = forward_layers(lm, batch, layers)
+        hidden = {layer: h.cpu() for layer, h in forward_layers(lm, batch, layers).items()}
         for b, k in enumerate(chunk):
-            _, s, _, ks, ke = segments[k]
+            i, s, _, ks, ke = segments[k]
+            row = int(offsets[i])
             for layer in layers:  # +1: skip BOS; keep the residues this window contributes
-                pieces[k][layer] = hidden[layer][b, 1 + ks - s:1 + ke - s].cpu().clone()
+                residues[layer][row + ks:row + ke] = hidden[layer][b, 1 + ks - s:1 + ke - s]
         if on_batch is not None:
             on_batch(sum(segments[k][4] - segments[k][3] for k in chunk))
     store_dtype = getattr(torch, dtype)
-    tensors = {}
-    by_protein: dict[int, list[int]] = {}
-    for k, seg in enumerate(segments):
-        by_protein.setdefault(seg[0], []).append(k)
-    lengths = [len(p.sequence) for p in proteins]
-    offsets = torch.zeros(len(proteins) + 1, dtype=torch.int64)
-    offsets[1:] = torch.cumsum(torch.tensor(lengths, dtype=torch.int64), 0)
+    tensors = {"offsets": offsets}
     for layer in layers:
-        per_protein = [torch.cat([pieces[k][layer] for k in by_protein[i]])
-                       for i in range(len(proteins))]
-        tensors[f"pooled.{layer}"] = torch.stack([x.mean(0) for x in per_protein]).contiguous()
-        tensors[f"residues.{layer}"] = torch.cat(per_protein).to(store_dtype).contiguous()
-    tensors["offsets"] = offsets
+        x = residues.pop(layer)
+        tensors[f"pooled.{layer}"] = torch.stack(
+            [x[offsets[i]:offsets[i + 1]].mean(0) for i in range(len(proteins))])
+        tensors[f"residues.{layer}"] = x if store_dtype == torch.float32 else x.to(store_dtype)
     return tensors
 
 
