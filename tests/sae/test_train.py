@@ -41,7 +41,7 @@ def test_loss_decreases_on_structured_data(arch, synth_store, tmp_path):
 
 
 def test_auxk_revives_dead_latents(synth_store, tmp_path):
-    """Handicap half the latents (encoder bias -3: they almost never win the top k): with AuxK
+    """Handicap half the latents (encoder bias -3 row norms: they almost never win the top k): with AuxK
     they come back within 60 steps, without it a third stay dead."""
     def run(alpha, out):
         import plmsae.sae.train as T
@@ -51,7 +51,8 @@ def test_auxk_revives_dead_latents(synth_store, tmp_path):
         def sabotage(sae, *a, **k):
             r = orig(sae, *a, **k)
             with torch.no_grad():
-                sae.b_enc[64:] = -3.0
+                # -3 in units of the (unit-norm before fitting) encoder rows' scale
+                sae.b_enc[64:] = -3.0 * sae.W_enc[64:].norm(dim=1)
             return r
         T._estimate_normalisation = sabotage
         try:
