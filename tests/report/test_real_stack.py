@@ -92,7 +92,14 @@ def test_annotate_sequence(stack, tmp_path, capsys):
     with torch.no_grad():
         z = SAE.load(stack["sae"]).encode(torch.from_numpy(ActivationStore(stack["store"]).residues(p.id, LAYER))).numpy()
     pooled = z.max(0)
-    assert [f["feature"] for f in r["features"]] == list(np.argsort(-pooled, kind="stable")[:len(r["features"])])
+    # ranked by activation relative to each feature's maximum in the atlas
+    import pandas as pd
+
+    feats = pd.read_parquet(stack["assoc"] / "features.parquet")
+    max_act = feats[feats.source == "sae"].set_index("feature")["max_activation"].reindex(range(len(pooled))).to_numpy()
+    rel = np.where(max_act > 0, pooled / np.where(max_act > 0, max_act, 1), 0)
+    assert [f["feature"] for f in r["features"]] == list(np.argsort(-rel, kind="stable")[:len(r["features"])])
+    assert all(f["relative"] == pytest.approx(rel[f["feature"]], rel=1e-3) for f in r["features"])
     for f in r["features"]:
         assert f["activation"] == pytest.approx(pooled[f["feature"]], rel=1e-3, abs=1e-4)
         assert f["spans"] and all(z[s[2], f["feature"]] >= 0.5 * pooled[f["feature"]] - 1e-4 for s in f["spans"])

@@ -51,8 +51,9 @@ def annotate(
     """Show the strongest SAE features of each protein and where along the sequence they fire.
     \f
     Returns one dict per protein: ``id, description, length, sequence, features``; each feature
-    is ``{feature, activation, density, label, description, is_llm, concept, concept_name,
-    q_value, spans, track}`` with ``spans`` a list of ``(start, end, peak, peak_value)`` (0-based,
+    is ``{feature, activation, relative, density, label, description, is_llm, concept,
+    concept_name, q_value, spans, track}`` (``relative``: activation / the feature's maximum in
+    the atlas, which ranks the features when ``assoc`` is given) with ``spans`` a list of ``(start, end, peak, peak_value)`` (0-based,
     half-open) and ``track`` the float32 ``[L]`` per-residue activations (None for protein-level
     SAEs).
     """
@@ -72,7 +73,7 @@ def annotate(
     if assoc is not None:
         from plmsae.report.report import load_atlas
 
-        atlas = load_atlas(assoc, activations=False)
+        atlas = load_atlas(assoc, activations=False, significant_only=True)
 
     import torch
 
@@ -85,6 +86,13 @@ def annotate(
     pooling = str((atlas.run.get("pooling") if atlas else None) or "max")
 
     labels = _labels(atlas, cfg.d_sae) if atlas else {}
+    max_act = None
+    if atlas is not None:
+        max_act = np.full(cfg.d_sae, np.inf, dtype=np.float32)  # features never seen rank last
+        f_idx = atlas.features["feature"].to_numpy().astype(int)
+        m = atlas.features["max_activation"].to_numpy(dtype=np.float32)
+        ok = (f_idx < cfg.d_sae) & (m > 0)
+        max_act[f_idx[ok]] = m[ok]
     results = []
     for p, residues in zip(proteins, embed_residues(lm, proteins, layer)):
         with torch.no_grad():
@@ -95,7 +103,11 @@ def annotate(
             else:
                 z_res = sae_model.encode(x).float().cpu().numpy()  # [L, d_sae]
                 z_prot = z_res.mean(0) if pooling == "mean" else z_res.max(0)
-        order = np.argsort(-z_prot, kind="stable")[:top]
+        # rank by activation relative to the feature's strongest activation in the atlas (as
+        # InterPLM and the PNAS study scale features) when an atlas is given, so that features
+        # that are always strong do not crowd out the specific ones; by raw activation otherwise
+        score = z_prot / max_act if max_act is not None else z_prot
+        order = np.argsort(-score, kind="stable")[:top]
         feats = []
         for f in order:
             f = int(f)
@@ -106,6 +118,7 @@ def annotate(
 
             info = labels.get(f, {})
             feats.append({"feature": f, "activation": float(z_prot[f]),
+                          "relative": None if max_act is None else float(score[f]),
                           "density": info.get("density"), "label": info.get("label", ""),
                           "description": info.get("description", ""), "is_llm": info.get("is_llm"),
                           "concept": info.get("concept", ""), "concept_name": info.get("concept_name", ""),
@@ -222,6 +235,8 @@ def print_results(results: list[dict], context: dict) -> None:
                   title_style="bold", show_lines=False, expand=False)
         t.add_column("feature", justify="right", style="cyan", no_wrap=True)
         t.add_column("activation", justify="right", no_wrap=True)
+        if context["assoc"] is not None:
+            t.add_column("of max", justify="right", no_wrap=True)
         if context["level"] != "protein":
             t.add_column(f"fires at (≥{context['frac']:.0%} of max)", overflow="fold")
         labelled = context["assoc"] is not None
@@ -232,11 +247,15 @@ def print_results(results: list[dict], context: dict) -> None:
         for f in r["features"]:
             label = f["label"] or ""
             if f["description"] and f["description"] != label:
-                label = f"{label}: {f['description']}" if label else f["description"]
+                desc = f["description"] if len(f["description"]) <= 140 else f["description"][:139] + "…"
+                label = f"{label}: {desc}" if label else desc
             concept = f"{f['concept_name'] or f['concept']} ({fmt(f['q_value'])})" if f["concept"] else ""
             cells = [str(f["feature"]), fmt(f["activation"])]
+            if context["assoc"] is not None:
+                cells.append("–" if f["relative"] is None or not np.isfinite(f["relative"])
+                             else f"{100 * f['relative']:.0f}%")
             if context["level"] != "protein":
-                cells.append(format_spans(f["spans"], r["sequence"]))
+                cells.append(format_spans(f["spans"], r["sequence"], limit=4))
             if labelled:
                 cells += [label, concept, "–" if f["density"] is None else f"{100 * f['density']:.1f}%"]
             t.add_row(*[_rich_escape(c) for c in cells])

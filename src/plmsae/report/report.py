@@ -98,11 +98,11 @@ def _need(path: Path, what: str) -> Path:
     return path
 
 
-def _read_parquet(path: Path, columns: Iterable[str], what: str) -> "pd.DataFrame":
+def _read_parquet(path: Path, columns: Iterable[str], what: str, **kw) -> "pd.DataFrame":
     import pandas as pd
 
     try:
-        df = pd.read_parquet(_need(path, what))
+        df = pd.read_parquet(_need(path, what), **kw)
     except InputError:
         raise
     except Exception as e:  # pyarrow raises several types for damaged files
@@ -127,10 +127,12 @@ def _load_npz(path: Path, what: str):
                          fix="the file is damaged; re-run `plmsae associate`.") from e
 
 
-def load_atlas(assoc_dir: str | os.PathLike, activations: bool = True) -> Atlas:
+def load_atlas(assoc_dir: str | os.PathLike, activations: bool = True, significant_only: bool = False) -> Atlas:
     """Read an association directory (format in docs/design.md, stage 4 and 5).
 
-    ``activations=False`` skips the activation and annotation matrices (what annotate needs).
+    ``activations=False`` skips the activation and annotation matrices and
+    ``significant_only=True`` reads only the SAE rows of associations.parquet below q_max
+    (what annotate needs, fast even for a large atlas).
     explanations.parquet and scores.parquet are optional (the explain stage may not have run).
     """
     d = Path(assoc_dir)
@@ -165,8 +167,9 @@ def load_atlas(assoc_dir: str | os.PathLike, activations: bool = True) -> Atlas:
     min_precision = float(_first(settings, ("min_precision", "precision_min"), PRECISION_MIN))
     residue_f1_min = float(_first(settings, ("residue_f1_min",), RESIDUE_F1_MIN))
 
+    filters = [("source", "==", "sae"), ("q_value", "<", q_max)] if significant_only else None
     assoc = _read_parquet(d / "associations.parquet", ["source", "feature", "concept", "q_value"],
-                          "associations.parquet")
+                          "associations.parquet", filters=filters)
     assoc = _best_rows(assoc[assoc["source"] == "sae"], concepts)
     res = None
     if (d / "residue_associations.parquet").exists():
