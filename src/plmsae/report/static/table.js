@@ -149,9 +149,12 @@
     if (state.page) p.set("page", String(state.page + 1));
     if (state.size !== 50) p.set("size", String(state.size));
     var h = p.toString();
-    var want = h ? "#" + h : "#features";
-    if (location.hash === want) return;
-    try { history.replaceState(null, "", want); } catch (e) { /* some browsers refuse it under file:// */ }
+    var current = location.hash.replace(/^#/, "");
+    // the default state keeps whatever plain anchor is there (#features), so that loading the
+    // page does not jump to an anchor the reader did not ask for
+    if (h === current || (!h && current.indexOf("=") === -1)) return;
+    var url = h ? "#" + h : location.pathname + location.search + "#features";
+    try { history.replaceState(null, "", url); } catch (e) { /* some browsers refuse it under file:// */ }
   }
 
   function loadHash() {
