@@ -108,6 +108,7 @@ def test_table_search_sort_paginate(site, page):
     page.goto((site / "index.html").as_uri())
     page.wait_for_selector("#rows tr")
     assert page.inner_text("#count") == f"{N_FEATURES} of {N_FEATURES} features"
+    assert page.evaluate("window.scrollY") == 0  # opening the atlas does not jump to the table
     # default order: best q-value first, features without any tested concept last
     by_q = sorted(rows, key=lambda r: (r["best_q"] is None, r["best_q"] or 0, r["feature"]))
     assert features_shown(page) == [r["feature"] for r in by_q[:50]]
