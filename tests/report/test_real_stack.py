@@ -124,3 +124,24 @@ def test_annotate_cli_fasta(stack, tmp_path):
         assert p.id in r.output
     r = CliRunner().invoke(app, ["annotate", "MKTAYJ", "--sae", str(stack["sae"])])
     assert r.exit_code == 2 and "ESM-2 does not read" in " ".join(r.output.split())
+
+
+def test_annotate_protein_level_sae(stack, tmp_path):
+    import torch
+
+    from plmsae.embed.store import ActivationStore
+    from plmsae.report.annotate import annotate
+    from plmsae._util import read_json, write_json
+    from plmsae.sae.base import SAE
+
+    d = tmp_path / "sae_protein"
+    SAE.load(stack["sae"]).save(d)
+    cfg = read_json(d / "cfg.json")
+    write_json(d / "cfg.json", cfg | {"level": "protein", "pooling": "mean"})
+    p = stack["proteins"][1]
+    [r] = annotate(p.sequence, sae=d, top=4, html=tmp_path / "p.html", quiet=True)
+    with torch.no_grad():
+        z = SAE.load(d).encode(torch.from_numpy(ActivationStore(stack["store"]).pooled(p.id, LAYER))[None])[0].numpy()
+    assert [f["feature"] for f in r["features"]] == list(np.argsort(-z, kind="stable")[:len(r["features"])])
+    assert all(f["track"] is None and f["spans"] == [] for f in r["features"])
+    assert 'class="track"' not in (tmp_path / "p.html").read_text()
