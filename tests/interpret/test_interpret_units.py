@@ -123,3 +123,12 @@ def test_retry_after_header():
     assert _retry_after(SimpleNamespace(headers={"retry-after-ms": "250", "retry-after": "9"})) == 0.25
     assert _retry_after(SimpleNamespace(headers={"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"})) is None
     assert _retry_after(SimpleNamespace(headers={})) is None
+
+
+def test_band_weights_match_quotas():
+    from plmsae.interpret.sampling import band_weights
+
+    s = np.concatenate([np.zeros(30), np.full(12, 0.9), np.full(6, 0.5), np.full(4, 0.1)])
+    w = band_weights(s)
+    assert w[:30].sum() == pytest.approx(N_INACTIVE) and w[30:42].sum() == pytest.approx(6)
+    assert w[42:48].sum() == pytest.approx(3) and w[48:].sum() == pytest.approx(2)

@@ -39,7 +39,9 @@ from plmsae.interpret.prompts import (
 from plmsae.interpret.providers import (
     BudgetExceeded, CallFailed, LLMClient, LLMSpec, estimate_tokens, parse_llm, price_for,
 )
-from plmsae.interpret.sampling import Pools, band_sample, feature_rng, scale, split_pools
+from plmsae.interpret.sampling import (
+    Pools, band_sample, band_weights, feature_rng, scale, split_pools,
+)
 from plmsae.interpret.scoring import balanced_accuracy, median_difference, pearson, summarize
 from plmsae.interpret.windows import ResidueWindows
 
@@ -187,9 +189,12 @@ class OfflineExplainer:
         self.names = ad.concepts["name"].tolist()
         self.categories = ad.concepts["category"].astype(str).tolist()
 
+    weighted = True  # fit the band-sampled distribution that the scores are computed on
+
     def run(self, job: Job) -> dict:
-        m = offline_mod.fit_offline(self.train, job.scaled[self.pools.explain] * 10, self.names,
-                                    self.categories)
+        y = job.scaled[self.pools.explain]
+        m = offline_mod.fit_offline(self.train, y * 10, self.names, self.categories,
+                                    weight=band_weights(y) if self.weighted else None)
         truth = job.scaled[job.heldout_rows] * 10
         pred = m.predict(self.ad.annotations[job.heldout_rows])
         return _result(job, LLMSpec("offline", ""), label=m.label, description=m.description,

@@ -3,11 +3,15 @@
 It is NOT a language model and is labelled ``explainer="offline-statistical"``, ``is_llm=False``
 everywhere its results appear. For one feature it
 
-1. picks up to three annotation concepts by greedy forward selection on the explanation
-   (train + validation) proteins: each step takes the concept whose membership correlates best
-   (positively) with what the previous concepts leave unexplained;
+1. picks up to three annotation concepts by greedy forward selection on the explanation-pool
+   proteins (all of them, not only the 32 examples an LLM sees): each step takes the concept
+   whose membership correlates best (positively) with what the previous concepts leave
+   unexplained;
 2. fits activation ~ intercept + non-negative weights x membership (``scipy.optimize.nnls``) on
-   the same proteins, and a detection threshold that maximises balanced accuracy there;
+   the same proteins, and a detection threshold that maximises balanced accuracy there. Both
+   fits weight each protein so that the pool looks like a band sample of itself
+   (:func:`plmsae.interpret.sampling.band_weights`), the distribution the held-out scores are
+   computed on;
 3. writes the description from those concepts ("Proteins annotated with <name> (<category>)
    and ..."), label = the first concept's name;
 4. simulates held-out proteins by their membership in those concepts, from the fit alone.
@@ -51,18 +55,22 @@ class OfflineExplanation:
         return np.clip(x @ self.weights + self.intercept, 0.0, 10.0)
 
 
-def _greedy_concepts(a: sp.csc_matrix, y: np.ndarray, k: int) -> list[int]:
+def _greedy_concepts(a: sp.csc_matrix, y: np.ndarray, w: np.ndarray, k: int) -> list[int]:
+    """Forward selection by weighted correlation of 0/1 concept columns with the residual."""
     n = len(y)
-    support = np.asarray(a.sum(0)).ravel()
-    ok = (support >= MIN_SUPPORT) & (support < n)
-    var = support * (1 - support / n)  # variance x n of a 0/1 column
+    count = np.diff(a.indptr)
+    s = np.asarray(a.T @ w).ravel()                 # weighted support
+    W = w.sum()
+    var = s - s * s / W                             # weighted variance x W of a 0/1 column
+    ok = (count >= MIN_SUPPORT) & (count < n) & (var > 1e-12)
     chosen: list[int] = []
-    resid = y - y.mean()
+    resid = y - (w @ y) / W
     for _ in range(k):
-        ss = float(resid @ resid)
+        rc = resid - (w @ resid) / W
+        ss = float(w @ (rc * rc))
         if ss <= 1e-12:
             break
-        cov = np.asarray(a.T @ resid).ravel()   # resid is centred, so this is n x covariance
+        cov = np.asarray(a.T @ (w * rc)).ravel()
         with np.errstate(divide="ignore", invalid="ignore"):
             corr = np.where(ok, cov / np.sqrt(var * ss), -np.inf)
         corr[chosen] = -np.inf
@@ -70,9 +78,9 @@ def _greedy_concepts(a: sp.csc_matrix, y: np.ndarray, k: int) -> list[int]:
         if not corr[j] > MIN_CORRELATION:
             break
         chosen.append(j)
-        x = np.column_stack([a[:, chosen].toarray().astype(np.float64), np.ones(n)])
-        coef, *_ = np.linalg.lstsq(x, y, rcond=None)
-        resid = y - x @ coef
+        x = np.column_stack([a[:, chosen].toarray(), np.ones(n)]) * np.sqrt(w)[:, None]
+        coef, *_ = np.linalg.lstsq(x, y * np.sqrt(w), rcond=None)
+        resid = y - (x / np.sqrt(np.maximum(w, 1e-300))[:, None]) @ coef
     return chosen
 
 
@@ -88,21 +96,27 @@ def _best_threshold(pred: np.ndarray, active: np.ndarray) -> float:
 
 
 def fit_offline(membership: sp.csr_matrix, activation: np.ndarray, concept_names: list[str],
-                concept_categories: list[str]) -> OfflineExplanation:
+                concept_categories: list[str], weight: np.ndarray | None = None) -> OfflineExplanation:
     """Fit on training proteins. membership: [n, n_concepts] 0/1 (pass float64 CSC to avoid a
-    conversion per feature); activation: [n] on the 0..10 scale."""
+    conversion per feature); activation: [n] on the 0..10 scale; weight: [n] per-protein weights
+    (default 1; :func:`plmsae.interpret.sampling.band_weights` mimics the band sampling)."""
     y = np.asarray(activation, dtype=np.float64)
     a = membership if (membership.format == "csc" and membership.dtype == np.float64) \
         else membership.astype(np.float64).tocsc()
-    chosen = _greedy_concepts(a, y, MAX_CONCEPTS)
+    w = np.ones(len(y)) if weight is None else np.asarray(weight, dtype=np.float64)
+    keep_rows = w > 0
+    if not keep_rows.all():
+        a, y, w = a[keep_rows], y[keep_rows], w[keep_rows]
+    chosen = _greedy_concepts(a, y, w, MAX_CONCEPTS)
     if chosen:
+        sw = np.sqrt(w)
         x = np.column_stack([a[:, chosen].toarray(), np.ones(len(y))])
-        coef, _ = nnls(x, y)
+        coef, _ = nnls(x * sw[:, None], y * sw)
         keep = coef[:-1] > 0
         chosen = [c for c, k in zip(chosen, keep) if k]
         weights, intercept = coef[:-1][keep], float(coef[-1])
     else:
-        weights, intercept = np.zeros(0), float(y.mean())
+        weights, intercept = np.zeros(0), float(w @ y / w.sum())
     if chosen:
         parts = [f"{concept_names[j]} ({CATEGORY_LABELS.get(concept_categories[j], concept_categories[j])})"
                  for j in chosen]
@@ -113,7 +127,7 @@ def fit_offline(membership: sp.csr_matrix, activation: np.ndarray, concept_names
         description = "No annotation concept tracks this feature on the training proteins."
         label = "no annotation match"
     model = OfflineExplanation(chosen, weights, intercept, 0.0, float("nan"), label, description)
-    pred = model.predict(membership)
+    pred = model.predict(a)
     from plmsae.interpret.scoring import pearson
 
     model.train_r = pearson(pred, y)

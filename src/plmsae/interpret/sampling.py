@@ -63,6 +63,24 @@ def band_sample(scaled: np.ndarray, pool: np.ndarray, rng: np.random.Generator,
     return np.concatenate(chosen).astype(np.int64)
 
 
+def band_weights(scaled: np.ndarray, bands=BANDS, n_inactive: int = N_INACTIVE) -> np.ndarray:
+    """Per-protein weights [n] that make a whole pool look like a band sample of it: a protein
+    in a band with quota q and m members weighs q / m (inactive proteins: 15 / their count).
+    Lets the offline explainer fit the distribution it is scored on."""
+    s = np.asarray(scaled)
+    w = np.zeros(len(s))
+    for i, (lo, hi, n) in enumerate(bands):
+        in_band = (s >= lo) & ((s <= hi) if i == 0 else (s < hi))
+        if lo == 0.0:
+            in_band &= s > 0
+        if in_band.any():
+            w[in_band] = n / in_band.sum()
+    inactive = s == 0
+    if inactive.any():
+        w[inactive] = n_inactive / inactive.sum()
+    return w
+
+
 @dataclass
 class Pools:
     """Protein indices (rows of proteins.parquet) the two example sets are drawn from."""
