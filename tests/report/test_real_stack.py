@@ -84,8 +84,10 @@ def test_annotate_sequence(stack, tmp_path, capsys):
     from plmsae.sae.base import SAE
 
     p = stack["proteins"][2]
-    res = annotate(p.sequence, sae=stack["sae"], assoc=stack["assoc"], html=tmp_path / "a.html",
-                   json_out=tmp_path / "a.json", top=5)
+    site = tmp_path / "site"
+    report(stack["assoc"], out=site, tracks=False)
+    res = annotate(p.sequence, sae=stack["sae"], assoc=stack["assoc"], html=tmp_path / "out" / "a.html",
+                   json_out=tmp_path / "a.json", top=5, site=site)
     [r] = res
     assert r["id"] == "query" and r["length"] == len(p.sequence) and 0 < len(r["features"]) <= 5
     # the same numbers as encoding the stored activations of this protein (same embedding code)
@@ -107,8 +109,11 @@ def test_annotate_sequence(stack, tmp_path, capsys):
     assert any(f["label"] for f in r["features"])
     out = capsys.readouterr().out
     assert "query" in out and str(r["features"][0]["feature"]) in out
-    html = (tmp_path / "a.html").read_text()
+    html = (tmp_path / "out" / "a.html").read_text()
     assert html.count('class="track"') == len(r["features"]) and p.sequence in html and "<img" not in html
+    # features link to their atlas pages (relative links that resolve)
+    links = re.findall(r'href="(\.\./site/features/\d{5}\.html)"', html)
+    assert links and all((tmp_path / "out" / link).resolve().is_file() for link in links)
     saved = json.loads((tmp_path / "a.json").read_text())
     assert saved["proteins"][0]["features"][0]["feature"] == r["features"][0]["feature"]
 

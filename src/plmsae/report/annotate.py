@@ -40,6 +40,9 @@ def annotate(
         "--assoc", help="Association directory of this SAE, for feature labels, descriptions and "
                         "concepts.")] = None,
     html: Annotated[Optional[Path], typer.Option("--html", help="Also write an HTML page here.")] = None,
+    site: Annotated[Optional[Path], typer.Option(
+        "--site", help="Atlas written by `plmsae report` for this SAE: the HTML page links each "
+                       "feature to its atlas page.")] = None,
     top: Annotated[int, typer.Option("--top", help="Features shown per protein.")] = 10,
     frac: Annotated[float, typer.Option(
         "--frac", help="A residue is in a firing stretch when its activation is >= this fraction of "
@@ -133,7 +136,7 @@ def annotate(
     if not quiet:
         print_results(results, context)
     if html is not None:
-        write_html(results, context, html)
+        write_html(results, context, html, site=site)
     if json_out is not None:
         write_json(json_out, {"settings": context, "proteins": [
             {**r, "features": [{**f, "track": None if f["track"] is None else np.round(f["track"], 4)}
@@ -273,8 +276,9 @@ def _rich_escape(text: str) -> str:
     return escape(text)
 
 
-def write_html(results: list[dict], context: dict, out: Path) -> Path:
-    """One self-contained page (style inlined) in the atlas look, with per-residue tracks."""
+def write_html(results: list[dict], context: dict, out: Path, site: Path | None = None) -> Path:
+    """One self-contained page (style inlined) in the atlas style, with per-residue tracks;
+    features link to their page in ``site`` when it has one."""
     import time
 
     from markupsafe import Markup
@@ -289,6 +293,7 @@ def write_html(results: list[dict], context: dict, out: Path) -> Path:
         feats = []
         for f in r["features"]:
             feats.append({**f, "where": format_spans(f["spans"], r["sequence"]),
+                          "href": _atlas_link(site, f["feature"], Path(out)),
                           "svg": None if f["track"] is None else track_svg(
                               f["track"], r["sequence"], scale_max=scale, spans=f["spans"],
                               title=f"feature {f['feature']} along {r['id']}")})
@@ -302,3 +307,18 @@ def write_html(results: list[dict], context: dict, out: Path) -> Path:
     with atomic_write(out, "w") as fh:
         fh.write(page)
     return out
+
+
+def _atlas_link(site: Path | None, feature: int, out: Path) -> str | None:
+    """Relative link from the page at ``out`` to the feature's atlas page, when it exists."""
+    if site is None:
+        return None
+    from urllib.parse import quote
+
+    from plmsae.report.report import page_name
+
+    target = Path(site) / "features" / page_name(feature)
+    if not target.is_file():
+        return None
+    rel = os.path.relpath(target.resolve(), Path(out).resolve().parent)
+    return quote(Path(rel).as_posix())
