@@ -150,3 +150,10 @@ def test_annotate_protein_level_sae(stack, tmp_path):
     assert [f["feature"] for f in r["features"]] == list(np.argsort(-z, kind="stable")[:len(r["features"])])
     assert all(f["track"] is None and f["spans"] == [] for f in r["features"])
     assert 'class="track"' not in (tmp_path / "p.html").read_text()
+
+
+def test_report_without_the_fasta_draws_tracks_without_letters(stack, tmp_path):
+    report(stack["assoc"], out=tmp_path / "site", max_features=2, fasta=tmp_path / "moved.fasta")
+    html = next((tmp_path / "site" / "features").iterdir()).read_text()
+    assert 'class="track"' in html and "Residue letters are not drawn" in html
+    assert 'class="seq"' not in html

@@ -213,3 +213,13 @@ def test_report_cli(assoc_dir, tmp_path):
     assert len(list((tmp_path / "s" / "features").iterdir())) == 3
     r = CliRunner().invoke(app, ["report", str(tmp_path / "nowhere"), "--out", str(tmp_path / "t")])
     assert r.exit_code == 2 and "not a directory" in " ".join(r.output.split())
+
+
+def test_unusable_sae_or_store_still_writes_the_atlas(assoc_dir, tmp_path, capsys):
+    (tmp_path / "sae").mkdir()
+    (tmp_path / "store").mkdir()
+    report(assoc_dir, out=tmp_path / "s", sae=tmp_path / "sae", store=tmp_path / "store", max_features=2)
+    pages = list((tmp_path / "s" / "features").iterdir())
+    assert len(pages) == 2 and all("Per-residue tracks are not shown: " in p.read_text() for p in pages)
+    assert "warning:" in capsys.readouterr().err
+    assert json.loads((tmp_path / "s" / "site.json").read_text())["tracks"] is False

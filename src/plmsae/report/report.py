@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Iterable, Optional
 import numpy as np
 import typer
 
-from plmsae._util import InputError, progress, read_json, write_json
+from plmsae._util import InputError, PlmsaeError, progress, read_json, write_json
 
 if TYPE_CHECKING:  # heavy imports stay lazy: `plmsae annotate` must start fast
     import pandas as pd
@@ -504,7 +504,7 @@ def report(
     prot = {c: atlas.proteins[c].tolist() for c in ("id", "name", "length", "split")}
     listed = dict(zip(feats["feature"].astype(int), feats["top_proteins"]))
     top_by_feature = {f: _top_rows(atlas, f, listed.get(f), id_index, top_proteins) for f in paged}
-    track_note, track_data, sequences = None, {}, {}
+    track_note, seq_note, track_data, sequences = None, None, {}, {}
     sae_cfg = _sae_cfg(atlas, sae)
     level = str(atlas.run.get("level") or sae_cfg.get("level") or "residue")
     needed: dict[str, set[int]] = {}
@@ -525,12 +525,20 @@ def report(
             track_note = ("Per-residue tracks are not shown: cannot find the " + " and the ".join(missing)
                           + " named in run.json; pass --sae/--store.")
         else:
-            with progress() as bar:
-                task = bar.add_task("residue tracks", total=len(needed), rate="")
-                track_data = residue_tracks(sae_path, store_path, needed, layer=atlas.run.get("layer"),
-                                            on_protein=lambda: bar.advance(task), device=device)
+            try:
+                with progress() as bar:
+                    task = bar.add_task("residue tracks", total=len(needed), rate="")
+                    track_data = residue_tracks(sae_path, store_path, needed, layer=atlas.run.get("layer"),
+                                                on_protein=lambda: bar.advance(task), device=device)
+            except PlmsaeError as e:  # the atlas is still worth writing; say why tracks are missing
+                track_note = f"Per-residue tracks are not shown: {e}"
+                _warn(track_note)
             fasta_path = Path(fasta) if fasta else _store_fasta(store_path)
-            sequences = read_sequences(fasta_path, set(needed))
+            sequences = read_sequences(fasta_path, set(needed)) if track_data else {}
+            if track_data and not sequences:
+                seq_note = (f"Residue letters are not drawn: the FASTA {fasta_path} recorded in the "
+                            "activation store is missing (pass --fasta).")
+                _warn(seq_note)
 
     # ---- write the site into a temporary directory, then swap it in ----------------------------
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -555,7 +563,7 @@ def report(
                 html = page_tpl.render(
                     **ctx, root="../", row=row_of[f],
                     **_feature_context(atlas, f, row_of[f], top_by_feature[f], track_data, sequences,
-                                       track_note, assoc_by_feature.get(f, []), res_by_feature.get(f, []),
+                                       track_note or seq_note, assoc_by_feature.get(f, []), res_by_feature.get(f, []),
                                        prot),
                     prev_page=paged[k - 1] if k > 0 else None,
                     next_page=paged[k + 1] if k + 1 < len(paged) else None)
@@ -573,7 +581,7 @@ def report(
         (tmp / "index.html").write_text(index_html, encoding="utf-8")
         site = {"generator": "plmsae report", "plmsae_version": ctx["version"],
                 "assoc_dir": str(Path(assoc_dir).resolve()), "n_features": len(rows), "n_pages": len(paged),
-                "tracks": bool(track_data), "track_note": track_note,
+                "tracks": bool(track_data), "track_note": track_note or seq_note,
                 "page_seconds": round(page_seconds, 3),
                 "pages_per_second": round(len(paged) / page_seconds, 1) if page_seconds > 0 and paged else None,
                 "seconds": round(time.perf_counter() - t_start, 3)}
@@ -583,6 +591,13 @@ def report(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out / "index.html"
+
+
+def _warn(msg: str) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    Console(stderr=True).print("[yellow]warning:[/] " + escape(msg), highlight=False)
 
 
 def _check_out(out: Path) -> None:
