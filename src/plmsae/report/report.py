@@ -458,7 +458,7 @@ def report(
     assoc_by_feature = _group_records(atlas.associations)
     sig_by_feature = {f: [r for r in recs if _significant(atlas, r)] for f, recs in assoc_by_feature.items()}
     sig_by_feature = {f: v for f, v in sig_by_feature.items() if v}
-    res_by_feature, res_hits = {}, {}
+    res_by_feature = {}
     if atlas.residue_associations is not None and len(atlas.residue_associations):
         res_by_feature = _group_records(atlas.residue_associations, limit=20)
     res_hits = {f: [r for r in recs if _residue_hit(atlas, r)] for f, recs in res_by_feature.items()}
@@ -471,8 +471,8 @@ def report(
         ex = explanation_of(atlas, f)
         g = sig_by_feature.get(f, [])
         hits = res_hits.get(f, [])
-        top = ([[r["concept"], r["name"], r["category"], _num(r["q_value"])] for r in g[:3]]
-               + [[r["concept"], r["name"], "residue", None, _num(r.get("f1"))] for r in hits])[:3]
+        top = ([[a["concept"], a["name"], a["category"], _num(a["q_value"])] for a in g[:3]]
+               + [[a["concept"], a["name"], "residue", None, _num(a.get("f1"))] for a in hits])[:3]
         tested = assoc_by_feature.get(f)
         sc = atlas.scores.get(f, {})
         n_active = int(nnz[f]) if f < len(nnz) else 0
