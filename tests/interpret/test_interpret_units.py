@@ -132,3 +132,30 @@ def test_band_weights_match_quotas():
     w = band_weights(s)
     assert w[:30].sum() == pytest.approx(N_INACTIVE) and w[30:42].sum() == pytest.approx(6)
     assert w[42:48].sum() == pytest.approx(3) and w[48:].sum() == pytest.approx(2)
+
+
+def test_prompt_lists_most_specific_go_terms(tmp_path):
+    import json
+
+    from conftest import write_assoc_dir
+
+    from plmsae.interpret.assocdir import AssocDir
+    from plmsae.interpret.prompts import ProteinText
+
+    d = write_assoc_dir(tmp_path / "a", n_proteins=60)
+    # protein kinase activity (GO:0004672) is_a ATP binding (GO:0005524) in this mini ontology
+    (tmp_path / "mini.obo").write_text(
+        "format-version: 1.2\n\n[Term]\nid: GO:0005524\nname: ATP binding\nnamespace: molecular_function\n\n"
+        "[Term]\nid: GO:0004672\nname: protein kinase activity\nnamespace: molecular_function\n"
+        "is_a: GO:0005524 ! ATP binding\n")
+    ad = AssocDir.load(d)
+    col = {c: j for j, c in enumerate(ad.concepts["concept"])}
+    both = next(r for r in range(60) if ad.annotations[r, col["GO:0004672"]] and ad.annotations[r, col["GO:0005524"]])
+    names = lambda rec: [n for _, ns in rec["annotations"] for n in ns]  # noqa: E731
+    assert "ATP binding (GO:0005524)" in names(ProteinText(ad).record(both))
+    run = json.loads((d / "run.json").read_text())
+    (d / "run.json").write_text(json.dumps({**run, "ontology": str(tmp_path / "mini.obo")}))
+    text = ProteinText(AssocDir.load(d))
+    assert text.note == ""
+    got = names(text.record(both))
+    assert "protein kinase activity (GO:0004672)" in got and "ATP binding (GO:0005524)" not in got

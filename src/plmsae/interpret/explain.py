@@ -385,7 +385,7 @@ def explain(
                     raise
         prog.advance(task, len(jobs) - len(todo))
     return _write(ad, jobs, results, spec, client, pools, seed, n_bootstrap, max_cost, stopped,
-                  windows_note)
+                  windows_note, explainer.text.note if explainer is not None else "")
 
 
 def _dry_run(jobs: list[Job], spec: LLMSpec, client: LLMClient | None, explainer) -> dict:
@@ -425,7 +425,7 @@ def _dry_run(jobs: list[Job], spec: LLMSpec, client: LLMClient | None, explainer
 
 
 def _write(ad: AssocDir, jobs, results, spec, client, pools, seed, n_bootstrap, max_cost, stopped,
-           windows_note: str = "") -> dict:
+           windows_note: str = "", explainer_note: str = "") -> dict:
     order = {(j.source, j.feature): i for i, j in enumerate(jobs)}
     results.sort(key=lambda r: order[(r["source"], r["feature"])])
     jobs_by_key = {(j.source, j.feature): j for j in jobs}
@@ -464,6 +464,8 @@ def _write(ad: AssocDir, jobs, results, spec, client, pools, seed, n_bootstrap, 
                     "0-0.2: 2, plus 15 inactive (min-max scaled after ReLU)",
         "sources": {},
     }
+    if client is not None:
+        block["go_ancestors"] = explainer_note or "pruned: prompts list the most specific GO terms"
     if ad.level == "residue" and client is not None:
         block["residue_windows"] = windows_note or "shown for active explanation proteins"
     for src in dict.fromkeys(j.source for j in jobs):

@@ -71,11 +71,40 @@ class ProteinText:
                                  else (nm or cid) for nm, cid in zip(names, ids)], dtype=object)
         cats = list(CATEGORY_LABELS) + sorted(set(self.category) - set(CATEGORY_LABELS))
         self.cat_order = {k: i for i, k in enumerate(cats)}
+        self.ancestors = self._go_ancestors(ad, ids)
+        self.note = "" if self.ancestors is not None else \
+            "GO ancestors not pruned from protein annotations (no readable ontology in run.json)"
+
+    @staticmethod
+    def _go_ancestors(ad: AssocDir, ids: np.ndarray) -> list[np.ndarray] | None:
+        """Per concept column: the columns of its strict GO ancestors, from the ontology named in
+        run.json (annotations are propagated, so a protein lists each term with all its
+        ancestors; the prompts show only the most specific ones). None without the ontology."""
+        path = ad.run.get("ontology")
+        if not path or not Path(path).exists():
+            return None
+        try:
+            from plmsae.data.ontology import Ontology
+
+            onto = Ontology.load(path)
+        except Exception:  # noqa: BLE001 - an optional refinement of the prompts
+            return None
+        col = {cid: j for j, cid in enumerate(ids)}
+        out = []
+        for cid in ids:
+            anc = []
+            if cid.startswith("GO:") and cid in onto.terms:
+                anc = [col[a] for a in onto.ancestors(cid) if a != cid and a in col]
+            out.append(np.array(anc, dtype=np.int64))
+        return out
 
     def record(self, row: int, activation: float | None = None) -> dict:
         a = self.ad.annotations
         cols = a.indices[a.indptr[row]:a.indptr[row + 1]]
         cols = cols[~self.generic[cols]]
+        if self.ancestors is not None and len(cols):
+            implied = np.concatenate([self.ancestors[j] for j in cols])
+            cols = cols[~np.isin(cols, implied)]
         by_cat: dict[str, list[int]] = {}
         for j in cols[np.argsort(self.n[cols], kind="stable")]:  # most specific first
             by_cat.setdefault(self.category[j], []).append(j)
