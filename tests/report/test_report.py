@@ -65,6 +65,10 @@ def test_table_data(site):
     assert r2["concepts"][0][3] == pytest.approx(1e-6)
     assert r2["best_q"] == pytest.approx(1e-6)
     assert 0 < r2["density"] < 1 and r2["detection"] is not None
+    # residue-level hits (F1 >= 0.5 in residue_associations.parquet) count as associations
+    res_feats = [f for f in rows if f % 5 == 2 and rows[f]["n_active"] > 0]
+    assert all(rows[f]["n_associated"] >= 1 for f in res_feats)
+    assert any(c[2] == "residue" and c[4] == pytest.approx(0.53) for f in res_feats for c in rows[f]["concepts"])
 
 
 def test_feature_page(site, assoc_dir):
