@@ -33,10 +33,45 @@ class _SparseRows:
         return sp.vstack(self.parts, format="csr", dtype=np.float32)
 
 
-def _pool(z: torch.Tensor, lengths: torch.Tensor, pool: str) -> torch.Tensor:
+def triples(codes, width: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(row, column, value) of the non-zero codes. ``codes``: dense ``[T, F]`` or the
+    ``(values [T, k], indices [T, k])`` pair of a TopK SAE's ``encode_sparse``."""
+    if isinstance(codes, tuple):
+        vals, idx = codes
+        rows = torch.arange(vals.shape[0]).repeat_interleave(vals.shape[1])
+        vals, cols = vals.reshape(-1).float(), idx.reshape(-1)
+        keep = vals > 0
+        return rows[keep], cols[keep], vals[keep]
+    rows, cols = codes.nonzero(as_tuple=True)
+    return rows, cols, codes[rows, cols].float()
+
+
+def dense_codes(codes, width: int) -> torch.Tensor:
+    """Dense ``[T, F]`` float32 codes from either form accepted by :func:`triples`."""
+    if not isinstance(codes, tuple):
+        return codes.float()
+    rows, cols, vals = triples(codes, width)
+    out = torch.zeros(codes[0].shape[0], width)
+    out[rows, cols] = vals
+    return out
+
+
+def _pool(codes, width: int, lengths: torch.Tensor, pool: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(per-protein pooled codes [B, F], per-feature max over the residues [F]) from the codes of
+    the concatenated residues of B proteins, touching only the non-zero codes."""
+    rows, cols, vals = triples(codes, width)
+    protein = torch.repeat_interleave(torch.arange(len(lengths)), lengths)[rows]
+    key = protein * width + cols
+    n = len(lengths) * width
     if pool == "max":
-        return torch.segment_reduce(z, "max", lengths=lengths, axis=0)
-    return torch.segment_reduce(z, "mean", lengths=lengths, axis=0)
+        pooled = torch.zeros(n).scatter_reduce_(0, key, vals, "amax", include_self=True)
+    else:
+        pooled = torch.zeros(n).index_add_(0, key, vals)
+    pooled = pooled.view(len(lengths), width)
+    if pool == "mean":
+        pooled = pooled / lengths[:, None].float()
+    peak = torch.zeros(width).scatter_reduce_(0, cols, vals, "amax", include_self=True)
+    return pooled, peak
 
 
 def _residue_batches(store, ids: list[str], layer, max_tokens: int
@@ -64,7 +99,8 @@ def protein_activations(store, encoders: dict[str, tuple[Encoder, int]], ids: li
                         ) -> tuple[dict[str, sp.csr_matrix], dict[str, np.ndarray]]:
     """Per-protein activations of every encoder in one pass over the store.
 
-    encoders: name -> (encode function [T, d] -> [T, F] non-negative, F). ``level="residue"``:
+    encoders: name -> (encode function, F); the function maps [T, d] to non-negative codes,
+    dense [T, F] or a TopK ``(values, indices)`` pair (see :func:`triples`). ``level="residue"``:
     encode residues, pool per protein with ``pool``; ``level="protein"``: encode the store's
     pooled vectors. Rows follow ``ids``. Returns (name -> CSR float32 [len(ids), F],
     name -> float64 [F] the max of each feature over every encoded input, i.e. over residues
@@ -80,8 +116,8 @@ def protein_activations(store, encoders: dict[str, tuple[Encoder, int]], ids: li
         rows = np.array([index[p] for p in ids], dtype=np.int64)
         for a in range(0, len(rows), 1024):
             x = torch.from_numpy(np.ascontiguousarray(pooled[rows[a:a + 1024]]))
-            for name, (enc, _) in encoders.items():
-                z = enc(x).float()
+            for name, (enc, width) in encoders.items():
+                z = dense_codes(enc(x), width)
                 peak[name] = torch.maximum(peak[name], z.amax(dim=0))
                 acc[name].add(z)
             if progress_cb is not None:
@@ -90,10 +126,10 @@ def protein_activations(store, encoders: dict[str, tuple[Encoder, int]], ids: li
     else:
         done = 0
         for batch_ids, x, lengths in _residue_batches(store, ids, layer, max_tokens):
-            for name, (enc, _) in encoders.items():
-                z = enc(x).float()
-                peak[name] = torch.maximum(peak[name], z.amax(dim=0))
-                acc[name].add(_pool(z, lengths, pool))
+            for name, (enc, width) in encoders.items():
+                pooled, batch_peak = _pool(enc(x), width, lengths, pool)
+                peak[name] = torch.maximum(peak[name], batch_peak)
+                acc[name].add(pooled)
             row_ids.extend(batch_ids)
             done += len(batch_ids)
             if progress_cb is not None:

@@ -177,7 +177,9 @@ def associate(
         sp.save_npz(tmp, ann_matrix.astype(bool), compressed=True)
 
     # 3. activations --------------------------------------------------------------------------
-    encoders = {"sae": (lambda x: sae_obj.encode(x), int(cfg.d_sae))}
+    # TopK SAEs hand over (values, indices): pooling then touches only the k codes per residue
+    sae_encode = getattr(sae_obj, "encode_sparse", None) or sae_obj.encode
+    encoders = {"sae": (sae_encode, int(cfg.d_sae))}
     if baselines:
         encoders["neuron"] = (base_mod.NeuronBaseline(store_obj.d_model).encode, store_obj.d_model)
         sample = acts_mod.calibration_sample(store_obj, ids, level=level, layer=layer, seed=seed)
@@ -417,6 +419,7 @@ def _residue_stage(store_obj, encoders, ann, ids, split, peaks, thresholds, min_
     concepts)."""
     import torch
 
+    from plmsae.analysis import activations as acts_mod
     from plmsae.analysis import residue
 
     if level != "residue" or not ann.residue_concepts:
@@ -449,9 +452,9 @@ def _residue_stage(store_obj, encoders, ann, ids, split, peaks, thresholds, min_
             lay, inst = residue.layout([b[0] for b in batch], [len(b[1]) for b in batch],
                                        ann.residue_concepts, concepts, types)
             x = torch.from_numpy(np.concatenate([b[1] for b in batch]))
-            for name, (enc, _) in encoders.items():
+            for name, (enc, width) in encoders.items():
                 with torch.no_grad():
-                    z = enc(x).float()
+                    z = acts_mod.dense_codes(enc(x), width)
                 c = residue.residue_counts(z, lay, inst, cutoffs[name], len(concepts))
                 acc[name] = c if name not in acc else {k: acc[name][k] + c[k] for k in c}
             n_pos[:] += np.asarray(lay.token_concept.sum(axis=0)).ravel()

