@@ -44,5 +44,17 @@ __all__ = ["__version__", *_EXPORTS]
 
 def __getattr__(name: str):
     if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
+        obj = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = obj
+        return obj
     raise AttributeError(f"module 'plmsae' has no attribute {name!r}")
+
+
+# The subpackages plmsae.embed and plmsae.report share their names with the stage functions.
+# Importing a subpackage binds it as an attribute of this package the first time only, so import
+# these two light packages now and drop that binding: plmsae.embed / plmsae.report then always
+# mean the functions, and `from plmsae.embed.store import ...` keeps working.
+for _pkg in ("embed", "report"):
+    importlib.import_module(f"plmsae.{_pkg}")
+    globals().pop(_pkg, None)
+del _pkg
