@@ -95,6 +95,8 @@ def test_openai_failures_are_recorded_not_fatal(assoc_dir, fake_llm, monkeypatch
     assert len(fake_llm.requests) == 12
     ex2 = pd.read_parquet(assoc_dir / "explanations.parquet").set_index("feature")
     assert ex2.loc[0, "status"] == "ok" and ex2.loc[2, "status"] == ex.loc[2, "status"]
+    assert all(SENTINEL in q["auth"] for q in fake_llm.requests)
+    assert SENTINEL.encode() not in _all_bytes(assoc_dir)
 
 
 def test_max_cost_stops_before_exceeding(assoc_dir, fake_llm, monkeypatch):
