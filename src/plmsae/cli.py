@@ -30,6 +30,9 @@ app = typer.Typer(
 COMMANDS = [
     # ("embed", "plmsae.embed.embed", "embed"),  -- each stage adds its line here
     ("embed", "plmsae.embed.embed", "embed"),
+    ("train", "plmsae.sae.train", "train"),
+    ("evaluate", "plmsae.sae.evaluate", "evaluate"),
+    ("export", "plmsae.sae.export", "export"),
     ("associate", "plmsae.analysis.associate", "associate"),
     ("explain", "plmsae.interpret.explain", "explain"),
     ("report", "plmsae.report.report", "report"),

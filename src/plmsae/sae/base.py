@@ -35,6 +35,7 @@ CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae.safetensors"
 FORMAT = "plmsae-sae"
 FORMAT_VERSION = 1
+LN_EPS = 1e-5
 
 
 @dataclass
@@ -155,10 +156,12 @@ class SAE(nn.Module):
         if self.cfg.normalisation == "scalar":
             return x * self.cfg.norm_scale, None
         if self.cfg.normalisation == "layernorm":
+            # SAELens' "layer_norm" convention exactly (unbiased std, eps added to it), so that
+            # exported SAEs encode identically
             mu = x.mean(-1, keepdim=True)
             x = x - mu
-            std = x.pow(2).mean(-1, keepdim=True).add(1e-5).sqrt()
-            return x / std, (mu, std)
+            std = x.std(-1, keepdim=True)
+            return x / (std + LN_EPS), (mu, std)
         return x, None
 
     def normalise_target(self, y: Tensor) -> Tensor:

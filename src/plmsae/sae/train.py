@@ -481,7 +481,7 @@ def train(
                 if distributed:
                     dist.all_reduce(fired)
                     dist.all_reduce(stats)
-                tokens_since_fired += batch_size
+                tokens_since_fired += int(stats[4])  # tokens of this step over all ranks
                 tokens_since_fired[fired > 0] = 0
                 step += 1
                 if rank == 0:
