@@ -105,12 +105,11 @@ def main(argv=None) -> dict:
     import os
 
     os.environ.setdefault("PLMSAE_NO_PROGRESS", "1")
-    from plmsae.embed.embed import DEFAULT_BATCH_TOKENS
     from plmsae.embed.model import load_model
 
     lm = load_model(args.model, device=args.device)
     layer = lm.spec.n_layers if args.layer is None else args.layer
-    batch_tokens = args.batch_tokens or DEFAULT_BATCH_TOKENS
+    batch_tokens = args.batch_tokens or (2048 if args.device == "cpu" else 16384)  # embed's defaults
     proteins = sample_proteins(args.fasta, args.n, args.seed, lm.spec.max_residues)
     n_tokens = sum(len(s) for _, s in proteins)
     result = {
@@ -148,7 +147,7 @@ def main(argv=None) -> dict:
             if layer < lm.spec.n_layers:
                 _, s = run_plmsae(lm, fasta, lm.spec.n_layers, batch_tokens, tmp, "full")
                 abl["plmsae_all_blocks(last layer)"] = n_tokens / s
-            for bt in (4096, 16384):
+            for bt in (2048, 4096, 8192):
                 if bt != batch_tokens:
                     _, s = run_plmsae(lm, fasta, layer, bt, tmp, f"bt{bt}")
                     abl[f"plmsae_batch_tokens_{bt}"] = n_tokens / s

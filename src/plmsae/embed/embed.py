@@ -46,7 +46,10 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 STORAGE_DTYPES = ("float32", "float16", "bfloat16")
-DEFAULT_BATCH_TOKENS = 8192
+#: padded tokens per forward batch when --batch-tokens is not given. Small batches are faster on
+#: CPUs (activations stay in cache: 2048 beat 4096 by 1.4x and 8192 by ~1.6x on ESM-2 8M); GPUs
+#: want bigger ones.
+DEFAULT_BATCH_TOKENS = {"cpu": 2048, "cuda": 16384}
 DEFAULT_SHARD_SIZE = 32768
 #: minimum overlap of neighbouring windows, as a fraction of the window
 WINDOW_OVERLAP = 0.25
@@ -62,8 +65,9 @@ def embed(
     layers: Annotated[Optional[list[int]], typer.Option(
         "--layer", help="Layer to store (0 = embeddings, i = after block i); repeat for several. "
                         "Default: the last layer.")] = None,
-    batch_tokens: Annotated[int, typer.Option(
-        help="Padded tokens per forward batch (memory/speed trade-off).")] = DEFAULT_BATCH_TOKENS,
+    batch_tokens: Annotated[Optional[int], typer.Option(
+        help="Padded tokens per forward batch (memory/speed trade-off). Default: 2048 on CPU, "
+             "16384 on CUDA.")] = None,
     dtype: Annotated[str, typer.Option(
         help="Storage dtype of per-residue activations: float32, float16 or bfloat16 "
              "(pooled vectors are always float32).")] = "float32",
@@ -88,9 +92,9 @@ def embed(
     if dtype not in STORAGE_DTYPES:
         raise InputError(f"unknown storage dtype {dtype!r}.", fix="use float32, float16 or "
                                                                   "bfloat16.")
-    if batch_tokens < 1 or shard_size < 1:
+    if (batch_tokens is not None and batch_tokens < 1) or shard_size < 1:
         raise InputError("--batch-tokens and --shard-size must be positive.",
-                         fix="e.g. --batch-tokens 8192 --shard-size 32768.")
+                         fix="e.g. --batch-tokens 2048 --shard-size 32768.")
     if out.exists() and not out.is_dir():
         raise InputError("output exists and is not a directory.", path=out,
                          fix="choose another --out.")
@@ -107,6 +111,8 @@ def embed(
 
     lm = model if isinstance(model, LoadedModel) else load_model(model, device=device)
     spec = lm.spec
+    if batch_tokens is None:
+        batch_tokens = DEFAULT_BATCH_TOKENS["cuda" if lm.device.type == "cuda" else "cpu"]
     layers = _resolve_layers(layers, spec.n_layers)
     policy = {"mode": "windows", "window_residues": spec.max_residues,
               "min_overlap_residues": _min_overlap(spec.max_residues),
