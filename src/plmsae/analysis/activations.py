@@ -34,14 +34,13 @@ class _SparseRows:
 
 
 def triples(codes, width: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(row, column, value) of the non-zero codes. ``codes``: dense ``[T, F]`` or the
-    ``(values [T, k], indices [T, k])`` pair of a TopK SAE's ``encode_sparse``."""
+    """(row, column, value) of the codes that can be non-zero. ``codes``: dense ``[T, F]`` or the
+    ``(values [T, k], indices [T, k])`` pair of a TopK SAE's ``encode_sparse`` (its k entries per
+    row are all returned; a ReLU'd 0 among them is harmless to max, sum and scatter)."""
     if isinstance(codes, tuple):
         vals, idx = codes
         rows = torch.arange(vals.shape[0]).repeat_interleave(vals.shape[1])
-        vals, cols = vals.reshape(-1).float(), idx.reshape(-1)
-        keep = vals > 0
-        return rows[keep], cols[keep], vals[keep]
+        return rows, idx.reshape(-1), vals.reshape(-1).float()
     rows, cols = codes.nonzero(as_tuple=True)
     return rows, cols, codes[rows, cols].float()
 
@@ -58,7 +57,11 @@ def dense_codes(codes, width: int) -> torch.Tensor:
 
 def _pool(codes, width: int, lengths: torch.Tensor, pool: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(per-protein pooled codes [B, F], per-feature max over the residues [F]) from the codes of
-    the concatenated residues of B proteins, touching only the non-zero codes."""
+    the concatenated residues of B proteins. TopK pairs: only the k codes per residue are
+    touched (scatter); dense codes (neurons, random directions, ReLU SAEs): segment reduction."""
+    if not isinstance(codes, tuple):
+        z = codes.float()
+        return torch.segment_reduce(z, pool, lengths=lengths, axis=0), z.amax(dim=0)
     rows, cols, vals = triples(codes, width)
     protein = torch.repeat_interleave(torch.arange(len(lengths)), lengths)[rows]
     key = protein * width + cols
