@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 import sys
 
 import typer
@@ -28,7 +29,6 @@ app = typer.Typer(
 
 # (command name, module, function). Order is the pipeline order shown by --help.
 COMMANDS = [
-    # ("embed", "plmsae.embed.embed", "embed"),  -- each stage adds its line here
     ("embed", "plmsae.embed.embed", "embed"),
     ("train", "plmsae.sae.train", "train"),
     ("evaluate", "plmsae.sae.evaluate", "evaluate"),
@@ -37,6 +37,9 @@ COMMANDS = [
     ("explain", "plmsae.interpret.explain", "explain"),
     ("report", "plmsae.report.report", "report"),
     ("annotate", "plmsae.report.annotate", "annotate"),
+    ("demo", "plmsae.pipeline.demo", "demo"),
+    ("run", "plmsae.pipeline.run", "run"),
+    ("compare", "plmsae.pipeline.compare", "compare"),
 ]
 
 
@@ -59,7 +62,10 @@ def _escape(text: str) -> str:
 
 
 for _name, _module, _func in COMMANDS:
-    app.command(_name)(_user_errors_to_exit(getattr(importlib.import_module(_module), _func)))
+    _fn = getattr(importlib.import_module(_module), _func)
+    _short = " ".join(inspect.cleandoc(_fn.__doc__ or "").split("\n\n")[0].split())
+    _short = _short.split(". ")[0].rstrip(".") + "."  # the first sentence, for the command list
+    app.command(_name, short_help=_short)(_user_errors_to_exit(_fn))
 
 
 @app.callback()
