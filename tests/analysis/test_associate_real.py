@@ -39,7 +39,7 @@ def test_associate_on_swissprot(shared_data, tmp_path, monkeypatch):
             if line.startswith(">"):
                 if name and name in go and 50 <= len("".join(seq)) <= 250:
                     records.append((name, "".join(seq)))
-                if len(records) >= 120:
+                if len(records) >= 80:
                     break
                 name, seq = line[1:].split()[0], []
             else:
@@ -54,8 +54,10 @@ def test_associate_on_swissprot(shared_data, tmp_path, monkeypatch):
     sae = SAE.create(SAEConfig(arch="topk", d_in=320, d_sae=256, k=16, layer=6, level="residue",
                                model=lm.spec.to_dict()))
     sae.save(tmp_path / "sae")
-    obo = shared_data / "go-basic-2022-07-01.obo.gz"
-    out = associate(tmp_path / "sae", store, annotations=tsv, ontology=obo, out=tmp_path / "assoc",
+    from plmsae.data.ontology import Ontology
+
+    onto = Ontology.load(shared_data / "go-basic-2022-07-01.obo.gz")  # loaded once, passed as is
+    out = associate(tmp_path / "sae", store, annotations=tsv, ontology=onto, out=tmp_path / "assoc",
                     min_concept=5)
     summary = json.loads((out / "summary.json").read_text())
     want_split = "mmseqs" if splits.mmseqs_available() else "random"
@@ -67,8 +69,7 @@ def test_associate_on_swissprot(shared_data, tmp_path, monkeypatch):
     concepts = pd.read_parquet(out / "concepts.parquet")
     ann = sp.load_npz(out / "annotations.npz")
     # the matrix is the propagated annotation of the data stage, column for column
-    from plmsae.data.ontology import Ontology
-    ref = read_annotations(tsv, Ontology.load(obo))
+    ref = read_annotations(tsv, onto)
     proteins = pd.read_parquet(out / "proteins.parquet")
     col = {c: i for i, c in enumerate(concepts["concept"])}
     for pid_i, pid in enumerate(proteins["id"][:20]):

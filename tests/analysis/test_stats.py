@@ -104,7 +104,10 @@ def test_enrichment_matches_loop():
     np.testing.assert_array_equal(res["n_active"], A.sum(axis=0))
 
 
-def test_score_features_against_brute_force():
+@pytest.mark.parametrize("route", ["dense", "sparse"])
+def test_score_features_against_brute_force(route, monkeypatch):
+    # both product routes: BLAS on dense feature rows, sparse x sparse otherwise
+    monkeypatch.setattr(stats._Concepts, "DENSE_MIN_DENSITY", 0.0 if route == "dense" else 2.0)
     rng = np.random.default_rng(4)
     n, F = 400, 5
     dense = rng.exponential(size=(n, F)) * (rng.random((n, F)) < 0.4)

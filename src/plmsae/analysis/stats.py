@@ -353,8 +353,8 @@ def score_features(acts: sp.spmatrix, concepts: sp.spmatrix, concept_category: n
             continue
         c_sel = concepts[rows_sel][:, cols]
         c_rep = concepts[rows_rep][:, cols]
-        nc_sel = np.asarray(c_sel.sum(axis=0)).ravel()
-        nc_rep = np.asarray(c_rep.sum(axis=0)).ravel()
+        nc_sel = np.asarray(c_sel.sum(axis=0)).ravel().astype(np.int64)
+        nc_rep = np.asarray(c_rep.sum(axis=0)).ravel().astype(np.int64)
         a_sel, a_rep = acts[rows_sel], acts[rows_rep]
         # one 0/1 matrix per threshold, transposed to [F, proteins] for the products
         bin_sel = [binarize(a_sel, cut).T.tocsr() for cut in cutoffs]
@@ -364,13 +364,13 @@ def score_features(acts: sp.spmatrix, concepts: sp.spmatrix, concept_category: n
         nonzero_rep = binarize(a_rep, np.zeros(n_feat)).T.tocsr()
         nnz_rep = np.diff(nonzero_rep.indptr)
         ranks_rep = column_ranks(a_rep).T.tocsr()  # [F, proteins]
-        c_rep_f = sp.csr_matrix(c_rep, dtype=np.float64)
+        c_sel, c_rep = _Concepts(c_sel), _Concepts(c_rep)
         n_rep = len(rows_rep)
         size = chunk or max(1, int(2e7 // (len(cols) * len(thresholds))))
         cat_start = len(out["feature"])
         for a in range(0, n_feat, size):
             fs = slice(a, min(a + size, n_feat))
-            f_sel = np.stack([(b[fs] @ c_sel).toarray() for b in bin_sel])  # [T, f, c]
+            f_sel = np.stack([c_sel.counts(b[fs]) for b in bin_sel])  # [T, f, c]
             f1 = 2.0 * f_sel / (nact_sel[:, fs, None] + nc_sel[None, None, :]).clip(min=1)
             best = np.argmax(f1, axis=0)  # first maximum = the lower threshold on ties
             f1_best = np.take_along_axis(f1, best[None], axis=0)[0]
@@ -379,15 +379,15 @@ def score_features(acts: sp.spmatrix, concepts: sp.spmatrix, concept_category: n
             for t, b in enumerate(bin_rep):
                 pick = best == t
                 if pick.any():
-                    both[pick] = (b[fs] @ c_rep).toarray()[pick]
+                    both[pick] = c_rep.counts(b[fs])[pick]
             tested = (f1_best > 0) & (both >= min_both)
             fi, ci = np.nonzero(tested)
             if len(fi) == 0:
                 continue
             t_idx = best[fi, ci]
             feat = fi + a
-            rank_sum = (ranks_rep[fs] @ c_rep_f).toarray()[fi, ci]
-            pos_nonzero = (nonzero_rep[fs] @ c_rep).toarray()[fi, ci]
+            rank_sum = c_rep.sums(ranks_rep[fs])[fi, ci]
+            pos_nonzero = c_rep.counts(nonzero_rep[fs])[fi, ci]
             out["feature"].append(feat)
             out["concept"].append(cols[ci])
             out["threshold"].append(thresholds[t_idx])
@@ -415,6 +415,38 @@ def score_features(acts: sp.spmatrix, concepts: sp.spmatrix, concept_category: n
                 out[k].append(m[k])
     return {k: (np.concatenate(v) if v else np.zeros(0, dtype=_SCORE_FIELDS[k]))
             for k, v in out.items()}
+
+
+class _Concepts:
+    """A protein x concept 0/1 matrix that multiplies feature rows [f, proteins] by the
+    cheaper route: sparse x sparse when the feature rows are sparse, dense BLAS when they are
+    dense (max-pooled residue features often fire in a large share of proteins) and the dense
+    concept matrix is small enough to hold."""
+
+    DENSE_MAX_BYTES = 256 << 20
+    DENSE_MIN_DENSITY = 0.02
+
+    def __init__(self, c: sp.csr_matrix):
+        self.sparse = sp.csr_matrix(c, dtype=np.int64)
+        small = c.shape[0] * c.shape[1] * 8 <= self.DENSE_MAX_BYTES
+        self.dense = c.toarray().astype(np.float64) if small else None
+
+    def _use_dense(self, rows: sp.csr_matrix) -> bool:
+        size = rows.shape[0] * rows.shape[1]
+        return self.dense is not None and size > 0 and rows.nnz / size >= self.DENSE_MIN_DENSITY
+
+    def counts(self, rows: sp.csr_matrix) -> np.ndarray:
+        """int64 [f, concepts]: for each feature row, how many of its proteins carry each
+        concept (float64 BLAS is exact for counts below 2^53)."""
+        if self._use_dense(rows):
+            return np.rint(rows.toarray().astype(np.float64) @ self.dense).astype(np.int64)
+        return (rows @ self.sparse).toarray()
+
+    def sums(self, rows: sp.csr_matrix) -> np.ndarray:
+        """float64 [f, concepts]: sums of the row values over each concept's proteins."""
+        if self._use_dense(rows):
+            return rows.toarray() @ self.dense
+        return (rows @ sp.csr_matrix(self.sparse, dtype=np.float64)).toarray()
 
 
 _SCORE_FIELDS = {
