@@ -204,7 +204,8 @@ def pipeline(n_proteins: int, n_features: int, seed: int, tmp: Path) -> dict:
                     ontology=DATA / "go-basic-2022-07-01.obo.gz", split_method="random")
     seconds = time.perf_counter() - t0
     summary = json.loads((out / "summary.json").read_text())
-    return {"pipeline_proteins": len(ids), "pipeline_residues": int(sum(lengths)),
+    run = json.loads((out / "run.json").read_text())
+    return {"pipeline_step_s": run["timings"],"pipeline_proteins": len(ids), "pipeline_residues": int(sum(lengths)),
             "pipeline_features": n_features, "pipeline_associate_s": seconds,
             "pipeline_pairs_tested": sum(v["by_category"][c]["n_pairs_tested"]
                                          for k, v in summary.items() if k != "settings"

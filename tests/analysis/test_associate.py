@@ -73,6 +73,7 @@ def test_associate_end_to_end(assoc_inputs, tmp_path):
     assert 0 < summary["settings"]["random_target_density"] <= 1
     run = json.loads((out / "run.json").read_text())
     assert run["layer"] == 2 and run["level"] == "residue" and run["annotations_sha256"]
+    assert set(run["timings"]) == {"split_s", "concepts_s", "activations_s", "statistics_s", "residue_s"}
 
     # a re-run reuses the activations; other settings in the same directory are refused
     mtime = os.stat(out / "activations" / "sae.npz").st_mtime_ns

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -149,6 +150,15 @@ def associate(
     run_hash = sha256_json({"settings": settings, "inputs": inputs, "ids": ids})
     _prepare_out(out, run_hash, overwrite)
 
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(step: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[step] = round(now - clock, 3)
+        clock = now
+
     # 1. splits -------------------------------------------------------------------------------
     proteins_path = out / "proteins.parquet"
     split_hash = sha256_json({k: settings[k] for k in ("split_method", "min_seq_id", "coverage",
@@ -170,12 +180,14 @@ def associate(
         _set_state(out, proteins=split_hash, split_method_used=split_used)
     split = proteins["split"].to_numpy()
 
+    lap("split_s")
     # 2. concepts -----------------------------------------------------------------------------
     concepts, ann_matrix = _concept_table(ann, ids)
     _write_parquet(concepts, out / "concepts.parquet")
     with atomic_path(out / "annotations.npz") as tmp:
         sp.save_npz(tmp, ann_matrix.astype(bool), compressed=True)
 
+    lap("concepts_s")
     # 3. activations --------------------------------------------------------------------------
     # TopK SAEs hand over (values, indices): pooling then touches only the k codes per residue
     sae_encode = getattr(sae_obj, "encode_sparse", None) or sae_obj.encode
@@ -217,6 +229,7 @@ def associate(
             "top_proteins": acts_mod.top_rows(m, ids)}))
     _write_parquet(pd.concat(feats, ignore_index=True), out / "features.parquet")
 
+    lap("activations_s")
     # 4. statistics ---------------------------------------------------------------------------
     protein_cols = (concepts["category"] != "residue").to_numpy()
     concept_ids = concepts["concept"].to_numpy()
@@ -240,10 +253,12 @@ def associate(
     assoc = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=ASSOC_COLUMNS)
     _write_parquet(assoc, out / "associations.parquet")
 
+    lap("statistics_s")
     residue_table = _residue_stage(store_obj, encoders, ann, ids, split, peaks, thresholds,
                                    min_concept, level, layer)
     _write_parquet(residue_table, out / "residue_associations.parquet")
 
+    lap("residue_s")
     # 5. summary ------------------------------------------------------------------------------
     summary = _summary(pooled, assoc, residue_table, concepts, split)
     summary["settings"] = settings | {"split_method_used": split_used,
@@ -258,7 +273,8 @@ def associate(
         "thresholds": thresholds, "split": {"method": split_used, "min_seq_id": min_seq_id,
                                             "coverage": coverage, "fractions": fractions,
                                             "seed": seed},
-        "settings": settings, "settings_sha256": run_hash, "plmsae_version": __version__})
+        "settings": settings, "settings_sha256": run_hash, "timings": timings,
+        "plmsae_version": __version__})
     return out
 
 
