@@ -114,3 +114,27 @@ def test_cli(assoc_inputs, tmp_path):
                                    "--annotations", str(inp["annotations"]), "--out",
                                    str(tmp_path / "x")])
     assert res.exit_code == 2 and "meta.json" in res.output
+
+
+def test_protein_level_sae_encodes_pooled_vectors(assoc_inputs, tmp_path):
+    import torch
+
+    from plmsae.embed.store import ActivationStore
+    from plmsae.sae.base import SAE, SAEConfig
+
+    store = ActivationStore(assoc_inputs["store"])
+    torch.manual_seed(1)
+    sae = SAE.create(SAEConfig(arch="topk", d_in=32, d_sae=24, k=4, layer=2, level="protein",
+                               pooling="mean", model=store.meta["model"]))
+    sae.save(tmp_path / "psae")
+    out = associate(tmp_path / "psae", store.path, annotations=assoc_inputs["annotations"],
+                    ontology=assoc_inputs["ontology"], out=tmp_path / "p", split_method="random",
+                    min_concept=5)
+    got = sp.load_npz(out / "activations" / "sae.npz").toarray()
+    with torch.no_grad():
+        want = sae.encode(torch.from_numpy(store.pooled_matrix(2))).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    neuron = sp.load_npz(out / "activations" / "neuron.npz").toarray()
+    np.testing.assert_allclose(neuron, np.maximum(store.pooled_matrix(2), 0), rtol=1e-6)
+    assert len(pd.read_parquet(out / "residue_associations.parquet")) == 0
+    assert json.loads((out / "run.json").read_text())["pooling"] == "mean"
