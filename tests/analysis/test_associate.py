@@ -93,6 +93,10 @@ def test_bad_options(assoc_inputs, tmp_path):
         _run(assoc_inputs, tmp_path / "b", split_fractions="0.5,0.5")
     with pytest.raises(InputError, match="layer"):
         _run(assoc_inputs, tmp_path / "c", layer=1)
+    other = tmp_path / "other.tsv"
+    other.write_text("X99999\tGO:0000010\n")
+    with pytest.raises(InputError, match="none of the 96 proteins"):
+        _run({**assoc_inputs, "annotations": other}, tmp_path / "d")
 
 
 def test_cli(assoc_inputs, tmp_path):

@@ -183,6 +183,11 @@ def associate(
     lap("split_s")
     # 2. concepts -----------------------------------------------------------------------------
     concepts, ann_matrix = _concept_table(ann, ids)
+    if ann_matrix.nnz == 0:
+        raise InputError(f"none of the {len(ids)} proteins of the store has an annotation here "
+                         f"(store IDs look like {ids[:2]}).", path=ann_path or annotations,
+                         fix="use annotations keyed by the same accessions as the FASTA that was "
+                         "embedded (UniProt sp|P12345|NAME headers become P12345).")
     _write_parquet(concepts, out / "concepts.parquet")
     with atomic_path(out / "annotations.npz") as tmp:
         sp.save_npz(tmp, ann_matrix.astype(bool), compressed=True)
