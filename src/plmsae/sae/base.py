@@ -350,8 +350,8 @@ def remove_parallel_grad_(W: nn.Parameter) -> None:
     does not fight the unit-norm constraint."""
     if W.grad is None:
         return
-    parallel = (W.grad * W.data).sum(1, keepdim=True)
-    W.grad.sub_(parallel * W.data)
+    parallel = torch.linalg.vecdot(W.grad, W.data, dim=1).unsqueeze(1)
+    W.grad.addcmul_(parallel, W.data, value=-1.0)
 
 
 def default_lr(d_sae: int) -> float:

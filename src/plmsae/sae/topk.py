@@ -33,14 +33,22 @@ class TopKFamily(SAE):
 
     @torch.no_grad()
     def _selection_pre(self, xc: Tensor) -> Tensor:
-        """Pre-activations used to choose latents (no autograd)."""
-        if self.select_dtype == "bfloat16":
-            W = getattr(self, "_W_sel", None)
-            if W is None or W.shape != self.W_enc.shape or W.device != self.W_enc.device:
-                W = self._W_sel = self.W_enc.detach().to(torch.bfloat16)
-            return torch.nn.functional.linear(xc.to(torch.bfloat16), W,
-                                              self.b_enc.detach().to(torch.bfloat16))
-        return torch.addmm(self.b_enc, xc, self.W_enc.t())
+        """Pre-activations used to choose latents (no autograd). The bias rides along as an
+        extra input column of ones: ``[xc, 1] @ [W_enc, b_enc].T`` writes the result once,
+        where ``addmm`` would first copy the bias into the whole ``[B, d_sae]`` output."""
+        dtype = torch.bfloat16 if self.select_dtype == "bfloat16" else self.W_enc.dtype
+        W = getattr(self, "_W_sel", None)
+        if W is None or W.dtype != dtype or W.device != self.W_enc.device:
+            W = self._W_sel = self._augmented_encoder(dtype)
+        x1 = torch.ones(xc.shape[0], xc.shape[1] + 1, dtype=dtype, device=xc.device)
+        x1[:, :-1] = xc
+        return x1 @ W.t()
+
+    def _augmented_encoder(self, dtype) -> Tensor:
+        W = torch.empty(self.cfg.d_sae, self.cfg.d_in + 1, dtype=dtype, device=self.W_enc.device)
+        W[:, :-1] = self.W_enc.detach()
+        W[:, -1] = self.b_enc.detach()
+        return W
 
     def _auxk(self, xc: Tensor, pre: Tensor, residual: Tensor, state: TrainState) -> Tensor | None:
         """AuxK loss: dead latents' top ``k_aux`` reconstruct the (detached) residual."""
@@ -66,8 +74,10 @@ class TopKFamily(SAE):
     @torch.no_grad()
     def after_step(self) -> None:
         unit_norm_rows_(self.W_dec.data)
-        if self.select_dtype == "bfloat16":
-            self._W_sel = self.W_enc.detach().to(torch.bfloat16)
+        W = getattr(self, "_W_sel", None)
+        if W is not None:  # refresh the selection copy of the encoder in place
+            W[:, :-1] = self.W_enc
+            W[:, -1] = self.b_enc
 
     def _finish(self, idx: Tensor, vals: Tensor, xc: Tensor, pre: Tensor, y_n: Tensor,
                 state: TrainState, extra_loss: Tensor | None = None,
