@@ -67,3 +67,9 @@ def shared_data() -> Path:
         if cand.is_dir():
             return cand
     pytest.skip("../shared/data is not present")
+
+
+@pytest.fixture(scope="session")
+def tiny_proteins() -> dict[str, str]:
+    """The records of ``tiny_fasta``: id -> sequence."""
+    return dict(TINY_PROTEINS)

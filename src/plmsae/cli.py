@@ -8,6 +8,7 @@ printed as one clear message with exit code 2, without a traceback.
 
 from __future__ import annotations
 
+import errno
 import functools
 import importlib
 import inspect
@@ -43,6 +44,9 @@ COMMANDS = [
 ]
 
 
+_WRITE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+
+
 def _user_errors_to_exit(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -50,6 +54,18 @@ def _user_errors_to_exit(fn):
             fn(*args, **kwargs)  # the stage's return value is for Python callers, not the shell
         except PlmsaeError as e:
             Console(stderr=True).print("[bold red]error:[/] " + _escape(str(e)), highlight=False)
+            raise typer.Exit(code=2) from None
+        except OSError as e:
+            # A full disk or a read-only / forbidden output directory: say which file and what
+            # to do. Finished outputs are intact (every stage writes atomically).
+            if e.errno not in _WRITE_ERRNOS:
+                raise
+            fix = ("free disk space" if e.errno in (errno.ENOSPC, errno.EDQUOT)
+                   else "choose a writable output directory")
+            Console(stderr=True).print(
+                "[bold red]error:[/] " + _escape(f"{e.filename or ''}: {e.strerror}. Fix: {fix} "
+                                                 "and re-run the same command; finished outputs "
+                                                 "are kept."), highlight=False)
             raise typer.Exit(code=2) from None
 
     return wrapper

@@ -12,9 +12,8 @@ def write(tmp_path, text, name="x.fasta"):
     return p
 
 
-def test_reads_tiny_fasta_with_uniprot_ids(tiny_fasta):
-    from conftest import TINY_PROTEINS
-
+def test_reads_tiny_fasta_with_uniprot_ids(tiny_fasta, tiny_proteins):
+    TINY_PROTEINS = tiny_proteins
     proteins = read_fasta(tiny_fasta)
     assert [p.id for p in proteins] == list(TINY_PROTEINS)
     assert [p.sequence for p in proteins] == list(TINY_PROTEINS.values())

@@ -7,7 +7,7 @@ import logging
 
 import pandas as pd
 import pytest
-from conftest import CONCEPTS
+from synthetic_assoc import CONCEPTS
 from typer.testing import CliRunner
 
 from plmsae._util import InputError

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-from conftest import CONCEPTS, N_PLANTED
+from synthetic_assoc import CONCEPTS, N_PLANTED
 from typer.testing import CliRunner
 
 from plmsae._util import InputError

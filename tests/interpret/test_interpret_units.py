@@ -137,7 +137,7 @@ def test_band_weights_match_quotas():
 def test_prompt_lists_most_specific_go_terms(tmp_path):
     import json
 
-    from conftest import write_assoc_dir
+    from synthetic_assoc import write_assoc_dir
 
     from plmsae.interpret.assocdir import AssocDir
     from plmsae.interpret.prompts import ProteinText

@@ -142,6 +142,13 @@ def _parse_record(path: Path, record: str, line: int, seen: set[str]) -> Protein
     # bytes.translate with a delete table is a fast C scan; the regex only runs to locate an error
     if not seq.isascii() or seq.encode("ascii").translate(None, _ESM_RESIDUE_BYTES):
         _raise_bad_residue(path, pid, body, line, _BAD_RESIDUE.search(seq).start())
+    if not seq.strip("XBZ"):
+        # e.g. a sequence of only X: the model sees nothing but unknown tokens, and every
+        # downstream statistic on it would be noise.
+        raise InputError(f"sequence of {len(seq)} residues has no standard amino acid "
+                         f"(only ambiguity codes such as X).", path=path,
+                         record=f"line {line}, record {pid}",
+                         fix="remove the record, or give its real sequence.")
     return Protein(pid, seq, desc)
 
 

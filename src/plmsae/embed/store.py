@@ -77,6 +77,7 @@ class ActivationStore:
             self._start[sel] = np.concatenate([[0], np.cumsum(self.lengths[sel])[:-1]])
         self._handles: OrderedDict[int, object] = OrderedDict()
         self._max_open = max_open_shards
+        self._verified: set[int] = set()  # shards whose SHA-256 was checked by this object
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -91,10 +92,17 @@ class ActivationStore:
     def verify(self) -> None:
         """Check every shard against its recorded SHA-256; raise InputError naming the first bad
         one."""
-        for rec in self._shards:
-            if sha256_file(self.path / rec["file"]) != rec["sha256"]:
-                raise InputError(f"shard {rec['file']} does not match its recorded SHA-256 "
-                                 "(damaged or changed).", path=self.path, fix=_REPAIR)
+        for s in range(len(self._shards)):
+            self._verify_shard(s)
+
+    def _verify_shard(self, s: int) -> None:
+        if s in self._verified:
+            return
+        rec = self._shards[s]
+        if sha256_file(self.path / rec["file"]) != rec["sha256"]:
+            raise InputError(f"shard {rec['file']} does not match its recorded SHA-256 "
+                             "(damaged or changed).", path=self.path, fix=_REPAIR)
+        self._verified.add(s)
 
     def _layer(self, layer: int | None) -> int:
         if layer is None:
@@ -133,6 +141,10 @@ class ActivationStore:
 
     def _tensor(self, s: int, name: str, start: int | None = None, stop: int | None = None):
         """Rows ``[start, stop)`` (all when None) of tensor ``name`` of shard ``s``, float32."""
+        if start is None:
+            # Whole-shard reads feed training and analysis: check the shard's bytes once per
+            # process (as cheap as the read itself), so a damaged shard is named, not trained on.
+            self._verify_shard(s)
         h = self._handle(s)
         try:
             if start is None:
