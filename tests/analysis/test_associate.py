@@ -18,6 +18,7 @@ from plmsae.analysis.associate import ASSOC_COLUMNS, RESIDUE_COLUMNS, associate
 def _run(inp, out, **kw):
     kw.setdefault("split_method", "random")
     kw.setdefault("min_concept", 5)
+    kw.setdefault("max_concept_fraction", 1.0)  # the planted concepts are common in this small set
     return associate(inp["sae"], inp["store"], annotations=inp["annotations"], out=out,
                      ontology=inp["ontology"], **kw)
 
@@ -133,7 +134,7 @@ def test_protein_level_sae_encodes_pooled_vectors(assoc_inputs, tmp_path):
     sae.save(tmp_path / "psae")
     out = associate(tmp_path / "psae", store.path, annotations=assoc_inputs["annotations"],
                     ontology=assoc_inputs["ontology"], out=tmp_path / "p", split_method="random",
-                    min_concept=5)
+                    min_concept=5, max_concept_fraction=1.0)
     got = sp.load_npz(out / "activations" / "sae.npz").toarray()
     with torch.no_grad():
         want = sae.encode(torch.from_numpy(store.pooled_matrix(2))).numpy()

@@ -58,7 +58,7 @@ def test_associate_on_swissprot(shared_data, tmp_path, monkeypatch):
 
     onto = Ontology.load(shared_data / "go-basic-2022-07-01.obo.gz")  # loaded once, passed as is
     out = associate(tmp_path / "sae", store, annotations=tsv, ontology=onto, out=tmp_path / "assoc",
-                    min_concept=5)
+                    min_concept=5, max_concept_fraction=1.0)
     summary = json.loads((out / "summary.json").read_text())
     want_split = "mmseqs" if splits.mmseqs_available() else "random"
     assert summary["settings"]["split_method_used"] == want_split

@@ -176,3 +176,26 @@ def test_bh_grouped_matches_statsmodels_per_group():
                                    rtol=1e-12)
     with pytest.raises(ValueError):
         stats.bh_qvalues_grouped(np.array([1, 0]), np.array([0.1, 0.2]))
+
+
+def test_max_concept_fraction_excludes_general_concepts():
+    """A concept on half the population is not tested at the default cap; a 5 % one is."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    from plmsae.analysis.stats import score_features
+
+    rng = np.random.default_rng(0)
+    n = 400
+    general = np.zeros(n, bool)
+    general[: n // 2] = True
+    specific = np.zeros(n, bool)
+    specific[:20] = True
+    concepts = sp.csr_matrix(np.stack([general, specific], 1).astype(np.int8))
+    acts = sp.csr_matrix((general * 1.0 + specific * 1.0 + rng.random(n) * 0.01)[:, None])
+    split = np.where(np.arange(n) % 2 == 0, "validation", "test")
+    cats = np.array(["GO:MF", "GO:MF"])
+    tested_all = score_features(acts, concepts, cats, split, max_concept_fraction=1.0)
+    tested_cap = score_features(acts, concepts, cats, split, max_concept_fraction=0.1)
+    assert set(tested_all["concept"].tolist()) == {0, 1}
+    assert set(tested_cap["concept"].tolist()) == {1}

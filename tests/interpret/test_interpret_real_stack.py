@@ -47,7 +47,7 @@ def real_assoc(tmp_path_factory, tiny_esm_dir):
     tsv = d / "uniprot.tsv"
     tsv.write_text("\n".join(rows) + "\n")
     out = associate(d / "sae", store_dir, annotations=tsv, out=d / "assoc", split_method="random",
-                    min_concept=2, min_both=1)
+                    min_concept=2, min_both=1, max_concept_fraction=1.0)
     return out
 
 

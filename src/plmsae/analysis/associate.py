@@ -19,7 +19,8 @@ Steps (each output is reused by a re-run with the same settings):
 
 Population of a protein-level category: every protein of the store with at least one annotation
 in that category (namespace). Tested pairs: concept with >= ``min_concept`` proteins in the
-population, F1 > 0 on validation, >= ``min_both`` active proteins carrying it on test.
+population and covering at most ``max_concept_fraction`` of it (default 10 %: more general terms
+are "associated" with almost any direction, random ones included), F1 > 0 on validation, >= ``min_both`` active proteins carrying it on test.
 """
 
 from __future__ import annotations
@@ -68,6 +69,11 @@ def associate(
         "(repeatable; default 0 0.15 0.5 0.6 0.8).")] = None,
     min_concept: Annotated[int, typer.Option(
         help="Test a concept only with at least this many proteins in its population.")] = 10,
+    max_concept_fraction: Annotated[float, typer.Option(
+        help="Test a concept only when it covers at most this fraction of its population. "
+        "General terms (catalytic activity, 42% of Swiss-Prot-like sets) reach q < 0.05 and "
+        "precision >= 0.5 for almost any direction, random ones included; at 0.1 an associated "
+        "feature is enriched at least 5-fold. 1 tests every concept.")] = 0.1,
     min_both: Annotated[int, typer.Option(
         help="Test a pair only with at least this many active proteins carrying the concept "
         "on the test split.")] = 3,
@@ -125,7 +131,8 @@ def associate(
     ids = list(store_obj.ids)
     n_random = int(n_random if n_random is not None else store_obj.d_model)
     settings = {
-        "pool": pool, "thresholds": thresholds, "min_concept": min_concept, "min_both": min_both,
+        "pool": pool, "thresholds": thresholds, "min_concept": min_concept,
+        "max_concept_fraction": max_concept_fraction, "min_both": min_both,
         "split_method": split_method, "min_seq_id": min_seq_id, "coverage": coverage,
         "split_fractions": fractions, "baselines": baselines, "n_random": n_random,
         "seed": seed, "layer": layer, "level": level,
@@ -245,7 +252,8 @@ def associate(
             task = bar.add_task(f"statistics {s}", total=m.shape[1], rate="")
             res = stats.score_features(
                 m, ann_matrix[:, protein_cols], categories[protein_cols], split,
-                thresholds=thresholds, min_concept=min_concept, min_both=min_both,
+                thresholds=thresholds, min_concept=min_concept,
+                max_concept_fraction=max_concept_fraction, min_both=min_both,
                 progress_cb=lambda cat, done, total, task=task: bar.update(task, completed=done))
             cidx = np.flatnonzero(protein_cols)[res["concept"]]
             df = pd.DataFrame({k: res[k] for k in res if k not in ("concept", "f1_select")})

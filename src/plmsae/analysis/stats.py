@@ -305,6 +305,7 @@ def enrichment(active: sp.spmatrix, concepts: sp.spmatrix, *, min_both: int = 1,
 def score_features(acts: sp.spmatrix, concepts: sp.spmatrix, concept_category: np.ndarray,
                    split: np.ndarray, *, thresholds=(0.0, 0.15, 0.5, 0.6, 0.8),
                    feature_max: np.ndarray | None = None, min_concept: int = 10,
+                   max_concept_fraction: float = 1.0,
                    min_both: int = 3, select_split: str = "validation",
                    report_split: str = "test", chunk: int | None = None,
                    progress_cb=None) -> dict[str, np.ndarray]:
@@ -317,7 +318,7 @@ def score_features(acts: sp.spmatrix, concepts: sp.spmatrix, concept_category: n
 
     Per category the population is the proteins with at least one concept of that category.
     A concept is tested when it has >= ``min_concept`` proteins in the population (all splits
-    together). For each pair the threshold with the best F1 on ``select_split`` is chosen (ties:
+    together) and covers at most ``max_concept_fraction`` of it. For each pair the threshold with the best F1 on ``select_split`` is chosen (ties:
     the lower threshold); the pair is tested when its F1 there is > 0 and it has >= ``min_both``
     proteins that are active and carry the concept on ``report_split``, where the 2x2 table,
     one-sided Fisher p-value, precision, recall, F1, odds ratio and the AUROC of the raw
@@ -343,7 +344,8 @@ def score_features(acts: sp.spmatrix, concepts: sp.spmatrix, concept_category: n
         cat = concepts[:, cols_all]
         in_pop = np.diff(cat.indptr) > 0
         n_concept_pop = np.asarray(cat[in_pop].sum(axis=0)).ravel()
-        keep_cols = n_concept_pop >= min_concept
+        keep_cols = ((n_concept_pop >= min_concept)
+                     & (n_concept_pop <= max_concept_fraction * in_pop.sum()))
         if not keep_cols.any():
             continue
         cols = cols_all[keep_cols]
