@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-command set-up: system tools (optional but used by tests), a virtual environment, plmsae.
-#   bash scripts/setup.sh            # creates .venv
+#   bash scripts/setup.sh                    # creates .venv
+#   PLMSAE_SAELENS=1 bash scripts/setup.sh   # also .venv-saelens, for the SAELens export test
 # Torch: the CPU build 2.13.0 is pinned here because an unpinned torch pulls a multi-GB CUDA build;
 # on a GPU machine install the torch you want first and run with PLMSAE_TORCH=skip.
 set -euo pipefail
@@ -15,4 +16,11 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m pip install -q --upgrade pip
 if [ "${PLMSAE_TORCH:-}" != skip ]; then .venv/bin/python -m pip install -q torch==2.13.0; fi
 .venv/bin/python -m pip install -q -e ".[dev]"
+if [ "${PLMSAE_SAELENS:-}" = 1 ]; then
+  # SAELens pins its own torch/transformers, so it gets its own venv; tests/sae/test_export.py
+  # loads plmsae's exported SAEs with it (about 4 minutes to install).
+  [ -d .venv-saelens ] || "$PY" -m venv .venv-saelens
+  .venv-saelens/bin/python -m pip install -q --upgrade pip
+  .venv-saelens/bin/python -m pip install -q torch==2.13.0 sae-lens
+fi
 echo "plmsae installed in .venv: activate with '. .venv/bin/activate'"
