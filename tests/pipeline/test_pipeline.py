@@ -74,5 +74,8 @@ def test_run_reuses_and_recomputes_only_what_changed(tmp_path, small_data, tiny_
     rows = compare([run], html=tmp_path / "compare.html")
     assert [r["layer"] for r in rows] == [2]
     assert all(r["sources"]["sae"]["n_features"] == 32 for r in rows)
+    explain = json.loads((run / "L2" / "assoc" / "summary.json").read_text())["explain"]
+    sim = (explain.get("sources") or {}).get("sae", {}).get("simulation_r") or {}
+    assert rows[0]["explain"]["sae"] == sim.get("median")
     html = (tmp_path / "compare.html").read_text()
     assert "<svg" in html and "<table>" in html

@@ -75,9 +75,8 @@ def collect(unit: Path) -> dict[str, Any]:
     explain = summary.get("explain", {})
     row["explain"] = {}
     for source in ("sae", "neuron"):
-        blk = (explain.get("sources", explain) or {}).get(source, {})
-        sim = blk.get("simulation", blk)
-        row["explain"][source] = sim.get("median") if isinstance(sim, dict) else None
+        sim = (explain.get("sources") or {}).get(source, {}).get("simulation_r") or {}
+        row["explain"][source] = sim.get("median")
     return row
 
 
