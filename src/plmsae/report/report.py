@@ -425,8 +425,9 @@ def report(
     out: Annotated[Path, typer.Option("--out", help="Site directory to write (replaced if it holds an "
                                                     "earlier plmsae report).")],
     max_features: Annotated[Optional[int], typer.Option(
-        "--max-features", help="Write pages for at most N features, the most strongly associated "
-                               "first (the index table still lists every feature).")] = None,
+        "--max-features", help="Write pages for at most N features: explained ones first, then "
+                               "the most strongly associated (the index table still lists every "
+                               "feature).")] = None,
     associated_only: Annotated[bool, typer.Option(
         "--associated-only", help="Write pages only for features associated with a concept.")] = False,
     top_proteins: Annotated[int, typer.Option(
@@ -487,7 +488,9 @@ def report(
 
     # ---- which features get a page --------------------------------------------------------------
     def rank_key(row):
-        return (row["n_associated"] == 0, row["best_q"] if row["best_q"] is not None else 2.0,
+        # explained features first: a description in the table should lead to its page
+        return (not row["description"], row["n_associated"] == 0,
+                row["best_q"] if row["best_q"] is not None else 2.0,
                 -(row["density"] or 0.0), row["feature"])
 
     candidates = [r for r in rows if r["n_active"] > 0 and (r["n_associated"] > 0 or not associated_only)]
