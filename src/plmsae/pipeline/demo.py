@@ -25,7 +25,7 @@ DEMO_SETTINGS: dict[str, dict[str, Any]] = {
     "evaluate": {},
     "associate": {},
     "explain": {"n_features": 40},
-    "report": {"max_features": 300},
+    "report": {"max_features": 100},
 }
 
 
