@@ -73,3 +73,30 @@ def shared_data() -> Path:
 def tiny_proteins() -> dict[str, str]:
     """The records of ``tiny_fasta``: id -> sequence."""
     return dict(TINY_PROTEINS)
+
+
+def write_family_fasta(path: Path, n_families: int, length: int, n_mutations: int,
+                       members: int = 4, seed: int = 0) -> tuple[list[str], list[str]]:
+    """Families of near-identical random proteins (``members`` per family, each a copy of the
+    family's base sequence with ``n_mutations`` substitutions), IDs ``Q<family><member>``: input
+    for homology splits and planted associations. Returns (ids, sequences)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    aa = np.array(list("ACDEFGHIKLMNPQRSTVWY"))
+    ids, seqs = [], []
+    for fam in range(n_families):
+        base = rng.choice(aa, length)
+        for m in range(members):
+            s = base.copy()
+            s[rng.choice(length, n_mutations, replace=False)] = rng.choice(aa, n_mutations)
+            ids.append(f"Q{fam:02d}{m:03d}")
+            seqs.append("M" + "".join(s))
+    path.write_text("".join(f">{i}\n{s}\n" for i, s in zip(ids, seqs)))
+    return ids, seqs
+
+
+@pytest.fixture(scope="session")
+def family_fasta():
+    """:func:`write_family_fasta`, as a fixture (test folders cannot import each other's conftest)."""
+    return write_family_fasta

@@ -43,7 +43,7 @@ is_a: GO:0003674 ! molecular_function
 
 
 @pytest.fixture(scope="session")
-def assoc_inputs(tmp_path_factory, tiny_esm_dir):
+def assoc_inputs(tmp_path_factory, tiny_esm_dir, family_fasta):
     import torch
 
     # the SAE stage lands in its own commits; until then these end-to-end tests cannot run
@@ -54,18 +54,8 @@ def assoc_inputs(tmp_path_factory, tiny_esm_dir):
     from plmsae.sae.base import SAE, SAEConfig
 
     d = tmp_path_factory.mktemp("assoc_inputs")
-    rng = np.random.default_rng(0)
-    aa = np.array(list("ACDEFGHIKLMNPQRSTVWY"))
-    ids, seqs = [], []
-    for fam in range(24):
-        base = rng.choice(aa, 90)
-        for m in range(4):
-            s = base.copy()
-            s[rng.choice(90, 4, replace=False)] = rng.choice(aa, 4)
-            ids.append(f"Q{fam:02d}{m:03d}")
-            seqs.append("M" + "".join(s))
     fasta = d / "proteins.fasta"
-    fasta.write_text("".join(f">{i}\n{s}\n" for i, s in zip(ids, seqs)))
+    ids, seqs = family_fasta(fasta, n_families=24, length=90, n_mutations=4)
     store_dir = embed(fasta, d / "store", model=str(tiny_esm_dir), layers=[2])
     store = ActivationStore(store_dir)
     torch.manual_seed(0)

@@ -12,7 +12,7 @@ import pytest
 
 
 @pytest.fixture(scope="module")
-def real_assoc(tmp_path_factory, tiny_esm_dir):
+def real_assoc(tmp_path_factory, tiny_esm_dir, family_fasta):
     import torch
 
     from plmsae.analysis.associate import associate
@@ -21,18 +21,8 @@ def real_assoc(tmp_path_factory, tiny_esm_dir):
     from plmsae.sae.base import SAE, SAEConfig
 
     d = tmp_path_factory.mktemp("explain_real")
-    rng = np.random.default_rng(0)
-    aa = np.array(list("ACDEFGHIKLMNPQRSTVWY"))
-    ids, seqs = [], []
-    for fam in range(16):
-        base = rng.choice(aa, 60)
-        for m in range(4):
-            s = base.copy()
-            s[rng.choice(60, 3, replace=False)] = rng.choice(aa, 3)
-            ids.append(f"Q{fam:02d}{m:03d}")
-            seqs.append("M" + "".join(s))
     fasta = d / "proteins.fasta"
-    fasta.write_text("".join(f">{i}\n{s}\n" for i, s in zip(ids, seqs)))
+    ids, seqs = family_fasta(fasta, n_families=16, length=60, n_mutations=3)
     store_dir = embed(fasta, d / "store", model=str(tiny_esm_dir), layers=[2])
     store = ActivationStore(store_dir)
     torch.manual_seed(0)
