@@ -141,10 +141,10 @@ def test_interrupted_run_resumes_to_identical_store(tmp_path, tiny_fasta, tiny_l
 
     monkeypatch.setattr(embed_mod, "_write_shard", real_write)
     computed = []
-    real_embed_shard = embed_mod._embed_shard
-    monkeypatch.setattr(embed_mod, "_embed_shard",
+    real_compute_activations = embed_mod.compute_activations
+    monkeypatch.setattr(embed_mod, "compute_activations",
                         lambda lm, proteins, *a: computed.append([p.id for p in proteins])
-                        or real_embed_shard(lm, proteins, *a))
+                        or real_compute_activations(lm, proteins, *a))
     embed(tiny_fasta, out, model=tiny_lm, layers=[1, 3], shard_size=200)
     assert computed == [["P00002", "P00003"], ["P00004", "P00005"]]  # shard 0 reused
     assert (out / "shards" / "00000.safetensors").stat().st_mtime_ns == first

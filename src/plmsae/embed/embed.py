@@ -159,7 +159,7 @@ def embed(
                     bar.update(task, completed=done_tokens, rate=f"{rate:,.0f} tokens/s")
 
                 before = done_tokens
-                tensors = _embed_shard(lm, proteins, layers, batch_tokens, dtype, on_batch)
+                tensors = compute_activations(lm, proteins, layers, batch_tokens, dtype, on_batch)
                 done_tokens = before
                 record = _write_shard(shard_path, tensors, proteins, settings_sha, content_sha)
             shard_records.append(record)
@@ -316,10 +316,13 @@ def forward_layers(lm, batch_ids: list[list[int]], layers: list[int]) -> dict:
         return {layer: out.hidden_states[layer].float() for layer in layers}
 
 
-def _embed_shard(lm, proteins: list, layers: list[int], batch_tokens: int, dtype: str,
-                 on_batch=None) -> dict:
-    """Per-residue and pooled activations of one shard, in input order. ``on_batch(n)`` is
-    called after each forward batch with the number of residues it stored."""
+def compute_activations(lm, proteins: list, layers: list[int], batch_tokens: int, dtype: str,
+                        on_batch=None) -> dict:
+    """Per-residue and pooled activations of ``proteins`` in memory, in input order: the tensors
+    of one store shard (``offsets`` int64 [n+1], ``residues.{layer}`` [sum L, d],
+    ``pooled.{layer}`` float32 [n, d]). Shared by ``plmsae embed`` and the one-protein query so
+    both compute activations the same way. ``on_batch(n)`` is called after each forward batch
+    with the number of residues it stored."""
     import torch
 
     window = lm.spec.max_residues

@@ -194,9 +194,9 @@ def _model_name(cfg, sae_dir: Path) -> str:
 def embed_residues(lm, proteins: list, layer: int) -> list[np.ndarray]:
     """Per-residue activations ``float32 [L, d]`` of each protein at ``layer``, computed exactly as
     ``plmsae embed`` computes them (same batching, windows for long sequences)."""
-    from plmsae.embed.embed import _embed_shard
+    from plmsae.embed.embed import compute_activations
 
-    tensors = _embed_shard(lm, proteins, [layer], batch_tokens=8192, dtype="float32")
+    tensors = compute_activations(lm, proteins, [layer], batch_tokens=8192, dtype="float32")
     res = tensors[f"residues.{layer}"].float().numpy()
     off = tensors["offsets"].numpy()
     return [res[off[i]:off[i + 1]] for i in range(len(proteins))]
