@@ -96,7 +96,7 @@ def main(
 
     rows = [collect(u) for level in LEVELS for u in find_units(out / level)]
     for row in rows:
-        row["coverage"] = term_coverage(Path(row["run"]) / "assoc" / "associations.parquet")
+        row["coverage"] = term_coverage(Path(row["run"]))
     if heldout:
         t0 = time.perf_counter()
         heldout_fve(rows, data / f"{prefix}.fasta.gz", shared, heldout, out / "heldout",
@@ -143,37 +143,22 @@ def heldout_fve(rows: list[dict], study_fasta: Path, shared: Path, n: int, out: 
         row.update(fve_heldout=ev["fve"], l0_heldout=ev["l0"], n_heldout_tokens=ev["n_tokens"])
 
 
-def term_coverage(path: Path, q_max: float = 0.05, min_precision: float = 0.5,
-                  draws: int = 20, seed: int = 0) -> dict:
-    """Concept-centric view of one layer's associations, per source: distinct GO terms with an
-    associated feature (q < q_max, precision >= min_precision, test split), and terms that some
-    feature recovers at F1 >= 0.5. SAEs have more features than the layer has neurons, so the
-    SAE is also counted on random subsets of as many features as the baselines have (median of
-    ``draws`` seeded draws)."""
-    import numpy as np
+def term_coverage(unit: Path) -> dict:
+    """Concept coverage of one layer's run (:func:`plmsae.analysis.associate.concept_coverage`):
+    from its summary.json, or computed from associations.parquet for runs made before the
+    summary recorded it."""
     import pandas as pd
 
-    table = pd.read_parquet(path, columns=["source", "feature", "concept", "q_value",
-                                           "precision", "f1"])
-    sig = table[(table["q_value"] < q_max) & (table["precision"] >= min_precision)]
-    result: dict = {}
-    for source, rows in table.groupby("source"):
-        best_f1 = rows.groupby("concept")["f1"].max()
-        result[source] = {"terms_associated": int(sig.loc[sig["source"] == source,
-                                                          "concept"].nunique()),
-                          "terms_f1_05": int((best_f1 >= 0.5).sum()),
-                          "n_features": int(rows["feature"].nunique())}
-    n_base = max(v["n_features"] for k, v in result.items() if k != "sae")
-    sae_sig = sig[sig["source"] == "sae"]
-    sae_features = np.unique(table.loc[table["source"] == "sae", "feature"])
-    rng = np.random.default_rng(seed)
-    counts = []
-    for _ in range(draws):
-        pick = rng.choice(sae_features, size=min(n_base, len(sae_features)), replace=False)
-        counts.append(sae_sig.loc[sae_sig["feature"].isin(pick), "concept"].nunique())
-    result["sae"]["terms_associated_matched"] = float(np.median(counts))
-    result["sae"]["matched_n_features"] = int(min(n_base, len(sae_features)))
-    return result
+    from plmsae._util import read_json
+    from plmsae.analysis.associate import concept_coverage
+
+    summary = read_json(unit / "assoc" / "summary.json")
+    sources = ("sae", "neuron", "random")
+    if all("concepts" in summary.get(s, {}) for s in sources):
+        return {s: summary[s]["concepts"] for s in sources}
+    table = pd.read_parquet(unit / "assoc" / "associations.parquet",
+                            columns=["source", "feature", "concept", "q_value", "precision", "f1"])
+    return concept_coverage(table, {s: summary[s]["n_features"] for s in sources})
 
 
 def coverage_table(rows: list[dict]) -> str:
@@ -183,10 +168,11 @@ def coverage_table(rows: list[dict]) -> str:
     for r in rows:
         c = r["coverage"]
         lines.append(
-            f"| {r['level']} | {r['layer']} | {c['sae']['terms_associated']} | "
-            f"{c['sae']['terms_associated_matched']:.0f} | {c['neuron']['terms_associated']} | "
-            f"{c['random']['terms_associated']} | {c['sae']['terms_f1_05']} | "
-            f"{c['neuron']['terms_f1_05']} | {c['random']['terms_f1_05']} |")
+            f"| {r['level']} | {r['layer']} | {c['sae']['n_concepts_associated']} | "
+            f"{c['sae']['n_concepts_associated_matched']:.0f} | "
+            f"{c['neuron']['n_concepts_associated']} | {c['random']['n_concepts_associated']} | "
+            f"{c['sae']['n_concepts_f1_05']} | {c['neuron']['n_concepts_f1_05']} | "
+            f"{c['random']['n_concepts_f1_05']} |")
     return "\n".join(lines) + "\n"
 
 

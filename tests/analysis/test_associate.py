@@ -71,6 +71,13 @@ def test_associate_end_to_end(assoc_inputs, tmp_path):
     assert summary["sae"]["n_features"] == 48
     assert summary["sae"]["n_features_associated"] >= 1
     assert summary["sae"]["by_category"]["GO:BP"]["n_features_associated"] >= 1
+    cov = summary["sae"]["concepts"]  # 48 SAE features vs 16-wide baselines: size-matched too
+    sae_hits = assoc[(assoc["source"] == "sae") & (assoc["q_value"] < 0.05)
+                     & (assoc["precision"] >= 0.5)]
+    assert cov["n_concepts_associated"] == sae_hits["concept"].nunique() >= 1
+    assert cov["matched_n_features"] == summary["neuron"]["n_features"]
+    assert 0 <= cov["n_concepts_associated_matched"] <= cov["n_concepts_associated"]
+    assert "n_concepts_associated_matched" not in summary["neuron"]["concepts"]
     assert 0 < summary["settings"]["random_target_density"] <= 1
     run = json.loads((out / "run.json").read_text())
     assert run["layer"] == 2 and run["level"] == "residue" and run["annotations_sha256"]

@@ -77,5 +77,10 @@ def test_run_reuses_and_recomputes_only_what_changed(tmp_path, small_data, tiny_
     explain = json.loads((run / "L2" / "assoc" / "summary.json").read_text())["explain"]
     sim = (explain.get("sources") or {}).get("sae", {}).get("simulation_r") or {}
     assert rows[0]["explain"]["sae"] == sim.get("median")
+    summary = json.loads((run / "L2" / "assoc" / "summary.json").read_text())
+    for s in ("sae", "neuron", "random"):
+        assert rows[0]["sources"][s]["n_concepts"] == summary[s]["concepts"]["n_concepts_associated"]
+    assert rows[0]["sources"]["sae"]["n_concepts_matched"] == (
+        summary["sae"]["concepts"].get("n_concepts_associated_matched"))
     html = (tmp_path / "compare.html").read_text()
-    assert "<svg" in html and "<table>" in html
+    assert "<svg" in html and "<table>" in html and "concepts SAE (matched)" in html

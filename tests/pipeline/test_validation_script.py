@@ -1,6 +1,7 @@
-"""scripts/validation_study.py: the concept-centric coverage counts and the tables it writes."""
+"""scripts/validation_study.py: the tables it writes and the coverage it reads back."""
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -17,34 +18,27 @@ def study():
     return module
 
 
-def _assoc(rows):
-    return pd.DataFrame(rows, columns=["source", "feature", "concept", "q_value", "precision",
-                                       "f1"])
-
-
-def test_term_coverage_counts_distinct_significant_terms(study, tmp_path):
-    rows = []
-    # 4 SAE features: two hit GO:1 (same term twice), one GO:2, one only non-significant
-    rows += [("sae", 0, "GO:1", 0.01, 0.9, 0.8), ("sae", 1, "GO:1", 0.001, 0.6, 0.4),
-             ("sae", 2, "GO:2", 0.04, 0.5, 0.2), ("sae", 3, "GO:3", 0.2, 0.9, 0.6)]
-    # 2 neurons: one significant but imprecise (not associated), one associated with GO:2
-    rows += [("neuron", 0, "GO:1", 0.01, 0.3, 0.3), ("neuron", 1, "GO:2", 0.01, 0.7, 0.55)]
-    rows += [("random", 0, "GO:1", 0.5, 0.1, 0.1), ("random", 1, "GO:2", 0.5, 0.1, 0.1)]
-    path = tmp_path / "associations.parquet"
-    _assoc(rows).to_parquet(path)
-
-    cov = study.term_coverage(path, draws=50)
-    assert cov["sae"]["terms_associated"] == 2          # GO:1, GO:2 (GO:3 has q 0.2)
-    assert cov["sae"]["terms_f1_05"] == 2               # GO:1 (0.8) and GO:3 (0.6)
-    assert cov["neuron"]["terms_associated"] == 1
-    assert cov["neuron"]["terms_f1_05"] == 1
-    assert cov["random"]["terms_associated"] == 0
-    # matched to the baselines' 2 features: draws of 2 of the 4 SAE features give 0, 1 or 2 terms
+def test_term_coverage_reads_the_summary_or_recomputes_it(study, tmp_path):
+    unit = tmp_path / "L4"
+    (unit / "assoc").mkdir(parents=True)
+    pd.DataFrame([("sae", 0, "GO:1", 0.01, 0.9, 0.8), ("sae", 5, "GO:2", 0.01, 0.9, 0.8),
+                  ("neuron", 1, "GO:2", 0.01, 0.7, 0.55)],
+                 columns=["source", "feature", "concept", "q_value", "precision", "f1"]
+                 ).to_parquet(unit / "assoc" / "associations.parquet")
+    summary = {s: {"n_features": n} for s, n in (("sae", 8), ("neuron", 2), ("random", 2))}
+    (unit / "assoc" / "summary.json").write_text(json.dumps(summary))
+    cov = study.term_coverage(unit)  # a run made before summary.json held the coverage
+    assert cov["sae"]["n_concepts_associated"] == 2 and cov["neuron"]["n_concepts_associated"] == 1
     assert cov["sae"]["matched_n_features"] == 2
-    assert 0 < cov["sae"]["terms_associated_matched"] <= 2
 
     table = study.coverage_table([{"level": "residue", "layer": 4, "coverage": cov}])
-    assert "| residue | 4 | 2 |" in table and table.count("\n") == 3
+    row = table.splitlines()[2]
+    assert row.startswith("| residue | 4 | 2 | ") and row.endswith("| 2 | 1 | 0 |")
+
+    for s in summary:  # newer runs: read, not recomputed
+        summary[s]["concepts"] = {"n_concepts_associated": 7, "n_concepts_f1_05": 1}
+    (unit / "assoc" / "summary.json").write_text(json.dumps(summary))
+    assert study.term_coverage(unit)["random"]["n_concepts_associated"] == 7
 
 
 def test_markdown_table_shows_missing_heldout_as_dash(study):

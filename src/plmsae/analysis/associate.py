@@ -15,7 +15,8 @@ Steps (each output is reused by a re-run with the same settings):
    ``test`` (``associations.parquet``); residue concepts per residue, InterPLM-style
    (``residue_associations.parquet``);
 5. ``summary.json``: per source, how many features have an association (q < 0.05 and precision
-   >= 0.5 on test; residue concepts: F1 >= 0.5 on test), by category.
+   >= 0.5 on test; residue concepts: F1 >= 0.5 on test), by category; and how many distinct
+   concepts are found (:func:`concept_coverage`, also size-matched to the baselines).
 
 Population of a protein-level category: every protein of the store with at least one annotation
 in that category (namespace). Tested pairs: concept with >= ``min_concept`` proteins in the
@@ -560,4 +561,41 @@ def _summary(pooled, assoc: pd.DataFrame, residue_table: pd.DataFrame, concepts:
         out[s] = {"n_features": n, "n_features_associated": len(assoc_feats),
                   "fraction_associated": len(assoc_feats) / n if n else 0.0,
                   "by_category": by_cat}
+    coverage = concept_coverage(assoc, {s: int(m.shape[1]) for s, m in pooled.items()})
+    for s in out:
+        out[s]["concepts"] = coverage[s]
+    return out
+
+
+def concept_coverage(assoc: pd.DataFrame, n_features: dict[str, int], *, draws: int = 20,
+                     seed: int = 0) -> dict[str, dict[str, Any]]:
+    """Which concepts each source finds, counted per concept rather than per feature.
+
+    ``assoc``: rows of ``associations.parquet`` (columns source, feature, concept, q_value,
+    precision, f1). ``n_features``: source -> number of features. Per source:
+    ``n_concepts_associated`` (distinct concepts with a feature at q < 0.05 and precision >= 0.5),
+    ``n_concepts_f1_05`` (concepts some feature recovers at F1 >= 0.5 on test). A source with
+    more features than the smallest one (an SAE against its 320-neuron baselines) is also
+    counted on ``draws`` seeded random subsets of that many features, features without any
+    association included: ``n_concepts_associated_matched`` (median) and ``matched_n_features``.
+    Without this, a 4,096-feature dictionary finds more concepts just by having more features.
+    """
+    sig = assoc[(assoc["q_value"] < Q_MAX) & (assoc["precision"] >= PRECISION_MIN)]
+    n_match = min(n_features.values()) if n_features else 0
+    rng = np.random.default_rng(seed)
+    out: dict[str, dict[str, Any]] = {}
+    for source, n in n_features.items():
+        rows = assoc[assoc["source"] == source]
+        hits = sig[sig["source"] == source]
+        block: dict[str, Any] = {
+            "n_concepts_associated": int(hits["concept"].nunique()),
+            "n_concepts_f1_05": int(rows.loc[rows["f1"] >= 0.5, "concept"].nunique()),
+        }
+        if n > n_match > 0:
+            pairs = hits[["feature", "concept"]].drop_duplicates()
+            counts = [pairs.loc[pairs["feature"].isin(rng.choice(n, n_match, replace=False)),
+                                "concept"].nunique() for _ in range(draws)]
+            block["n_concepts_associated_matched"] = float(np.median(counts))
+            block["matched_n_features"] = n_match
+        out[source] = block
     return out

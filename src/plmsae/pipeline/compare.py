@@ -3,7 +3,9 @@
 For each layer of each run (a directory written by `plmsae run` or `plmsae demo`, or one of its
 ``L{layer}`` directories): SAE fidelity (FVE, L0, dead fraction, masked-LM loss recovered), the
 number and fraction of features associated per category for the SAE, the neuron baseline and the
-random baseline, and the median explanation score. A rich table in the terminal; with ``--html``
+random baseline, how many distinct concepts each finds (the SAE also counted with as many features
+as the baselines, since a larger dictionary finds more concepts by size alone), and the median
+explanation score. A rich table in the terminal; with ``--html``
 a page with the same table and an SVG chart.
 """
 
@@ -71,6 +73,10 @@ def collect(unit: Path) -> dict[str, Any]:
                          if n and block.get("n_features_associated") is not None else None),
             "by_category": {c: {"n": v, "fraction": (v / n if n and v is not None else None)}
                             for c, v in cats.items()},
+            # distinct concepts found; for the SAE also with as many features as the baselines
+            "n_concepts": (block.get("concepts") or {}).get("n_concepts_associated"),
+            "n_concepts_matched": (block.get("concepts") or {}).get(
+                "n_concepts_associated_matched"),
         }
     explain = summary.get("explain", {})
     row["explain"] = {}
@@ -115,6 +121,15 @@ def _fmt(x: Any, pct: bool = False) -> str:
     return str(x)
 
 
+CONCEPT_COLUMNS = ("concepts SAE (matched)", "concepts neuron", "concepts random")
+
+
+def _concept_cells(src: dict) -> list[str]:
+    sae, matched = src["sae"].get("n_concepts"), src["sae"].get("n_concepts_matched")
+    first = _fmt(sae) + (f" ({matched:.0f})" if isinstance(matched, (int, float)) else "")
+    return [first, _fmt(src["neuron"].get("n_concepts")), _fmt(src["random"].get("n_concepts"))]
+
+
 def _print_table(rows: list[dict]) -> None:
     from rich.console import Console
     from rich.markup import escape as resc
@@ -123,7 +138,8 @@ def _print_table(rows: list[dict]) -> None:
     cats = _categories(rows)
     t = Table(title="plmsae compare: SAE features associated (q < 0.05, precision >= 0.5)")
     for col in ("model", "layer", "level", *(name for _, name in METRICS), "SAE assoc.",
-                "neuron assoc.", "random assoc.", *cats, "median r SAE", "median r neuron"):
+                "neuron assoc.", "random assoc.", *cats, *CONCEPT_COLUMNS, "median r SAE",
+                "median r neuron"):
         t.add_column(col, justify="left" if col in ("model", "level") else "right")
     for r in rows:
         src = r["sources"]
@@ -132,7 +148,7 @@ def _print_table(rows: list[dict]) -> None:
                   *(_fmt(src[s]["fraction"], pct=True) for s in ("sae", "neuron", "random")),
                   *(_fmt(src["sae"]["by_category"].get(c, {}).get("fraction"), pct=True)
                     for c in cats),
-                  _fmt(r["explain"]["sae"]), _fmt(r["explain"]["neuron"]))
+                  *_concept_cells(src), _fmt(r["explain"]["sae"]), _fmt(r["explain"]["neuron"]))
     Console().print(t)
 
 
@@ -175,7 +191,7 @@ def chart_svg(rows: list[dict]) -> str:
 def render_html(rows: list[dict]) -> str:
     cats = _categories(rows)
     head = ["model", "layer", "level", *(n for _, n in METRICS), "SAE assoc.", "neuron assoc.",
-            "random assoc.", *cats, "median r SAE", "median r neuron"]
+            "random assoc.", *cats, *CONCEPT_COLUMNS, "median r SAE", "median r neuron"]
     body = []
     for r in rows:
         src = r["sources"]
@@ -184,13 +200,15 @@ def render_html(rows: list[dict]) -> str:
                  *(_fmt(src[s]["fraction"], pct=True) for s in ("sae", "neuron", "random")),
                  *(_fmt(src["sae"]["by_category"].get(c, {}).get("fraction"), pct=True)
                    for c in cats),
-                 _fmt(r["explain"]["sae"]), _fmt(r["explain"]["neuron"])]
+                 *_concept_cells(src), _fmt(r["explain"]["sae"]), _fmt(r["explain"]["neuron"])]
         body.append("<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in cells) + "</tr>")
     return ("<!doctype html><html><head><meta charset='utf-8'><title>plmsae compare</title>"
             "<style>body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:"
             "collapse}td,th{border:1px solid #cbd5e0;padding:4px 8px;text-align:right}"
             "td:first-child{text-align:left}</style></head><body><h1>plmsae compare</h1>"
             "<p>Fraction of features with at least one concept at q &lt; 0.05 and precision "
-            "&ge; 0.5 on the test split, for SAE features, raw neurons and random directions.</p>"
+            "&ge; 0.5 on the test split, for SAE features, raw neurons and random directions. "
+            "Concepts: distinct concepts with such a feature; in brackets, the SAE restricted "
+            "to as many random features as the baselines have (median of 20 draws).</p>"
             + chart_svg(rows) + "<table><tr>" + "".join(f"<th>{escape(h)}</th>" for h in head)
             + "</tr>" + "".join(body) + "</table></body></html>\n")

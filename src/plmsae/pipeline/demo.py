@@ -108,11 +108,20 @@ def print_summary(s: dict[str, Any]) -> None:
     table.add_column("features", justify="right")
     table.add_column("associated", justify="right")
     table.add_column("fraction", justify="right")
+    table.add_column("distinct terms", justify="right")
+    matched = None
     for source, block in s["associations"].items():
         n, m = block.get("n_features"), block.get("n_features_associated")
         frac = f"{m / n:.1%}" if n and m is not None else "-"
-        table.add_row(source, str(n), str(m), frac)
+        concepts = block.get("concepts") or {}
+        table.add_row(source, str(n), str(m), frac, str(concepts.get("n_concepts_associated", "-")))
+        if "n_concepts_associated_matched" in concepts:
+            matched = (source, concepts["matched_n_features"],
+                       concepts["n_concepts_associated_matched"])
     console.print(table)
+    if matched:  # a bigger dictionary finds more terms by size alone: say what equal size gives
+        console.print(f"{matched[0]} restricted to {matched[1]} random features (as many as the "
+                      f"baselines): {matched[2]:.0f} distinct terms (median of 20 draws)")
     for ex in s["examples"]:
         r = ex.get("simulation_r")
         rtxt = f" (simulation r = {r:.2f})" if isinstance(r, float) and r == r else ""
