@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import sys
 import time
 from pathlib import Path
@@ -54,6 +53,7 @@ def main(
     heldout: int = typer.Option(2000, "--heldout",
                                 help="Held-out proteins for the FVE check (0: skip)."),
 ) -> None:
+    from plmsae._util import read_json
     from plmsae.pipeline.compare import collect, find_units
     from plmsae.pipeline.run import RunConfig, run_pipeline
 
@@ -69,8 +69,6 @@ def main(
             if not (run_out / "store").exists():
                 os.symlink(out / "residue" / "store", run_out / "store")
         if epochs:
-            from plmsae._util import read_json
-
             n_proteins = read_json(out / "residue" / "store" / "meta.json")["input"]["n_proteins"]
             train["tokens"] = epochs * n_proteins
         doc = {
@@ -89,14 +87,15 @@ def main(
         }
         run_pipeline(RunConfig.from_dict(doc, source=f"validation:{level}"))
         # compute time of each stage as first run (a re-run skips finished stages)
-        from plmsae._util import read_json
-
         stages = read_json(run_out / "run_state.json")["stages"]
         timings[level] = {name: st.get("seconds") for name, st in stages.items()}
 
     rows = [collect(u) for level in LEVELS for u in find_units(out / level)]
     for row in rows:
-        row["coverage"] = term_coverage(Path(row["run"]))
+        summary = read_json(Path(row["run"]) / "assoc" / "summary.json")
+        row["coverage"] = term_coverage(Path(row["run"]), summary)
+        row["explain_ci"] = {src: summary["explain"]["sources"][src]["simulation_r"]
+                             for src in ("sae", "neuron")}
     if heldout:
         t0 = time.perf_counter()
         heldout_fve(rows, data / f"{prefix}.fasta.gz", shared, heldout, out / "heldout",
@@ -110,9 +109,6 @@ def main(
     print((out / "validation.md").read_text())
 
 
-_STANDARD = re.compile(r"[ACDEFGHIKLMNPQRSTVWY]+")
-
-
 def heldout_fve(rows: list[dict], study_fasta: Path, shared: Path, n: int, out: Path, *,
                 model: str, layers: list[int], device: str, seed: int = 1) -> None:
     """Evaluate every SAE of ``rows`` on ``n`` proteins that are not in the study set (same
@@ -120,6 +116,7 @@ def heldout_fve(rows: list[dict], study_fasta: Path, shared: Path, n: int, out: 
     ``l0_heldout`` and ``n_heldout_tokens`` to each row. Held out by accession, not by homology:
     a held-out protein may have close homologs among the training proteins."""
     from plmsae._util import atomic_write
+    from plmsae.data.demo import SOURCE_FASTA, STANDARD_SEQUENCE
     from plmsae.data.fasta import iter_fasta
     from plmsae.embed.embed import embed
     from plmsae.sae.evaluate import evaluate
@@ -129,9 +126,9 @@ def heldout_fve(rows: list[dict], study_fasta: Path, shared: Path, n: int, out: 
         study = list(iter_fasta(study_fasta))
         taken = {p.id for p in study}
         lo, hi = min(len(p.sequence) for p in study), max(len(p.sequence) for p in study)
-        pool = [p for p in iter_fasta(shared / "swissprot2014.fasta.gz")
+        pool = [p for p in iter_fasta(shared / SOURCE_FASTA)
                 if p.id not in taken and lo <= len(p.sequence) <= hi
-                and _STANDARD.fullmatch(p.sequence)]
+                and STANDARD_SEQUENCE.match(p.sequence)]
         chosen = sorted(random.Random(seed).sample(range(len(pool)), n))
         out.mkdir(parents=True, exist_ok=True)
         with atomic_write(fasta, "w") as fh:
@@ -143,16 +140,14 @@ def heldout_fve(rows: list[dict], study_fasta: Path, shared: Path, n: int, out: 
         row.update(fve_heldout=ev["fve"], l0_heldout=ev["l0"], n_heldout_tokens=ev["n_tokens"])
 
 
-def term_coverage(unit: Path) -> dict:
+def term_coverage(unit: Path, summary: dict) -> dict:
     """Concept coverage of one layer's run (:func:`plmsae.analysis.associate.concept_coverage`):
-    from its summary.json, or computed from associations.parquet for runs made before the
-    summary recorded it."""
+    from its summary.json (``summary``), or computed from associations.parquet for runs made
+    before the summary recorded it."""
     import pandas as pd
 
-    from plmsae._util import read_json
     from plmsae.analysis.associate import concept_coverage
 
-    summary = read_json(unit / "assoc" / "summary.json")
     sources = ("sae", "neuron", "random")
     if all("concepts" in summary.get(s, {}) for s in sources):
         return {s: summary[s]["concepts"] for s in sources}
@@ -178,14 +173,11 @@ def coverage_table(rows: list[dict]) -> str:
 
 def explain_table(rows: list[dict]) -> str:
     """Median simulation r of the explanations with 95 % bootstrap CIs, per source."""
-    from plmsae._util import read_json
-
     lines = ["| level | layer | SAE | neurons |", "|---|---|---|---|"]
     for r in rows:
-        sources = read_json(Path(r["run"]) / "assoc" / "summary.json")["explain"]["sources"]
         cells = []
         for src in ("sae", "neuron"):
-            sim = sources[src]["simulation_r"]
+            sim = r["explain_ci"][src]
             lo, hi = sim["median_ci"]
             cells.append(f"{sim['median']:.2f} [{lo:.2f}, {hi:.2f}]")
         lines.append(f"| {r['level']} | {r['layer']} | " + " | ".join(cells) + " |")
@@ -206,7 +198,8 @@ def markdown_table(rows: list[dict]) -> str:
         for c in r["sources"]["sae"]["by_category"]:
             if c not in cats:
                 cats.append(c)
-    lines = ["| level | layer | FVE | held-out FVE | L0 | dead | SAE features associated | neurons | random | "
+    lines = ["| level | layer | FVE | held-out FVE | L0 | dead | SAE features associated | "
+             "neurons | random | "
              + " | ".join(f"SAE {c} (neuron, random)" for c in cats)
              + " | median sim. r SAE | median sim. r neuron |",
              "|" + "---|" * (11 + len(cats))]

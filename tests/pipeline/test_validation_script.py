@@ -27,7 +27,7 @@ def test_term_coverage_reads_the_summary_or_recomputes_it(study, tmp_path):
                  ).to_parquet(unit / "assoc" / "associations.parquet")
     summary = {s: {"n_features": n} for s, n in (("sae", 8), ("neuron", 2), ("random", 2))}
     (unit / "assoc" / "summary.json").write_text(json.dumps(summary))
-    cov = study.term_coverage(unit)  # a run made before summary.json held the coverage
+    cov = study.term_coverage(unit, summary)  # a run made before summary.json held the coverage
     assert cov["sae"]["n_concepts_associated"] == 2 and cov["neuron"]["n_concepts_associated"] == 1
     assert cov["sae"]["matched_n_features"] == 2
 
@@ -38,7 +38,7 @@ def test_term_coverage_reads_the_summary_or_recomputes_it(study, tmp_path):
     for s in summary:  # newer runs: read, not recomputed
         summary[s]["concepts"] = {"n_concepts_associated": 7, "n_concepts_f1_05": 1}
     (unit / "assoc" / "summary.json").write_text(json.dumps(summary))
-    assert study.term_coverage(unit)["random"]["n_concepts_associated"] == 7
+    assert study.term_coverage(unit, summary)["random"]["n_concepts_associated"] == 7
 
 
 def test_markdown_table_shows_missing_heldout_as_dash(study):

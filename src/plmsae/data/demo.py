@@ -31,7 +31,7 @@ SOURCE_FASTA = "swissprot2014.fasta.gz"
 SOURCE_GO = "swissprot2014_go.tsv.gz"
 SOURCE_OBO = "go-basic-2022-07-01.obo.gz"
 GO_CATEGORIES = ("GO:BP", "GO:MF", "GO:CC")
-_STANDARD = re.compile("^[ACDEFGHIKLMNPQRSTVWY]+$")
+STANDARD_SEQUENCE = re.compile("^[ACDEFGHIKLMNPQRSTVWY]+$")
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ def make_subset(out: str | Path, data_dir: str | Path, *, n: int = 2000, min_len
 
     sequences: dict[str, str] = {}
     for p in iter_fasta(sources[SOURCE_FASTA]):
-        if (min_length <= len(p.sequence) <= max_length and _STANDARD.match(p.sequence)
+        if (min_length <= len(p.sequence) <= max_length and STANDARD_SEQUENCE.match(p.sequence)
                 and p.id in raw and any(p.id in full[c] for c in GO_CATEGORIES)):
             sequences[p.id] = p.sequence
     candidates = list(sequences)  # FASTA order
