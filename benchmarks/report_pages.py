@@ -29,9 +29,17 @@ def browser_timings(site: Path) -> dict | None:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
+        b = p.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
         pg = b.new_page()
         t0 = time.perf_counter()
         pg.goto((site / "index.html").as_uri())
@@ -48,15 +56,22 @@ def browser_timings(site: Path) -> dict | None:
         pg.click("th[data-key=density]")
         sort = time.perf_counter() - sort_t0
         b.close()
-    return {"index_load_s": round(load, 3), "search_ms": round(search_ms, 1),
-            "sort_click_s": round(sort, 3)}
+    return {
+        "index_load_s": round(load, 3),
+        "search_ms": round(search_ms, 1),
+        "sort_click_s": round(sort, 3),
+    }
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--features", type=int, default=20000)
     ap.add_argument("--proteins", type=int, default=2000)
-    ap.add_argument("--workdir", type=Path, default=None, help="keep the synthetic data and site here")
+    ap.add_argument(
+        "--workdir", type=Path, default=None, help="keep the synthetic data and site here"
+    )
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     a = ap.parse_args()
     from synthetic import make_assoc_dir
@@ -75,12 +90,18 @@ def main() -> None:
     site = json.loads((work / "site" / "site.json").read_text())
     pages = list((work / "site" / "features").iterdir())
     out = {
-        "features": a.features, "proteins": a.proteins, "pages": site["n_pages"],
-        "report_seconds": round(t_report, 2), "page_seconds": site["page_seconds"],
+        "features": a.features,
+        "proteins": a.proteins,
+        "pages": site["n_pages"],
+        "report_seconds": round(t_report, 2),
+        "page_seconds": site["page_seconds"],
         "pages_per_second": site["pages_per_second"],
         "mean_page_kib": round(sum(p.stat().st_size for p in pages) / len(pages) / 1024, 1),
-        "table_data_mib": round((work / "site" / "assets" / "atlas-data.js").stat().st_size / 2**20, 2),
-        "synthetic_data_seconds": round(t_data, 1), "browser": browser_timings(work / "site"),
+        "table_data_mib": round(
+            (work / "site" / "assets" / "atlas-data.js").stat().st_size / 2**20, 2
+        ),
+        "synthetic_data_seconds": round(t_data, 1),
+        "browser": browser_timings(work / "site"),
     }
     if a.json:
         print(json.dumps(out))

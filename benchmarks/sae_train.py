@@ -31,9 +31,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 os.environ.setdefault("PLMSAE_NO_PROGRESS", "1")
 
-from plmsae.sae.base import default_lr  # noqa: E402
-from plmsae.sae.data import TensorStore  # noqa: E402
-from plmsae.sae.train import lr_at, train  # noqa: E402
+from plmsae.sae.base import default_lr
+from plmsae.sae.data import TensorStore
+from plmsae.sae.train import lr_at, train
 
 D_IN, LATENTS, K, BATCH = 480, 20_000, 64, 4096
 
@@ -50,8 +50,9 @@ def synthetic(n: int, d: int = D_IN, n_dirs: int = 4000, active: int = 24, seed:
         m = min(8192, n - s)
         idx = torch.multinomial(freq, active * m, replacement=True, generator=g).view(m, active)
         mag = torch.empty(m, active).exponential_(generator=g)
-        out[s:s + m] = torch.nn.functional.embedding_bag(idx, D, per_sample_weights=mag,
-                                                         mode="sum")
+        out[s : s + m] = torch.nn.functional.embedding_bag(
+            idx, D, per_sample_weights=mag, mode="sum"
+        )
     out += 0.05 * torch.randn(n, d, generator=g) + 0.5 * torch.randn(d, generator=g)
     return out * (math.sqrt(d) / out.norm(dim=1).mean())
 
@@ -78,9 +79,20 @@ def fve(recon: torch.Tensor, x: torch.Tensor) -> float:
 
 def run_plmsae(train_x, test_x, steps, select_dtype):
     with tempfile.TemporaryDirectory() as d:
-        sae, m = train(TensorStore(train_x), out=Path(d) / "sae", arch="topk", latents=LATENTS,
-                       k=K, batch_size=BATCH, tokens=steps * BATCH, checkpoint_every=0,
-                       select_dtype=select_dtype, device="cpu", seed=0, log_every=1)
+        sae, m = train(
+            TensorStore(train_x),
+            out=Path(d) / "sae",
+            arch="topk",
+            latents=LATENTS,
+            k=K,
+            batch_size=BATCH,
+            tokens=steps * BATCH,
+            checkpoint_every=0,
+            select_dtype=select_dtype,
+            device="cpu",
+            seed=0,
+            log_every=1,
+        )
         rec = [json.loads(line) for line in (Path(d) / "sae" / "metrics.jsonl").open()]
     # the log's tokens_per_s is cumulative from the start; leave out the first step (one-off
     # allocations) as for the other variants
@@ -171,8 +183,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2, help="alternating rounds")
     ap.add_argument("--store", help="use real activations from this plmsae store")
     ap.add_argument("--layer", type=int, default=None)
-    ap.add_argument("--variants", default="plmsae,sparsify",
-                    help="comma list of plmsae, plmsae-fp32, dense, sparsify")
+    ap.add_argument(
+        "--variants",
+        default="plmsae,sparsify",
+        help="comma list of plmsae, plmsae-fp32, dense, sparsify",
+    )
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
 
@@ -181,10 +196,12 @@ def main() -> None:
     global D_IN
     D_IN = data.shape[1]
     train_x, test_x = data[:n_train].contiguous(), data[n_train:].contiguous()
-    runners = {"plmsae": lambda: run_plmsae(train_x, test_x, a.steps, "auto"),
-               "plmsae-fp32": lambda: run_plmsae(train_x, test_x, a.steps, "float32"),
-               "dense": lambda: run_dense(train_x, test_x, a.steps),
-               "sparsify": lambda: run_sparsify(train_x, test_x, a.steps)}
+    runners = {
+        "plmsae": lambda: run_plmsae(train_x, test_x, a.steps, "auto"),
+        "plmsae-fp32": lambda: run_plmsae(train_x, test_x, a.steps, "float32"),
+        "dense": lambda: run_dense(train_x, test_x, a.steps),
+        "sparsify": lambda: run_sparsify(train_x, test_x, a.steps),
+    }
     variants = a.variants.split(",")
     res: dict[str, list[tuple[float, float]]] = {v: [] for v in variants}
     for r in range(a.rounds):
@@ -193,17 +210,21 @@ def main() -> None:
             res[v].append((tps, f))
             if not a.json:
                 print(f"round {r + 1} {v:12s} {tps:8.0f} tokens/s  FVE {f:.4f}", flush=True)
-    out = {"data": f"store {a.store}" if a.store else "synthetic sparse-structured 480-d",
-           "config": f"TopK {D_IN}->{LATENTS}, k={K}, batch {BATCH}, {a.steps} steps, Adam",
-           "threads": torch.get_num_threads(), "rounds": a.rounds}
+    out = {
+        "data": f"store {a.store}" if a.store else "synthetic sparse-structured 480-d",
+        "config": f"TopK {D_IN}->{LATENTS}, k={K}, batch {BATCH}, {a.steps} steps, Adam",
+        "threads": torch.get_num_threads(),
+        "rounds": a.rounds,
+    }
     for v in variants:
         key = v.replace("-", "_")
         out[f"{key}_tokens_per_s"] = statistics.median(t for t, _ in res[v])
         out[f"{key}_fve"] = statistics.median(f for _, f in res[v])
     if "plmsae" in res and "sparsify" in res:
         # ratio per round (the two runs of a round saw similar machine load), then the median
-        out["ratio"] = statistics.median(p[0] / s[0] for p, s in zip(res["plmsae"],
-                                                                      res["sparsify"]))
+        out["ratio"] = statistics.median(
+            p[0] / s[0] for p, s in zip(res["plmsae"], res["sparsify"])
+        )
     if a.json:
         print(json.dumps(out))
     else:

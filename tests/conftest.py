@@ -15,8 +15,39 @@ import pytest
 os.environ.setdefault("PLMSAE_NO_PROGRESS", "1")
 
 ESM_VOCAB = [
-    "<cls>", "<pad>", "<eos>", "<unk>", "L", "A", "G", "V", "S", "E", "R", "T", "I", "D", "P", "K",
-    "Q", "N", "F", "Y", "M", "H", "W", "C", "X", "B", "U", "Z", "O", ".", "-", "<null_1>", "<mask>",
+    "<cls>",
+    "<pad>",
+    "<eos>",
+    "<unk>",
+    "L",
+    "A",
+    "G",
+    "V",
+    "S",
+    "E",
+    "R",
+    "T",
+    "I",
+    "D",
+    "P",
+    "K",
+    "Q",
+    "N",
+    "F",
+    "Y",
+    "M",
+    "H",
+    "W",
+    "C",
+    "X",
+    "B",
+    "U",
+    "Z",
+    "O",
+    ".",
+    "-",
+    "<null_1>",
+    "<mask>",
 ]
 
 TINY_PROTEINS = {
@@ -39,10 +70,19 @@ def tiny_esm_dir(tmp_path_factory) -> Path:
     (d / "vocab.txt").write_text("\n".join(ESM_VOCAB) + "\n")
     tok = EsmTokenizer(vocab_file=str(d / "vocab.txt"))
     cfg = EsmConfig(
-        vocab_size=len(ESM_VOCAB), hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
-        intermediate_size=64, max_position_embeddings=130, position_embedding_type="rotary",
-        pad_token_id=1, mask_token_id=32, token_dropout=True, emb_layer_norm_before=False,
-        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+        vocab_size=len(ESM_VOCAB),
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=130,
+        position_embedding_type="rotary",
+        pad_token_id=1,
+        mask_token_id=32,
+        token_dropout=True,
+        emb_layer_norm_before=False,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
     )
     torch.manual_seed(0)
     model = EsmForMaskedLM(cfg).eval()
@@ -54,8 +94,12 @@ def tiny_esm_dir(tmp_path_factory) -> Path:
 @pytest.fixture()
 def tiny_fasta(tmp_path) -> Path:
     p = tmp_path / "tiny.fasta"
-    p.write_text("".join(f">sp|{k}|TEST_{i} test protein {i}\n{v}\n"
-                         for i, (k, v) in enumerate(TINY_PROTEINS.items())))
+    p.write_text(
+        "".join(
+            f">sp|{k}|TEST_{i} test protein {i}\n{v}\n"
+            for i, (k, v) in enumerate(TINY_PROTEINS.items())
+        )
+    )
     return p
 
 
@@ -75,8 +119,9 @@ def tiny_proteins() -> dict[str, str]:
     return dict(TINY_PROTEINS)
 
 
-def write_family_fasta(path: Path, n_families: int, length: int, n_mutations: int,
-                       members: int = 4, seed: int = 0) -> tuple[list[str], list[str]]:
+def write_family_fasta(
+    path: Path, n_families: int, length: int, n_mutations: int, members: int = 4, seed: int = 0
+) -> tuple[list[str], list[str]]:
     """Families of near-identical random proteins (``members`` per family, each a copy of the
     family's base sequence with ``n_mutations`` substitutions), IDs ``Q<family><member>``: input
     for homology splits and planted associations. Returns (ids, sequences)."""

@@ -3,12 +3,10 @@
 import subprocess
 import sys
 
-import plmsae
-
 
 def test_stage_functions_are_functions_even_after_subpackage_imports():
-    import plmsae.embed.store  # noqa: F401  (imports the subpackage of the same name)
-    import plmsae.report.report  # noqa: F401
+    import plmsae.embed.store
+    import plmsae.report.report
 
     assert callable(plmsae.embed) and plmsae.embed.__name__ == "embed"
     assert callable(plmsae.report) and plmsae.report.__name__ == "report"
@@ -34,7 +32,10 @@ def test_every_stage_is_a_cli_command_with_the_same_options():
 def test_cli_reports_user_errors_without_traceback(tmp_path):
     bad = tmp_path / "empty.fasta"
     bad.write_text("")
-    r = subprocess.run([sys.executable, "-m", "plmsae", "embed", str(bad), "--out",
-                        str(tmp_path / "store")], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "plmsae", "embed", str(bad), "--out", str(tmp_path / "store")],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2
     assert "empty.fasta" in r.stderr and "Traceback" not in r.stderr

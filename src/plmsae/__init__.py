@@ -11,7 +11,8 @@ Imports are lazy so that ``import plmsae`` stays fast and light.
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import PackageNotFoundError, version as _version
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
 
 try:
     __version__ = _version("plmsae")

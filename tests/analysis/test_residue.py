@@ -35,10 +35,17 @@ def test_worked_example():
     assert counts["tp"][1, 0].tolist() == [1, 0]
     assert counts["active"][1, 0].tolist() == [2, 1]
     assert counts["found"][1, 0].tolist() == [1, 0]
-    res = residue.residue_scores(counts, counts, n_pos_sel=[5, 1], n_pos_rep=[5, 1],
-                                 n_inst_sel=[2, 1], n_inst_rep=[2, 1],
-                                 concept_types=np.array([0, 1]),
-                                 single_residue=np.array([False, True]), thresholds=thresholds)
+    res = residue.residue_scores(
+        counts,
+        counts,
+        n_pos_sel=[5, 1],
+        n_pos_rep=[5, 1],
+        n_inst_sel=[2, 1],
+        n_inst_rep=[2, 1],
+        concept_types=np.array([0, 1]),
+        single_residue=np.array([False, True]),
+        thresholds=thresholds,
+    )
     by_concept = {int(c): i for i, c in enumerate(res["concept"])}
     d = by_concept[0]
     # Domain:X: t=0: P=2/4, domain recall=1/2 -> F1=0.5; t=0.5: P=1/2, dR=1/2 -> F1=0.5 -> tie -> t=0

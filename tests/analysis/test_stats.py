@@ -40,8 +40,12 @@ def test_fisher_matches_scipy_on_random_tables():
         rows.append((a, n, K, N))
     a, n, K, N = map(np.array, zip(*rows))
     ours = stats.fisher_greater(a, n, K, N)
-    ref = np.array([fisher_exact([[ai, ni - ai], [Ki - ai, Ni - ni - Ki + ai]],
-                                 alternative="greater")[1] for ai, ni, Ki, Ni in rows])
+    ref = np.array(
+        [
+            fisher_exact([[ai, ni - ai], [Ki - ai, Ni - ni - Ki + ai]], alternative="greater")[1]
+            for ai, ni, Ki, Ni in rows
+        ]
+    )
     ok = ref > 1e-300
     np.testing.assert_allclose(ours[ok], ref[ok], rtol=1e-9)
     assert (ours[~ok] < 1e-290).all()
@@ -52,8 +56,8 @@ def test_extreme_tails_and_edges():
     p = stats.hypergeom_sf(150, 100000, 200, 300)
     assert p == pytest.approx(hypergeom.sf(149, 100000, 200, 300), rel=1e-9)
     assert 0 < p < 1e-300 or p < 1e-250
-    assert stats.hypergeom_sf(0, 50, 10, 5) == 1.0      # k at the bottom of the support
-    assert stats.hypergeom_sf(6, 50, 10, 5) == 0.0      # k above the support
+    assert stats.hypergeom_sf(0, 50, 10, 5) == 1.0  # k at the bottom of the support
+    assert stats.hypergeom_sf(6, 50, 10, 5) == 0.0  # k above the support
     out = stats.hypergeom_sf(np.array([[1, 2], [3, 4]]), 40, 10, 10)
     assert out.shape == (2, 2) and np.all(np.diff(out.ravel()) < 0)
     with pytest.raises(ValueError):
@@ -97,8 +101,10 @@ def test_enrichment_matches_loop():
     for f, c, both, p in zip(res["feature"], res["concept"], res["n_both"], res["p_value"]):
         a = int((A[:, f] & C[:, c]).sum())
         assert both == a
-        ref = fisher_exact([[a, A[:, f].sum() - a], [C[:, c].sum() - a, 200 - A[:, f].sum() - C[:, c].sum() + a]],
-                           alternative="greater")[1]
+        ref = fisher_exact(
+            [[a, A[:, f].sum() - a], [C[:, c].sum() - a, 200 - A[:, f].sum() - C[:, c].sum() + a]],
+            alternative="greater",
+        )[1]
         assert p == pytest.approx(ref, rel=1e-9)
     assert len(res["feature"]) == int(((A.T.astype(int) @ C.astype(int)) >= 1).sum())
     np.testing.assert_array_equal(res["n_active"], A.sum(axis=0))
@@ -119,8 +125,15 @@ def test_score_features_against_brute_force(route, monkeypatch):
     category = np.array(["GO:BP", "GO:BP", "family", "family"])
     split = np.where(rng.random(n) < 0.5, "validation", "test")
     thresholds = (0.0, 0.15, 0.5)
-    res = stats.score_features(sp.csr_matrix(dense), sp.csr_matrix(C), category, split,
-                               thresholds=thresholds, min_concept=5, min_both=3)
+    res = stats.score_features(
+        sp.csr_matrix(dense),
+        sp.csr_matrix(C),
+        category,
+        split,
+        thresholds=thresholds,
+        min_concept=5,
+        min_both=3,
+    )
     fmax = dense.max(axis=0)
     seen = 0
     for cat in ("GO:BP", "family"):
@@ -128,12 +141,23 @@ def test_score_features_against_brute_force(route, monkeypatch):
         pop = C[:, cols].any(axis=1)
         for c in cols:
             for f in range(F):
+
                 def counts(part, t):
                     rows = pop & (split == part)
                     act = dense[rows, f] > t * fmax[f]
-                    return int((act & C[rows, c]).sum()), int(act.sum()), int(C[rows, c].sum()), int(rows.sum())
-                f1s = [2 * counts("validation", t)[0] / max(1, counts("validation", t)[1] + counts("validation", t)[2])
-                       for t in thresholds]
+                    return (
+                        int((act & C[rows, c]).sum()),
+                        int(act.sum()),
+                        int(C[rows, c].sum()),
+                        int(rows.sum()),
+                    )
+
+                f1s = [
+                    2
+                    * counts("validation", t)[0]
+                    / max(1, counts("validation", t)[1] + counts("validation", t)[2])
+                    for t in thresholds
+                ]
                 best = int(np.argmax(f1s))
                 a, na, nc, npop = counts("test", thresholds[best])
                 hit = (res["feature"] == f) & (res["concept"] == c)
@@ -141,9 +165,15 @@ def test_score_features_against_brute_force(route, monkeypatch):
                     assert hit.sum() == 1
                     i = int(np.flatnonzero(hit)[0])
                     assert res["threshold"][i] == thresholds[best]
-                    assert (res["n_both"][i], res["n_active"][i], res["n_concept"][i],
-                            res["n_population"][i]) == (a, na, nc, npop)
-                    ref = fisher_exact([[a, na - a], [nc - a, npop - na - nc + a]], alternative="greater")[1]
+                    assert (
+                        res["n_both"][i],
+                        res["n_active"][i],
+                        res["n_concept"][i],
+                        res["n_population"][i],
+                    ) == (a, na, nc, npop)
+                    ref = fisher_exact(
+                        [[a, na - a], [nc - a, npop - na - nc + a]], alternative="greater"
+                    )[1]
                     assert res["p_value"][i] == pytest.approx(ref, rel=1e-9)
                     rows = pop & (split == "test")
                     x, y = dense[rows, f], C[rows, c]
@@ -159,7 +189,9 @@ def test_score_features_against_brute_force(route, monkeypatch):
     # q-values: one BH family per category
     for cat_cols in ([0, 1], [2, 3]):
         m = np.isin(res["concept"], cat_cols)
-        np.testing.assert_allclose(res["q_value"][m], multipletests(res["p_value"][m], method="fdr_bh")[1])
+        np.testing.assert_allclose(
+            res["q_value"][m], multipletests(res["p_value"][m], method="fdr_bh")[1]
+        )
 
 
 def test_bh_grouped_matches_statsmodels_per_group():
@@ -172,8 +204,9 @@ def test_bh_grouped_matches_statsmodels_per_group():
         m = group == g
         np.testing.assert_allclose(q[m], multipletests(p[m], method="fdr_bh")[1], rtol=1e-12)
         padded = np.concatenate([p[m], np.ones(200 - m.sum())])
-        np.testing.assert_allclose(q50[m], multipletests(padded, method="fdr_bh")[1][:m.sum()],
-                                   rtol=1e-12)
+        np.testing.assert_allclose(
+            q50[m], multipletests(padded, method="fdr_bh")[1][: m.sum()], rtol=1e-12
+        )
     with pytest.raises(ValueError):
         stats.bh_qvalues_grouped(np.array([1, 0]), np.array([0.1, 0.2]))
 

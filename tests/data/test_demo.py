@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from plmsae._util import InputError, sha256_file
 from plmsae.data.annotations import read_annotations
 from plmsae.data.demo import demo_paths, make_subset
 from plmsae.data.fasta import read_fasta
 from plmsae.data.ontology import Ontology
-from plmsae._util import InputError, sha256_file
 
 MINI_OBO = Path(__file__).parent / "files" / "mini.obo"
 
@@ -104,7 +104,9 @@ def test_make_subset_is_deterministic_and_self_consistent(tmp_path):
     assert rec3["files"]["demo.fasta.gz"] != rec1["files"]["demo.fasta.gz"]
 
     proteins = read_fasta(tmp_path / "a" / "demo.fasta.gz")
-    assert len(proteins) == 40 and all(50 <= len(p) <= 600 and "X" not in p.sequence for p in proteins)
+    assert len(proteins) == 40 and all(
+        50 <= len(p) <= 600 and "X" not in p.sequence for p in proteins
+    )
     onto = Ontology.load(tmp_path / "a" / "demo_go.obo.gz")
     assert onto.n_obsolete == 1 and onto.primary("GO:0000099") == "GO:0000013"
     ann = read_annotations(tmp_path / "a" / "demo_go.tsv.gz", onto)

@@ -21,15 +21,24 @@ def test_reads_tiny_fasta_with_uniprot_ids(tiny_fasta, tiny_proteins):
     assert len(proteins[0]) == len(TINY_PROTEINS["P00001"])
 
 
-@pytest.mark.parametrize("header,expected", [
-    ("sp|P12345|NAME_HUMAN Some protein OS=Homo sapiens", ("P12345", "NAME_HUMAN Some protein OS=Homo sapiens")),
-    ("tr|A0A024R161|A0A024R161_HUMAN Uncharacterized", ("A0A024R161", "A0A024R161_HUMAN Uncharacterized")),
-    ("seq1  first  one", ("seq1", "first  one")),
-    ("A0A183", ("A0A183", "")),
-    ("P1\tdesc here ", ("P1", "desc here")),
-    ("sp|P12345|", ("P12345", "")),
-    ("gi|123|ref|NP_1| x", ("gi|123|ref|NP_1|", "x")),  # only sp/tr are UniProt headers
-])
+@pytest.mark.parametrize(
+    "header,expected",
+    [
+        (
+            "sp|P12345|NAME_HUMAN Some protein OS=Homo sapiens",
+            ("P12345", "NAME_HUMAN Some protein OS=Homo sapiens"),
+        ),
+        (
+            "tr|A0A024R161|A0A024R161_HUMAN Uncharacterized",
+            ("A0A024R161", "A0A024R161_HUMAN Uncharacterized"),
+        ),
+        ("seq1  first  one", ("seq1", "first  one")),
+        ("A0A183", ("A0A183", "")),
+        ("P1\tdesc here ", ("P1", "desc here")),
+        ("sp|P12345|", ("P12345", "")),
+        ("gi|123|ref|NP_1| x", ("gi|123|ref|NP_1|", "x")),  # only sp/tr are UniProt headers
+    ],
+)
 def test_parse_header(header, expected):
     assert parse_header(header) == expected
 
@@ -67,7 +76,9 @@ def test_duplicate_id(tmp_path):
     with pytest.raises(InputError) as e:
         read_fasta(p)
     msg = str(e.value)
-    assert str(p) in msg and "line 5" in msg and "P1" in msg and "duplicate" in msg and "Fix:" in msg
+    assert (
+        str(p) in msg and "line 5" in msg and "P1" in msg and "duplicate" in msg and "Fix:" in msg
+    )
 
 
 def test_empty_sequence(tmp_path):
@@ -81,9 +92,16 @@ def test_only_stop_is_empty(tmp_path):
         read_fasta(write(tmp_path, ">a\n*\n"))
 
 
-@pytest.mark.parametrize("seq,char,line", [
-    ("MKT\nAJK", "J", 3), ("MK*T", "*", 2), ("MK-T", "-", 2), ("MK\n\nLL1", "1", 4), ("MK T\nA#", "#", 3),
-])
+@pytest.mark.parametrize(
+    "seq,char,line",
+    [
+        ("MKT\nAJK", "J", 3),
+        ("MK*T", "*", 2),
+        ("MK-T", "-", 2),
+        ("MK\n\nLL1", "1", 4),
+        ("MK T\nA#", "#", 3),
+    ],
+)
 def test_bad_character_names_line_record_and_fix(tmp_path, seq, char, line):
     p = write(tmp_path, f">ok\nMK\n>bad\n{seq}\n".replace(">ok\nMK\n", ""))
     with pytest.raises(InputError) as e:
@@ -128,7 +146,9 @@ def test_blocks_boundaries_give_same_records_and_line_numbers(tmp_path, monkeypa
     """Records that straddle the read blocks are reassembled; line numbers stay exact."""
     import plmsae.data.fasta as fasta
 
-    text = "\n\n" + "".join(f">p{i} d{i}\n{'MKTAYIAKQR' * (i % 7 + 1)}\n{'LL' * i}\n" for i in range(300))
+    text = "\n\n" + "".join(
+        f">p{i} d{i}\n{'MKTAYIAKQR' * (i % 7 + 1)}\n{'LL' * i}\n" for i in range(300)
+    )
     p = write(tmp_path, text)
     expected = read_fasta(p)
     monkeypatch.setattr(fasta, "_BLOCK_CHARS", 37)

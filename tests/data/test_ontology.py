@@ -43,7 +43,13 @@ def test_alt_ids_map_to_primary(onto):
 
 def test_ancestors_diamond_part_of_not_regulates(onto):
     bp = "GO:0008150"
-    assert onto.ancestors("GO:0000013") == {"GO:0000013", "GO:0000011", "GO:0000012", "GO:0000010", bp}
+    assert onto.ancestors("GO:0000013") == {
+        "GO:0000013",
+        "GO:0000011",
+        "GO:0000012",
+        "GO:0000010",
+        bp,
+    }
     assert onto.ancestors("GO:0000099") == onto.ancestors("GO:0000013")
     assert onto.ancestors("GO:0000020") == {"GO:0000020", "GO:0000021", "GO:0005575"}
     assert onto.ancestors("GO:0000030") == {"GO:0000030", bp}  # regulates is not followed
@@ -54,8 +60,15 @@ def test_ancestors_diamond_part_of_not_regulates(onto):
 
 def test_propagate(onto):
     got = onto.propagate(["GO:0000099", "GO:0000040", "GO:0000005", "GO:1234567"])
-    assert got == {"GO:0000013", "GO:0000011", "GO:0000012", "GO:0000010", "GO:0008150",
-                   "GO:0000040", "GO:0003674"}
+    assert got == {
+        "GO:0000013",
+        "GO:0000011",
+        "GO:0000012",
+        "GO:0000010",
+        "GO:0008150",
+        "GO:0000040",
+        "GO:0003674",
+    }
     assert onto.propagate([]) == set()
 
 
@@ -67,8 +80,10 @@ def test_gzip_by_content(tmp_path):
 
 def test_cycle_is_an_input_error(tmp_path):
     p = tmp_path / "cycle.obo"
-    p.write_text("format-version: 1.2\n\n[Term]\nid: X:1\nname: a\nnamespace: n\nis_a: X:2\n\n"
-                 "[Term]\nid: X:2\nname: b\nnamespace: n\nis_a: X:1\n")
+    p.write_text(
+        "format-version: 1.2\n\n[Term]\nid: X:1\nname: a\nnamespace: n\nis_a: X:2\n\n"
+        "[Term]\nid: X:2\nname: b\nnamespace: n\nis_a: X:1\n"
+    )
     with pytest.raises(InputError, match="cycle"):
         Ontology.load(p).ancestors("X:1")
 
@@ -87,7 +102,10 @@ def test_real_go_basic(shared_data):
     go = Ontology.load(shared_data / "go-basic-2022-07-01.obo.gz")
     assert 40_000 < len(go) < 50_000 and go.n_obsolete > 1000
     assert {go.namespace(t) for t in go.terms} == {
-        "biological_process", "molecular_function", "cellular_component"}
+        "biological_process",
+        "molecular_function",
+        "cellular_component",
+    }
     # GO:0019952 is an alt_id of GO:0000003 reproduction
     assert go.primary("GO:0019952") == "GO:0000003" and go.name("GO:0019952") == "reproduction"
     # protein kinase activity -> kinase activity -> catalytic activity -> molecular_function

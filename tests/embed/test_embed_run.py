@@ -33,8 +33,11 @@ def _direct(lm, sequence: str) -> tuple:
 
 def _files(store: Path) -> dict[str, bytes]:
     """Every file of a store except meta.json (which holds the input path)."""
-    return {str(p.relative_to(store)): p.read_bytes() for p in sorted(store.rglob("*"))
-            if p.is_file() and p.name != "meta.json"}
+    return {
+        str(p.relative_to(store)): p.read_bytes()
+        for p in sorted(store.rglob("*"))
+        if p.is_file() and p.name != "meta.json"
+    }
 
 
 def test_residues_equal_direct_forward(tiny_store, tiny_lm, tiny_fasta):
@@ -49,9 +52,12 @@ def test_residues_equal_direct_forward(tiny_store, tiny_lm, tiny_fasta):
             got = store.residues(p.id, layer)
             assert got.shape == (len(p.sequence), 32) and got.dtype == np.float32
             # proteins longer than the context: stitched from direct forwards of each window
-            expected = np.concatenate([
-                _direct(tiny_lm, p.sequence[s:e])[layer][0, 1 + ks - s:1 + ke - s].numpy()
-                for s, e, ks, ke in windows(len(p.sequence), window)])
+            expected = np.concatenate(
+                [
+                    _direct(tiny_lm, p.sequence[s:e])[layer][0, 1 + ks - s : 1 + ke - s].numpy()
+                    for s, e, ks, ke in windows(len(p.sequence), window)
+                ]
+            )
             np.testing.assert_allclose(got, expected, atol=ATOL, rtol=0)
             np.testing.assert_allclose(store.pooled(p.id, layer), got.mean(0), atol=1e-6)
     # a protein that fits: exactly the direct forward of the whole protein, BOS/EOS dropped
@@ -91,8 +97,9 @@ def test_meta_and_layout(tiny_store, tiny_fasta, tiny_esm_dir):
 def test_truncated_model_gives_same_layers(tmp_path, tiny_fasta, tiny_lm, tiny_store):
     """Layer 1 alone (blocks 2-3 not run) equals layer 1 of the full run; the model is restored."""
     n_blocks = len(tiny_lm.encoder.encoder.layer)
-    low = ActivationStore(embed(tiny_fasta, tmp_path / "low", model=tiny_lm, layers=[1],
-                                shard_size=200))
+    low = ActivationStore(
+        embed(tiny_fasta, tmp_path / "low", model=tiny_lm, layers=[1], shard_size=200)
+    )
     full = ActivationStore(tiny_store)
     for pid in full.ids:
         np.testing.assert_allclose(low.residues(pid), full.residues(pid, 1), atol=1e-6)
@@ -103,8 +110,16 @@ def test_truncated_model_gives_same_layers(tmp_path, tiny_fasta, tiny_lm, tiny_s
 def test_half_precision_storage(tmp_path, tiny_fasta, tiny_lm, tiny_store):
     full = ActivationStore(tiny_store)
     for dtype in ("float16", "bfloat16"):
-        half = ActivationStore(embed(tiny_fasta, tmp_path / dtype, model=tiny_lm,
-                                     layers=[0, 1, 3], shard_size=200, dtype=dtype))
+        half = ActivationStore(
+            embed(
+                tiny_fasta,
+                tmp_path / dtype,
+                model=tiny_lm,
+                layers=[0, 1, 3],
+                shard_size=200,
+                dtype=dtype,
+            )
+        )
         assert half.meta["dtype"] == dtype
         for pid in full.ids:
             a, b = half.residues(pid, 3), full.residues(pid, 3)
@@ -142,9 +157,13 @@ def test_interrupted_run_resumes_to_identical_store(tmp_path, tiny_fasta, tiny_l
     monkeypatch.setattr(embed_mod, "_write_shard", real_write)
     computed = []
     real_compute_activations = embed_mod.compute_activations
-    monkeypatch.setattr(embed_mod, "compute_activations",
-                        lambda lm, proteins, *a: computed.append([p.id for p in proteins])
-                        or real_compute_activations(lm, proteins, *a))
+    monkeypatch.setattr(
+        embed_mod,
+        "compute_activations",
+        lambda lm, proteins, *a: (
+            computed.append([p.id for p in proteins]) or real_compute_activations(lm, proteins, *a)
+        ),
+    )
     embed(tiny_fasta, out, model=tiny_lm, layers=[1, 3], shard_size=200)
     assert computed == [["P00002", "P00003"], ["P00004", "P00005"]]  # shard 0 reused
     assert (out / "shards" / "00000.safetensors").stat().st_mtime_ns == first
@@ -163,8 +182,17 @@ def test_interrupted_run_resumes_to_identical_store(tmp_path, tiny_fasta, tiny_l
 def test_killed_process_resumes_to_identical_store(tmp_path, tiny_fasta, tiny_esm_dir):
     """A real SIGKILL of ``plmsae embed`` right after its first shard, then the same CLI command."""
     ref, out = tmp_path / "ref", tmp_path / "killed"
-    args = [str(tiny_fasta), "--out", "{out}", "--model", str(tiny_esm_dir), "--layer", "2",
-            "--shard-size", "200"]
+    args = [
+        str(tiny_fasta),
+        "--out",
+        "{out}",
+        "--model",
+        str(tiny_esm_dir),
+        "--layer",
+        "2",
+        "--shard-size",
+        "200",
+    ]
     script = textwrap.dedent("""
         import os, signal, sys
         from plmsae.embed import embed as m
@@ -180,8 +208,7 @@ def test_killed_process_resumes_to_identical_store(tmp_path, tiny_fasta, tiny_es
     env = {**os.environ, "PYTHONPATH": str(SRC), "PLMSAE_NO_PROGRESS": "1"}
 
     def run(mode, target):
-        cmd = [sys.executable, "-c", script, mode, "embed",
-               *[a.format(out=target) for a in args]]
+        cmd = [sys.executable, "-c", script, mode, "embed", *[a.format(out=target) for a in args]]
         return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
     assert run("ok", ref).returncode == 0
@@ -202,7 +229,9 @@ def test_damaged_shard_is_named_and_repaired(tiny_store, tiny_fasta, tiny_lm):
     data = bytearray(shard.read_bytes())
     data[-5] ^= 0xFF  # flip bits in the activations, same size
     shard.write_bytes(bytes(data))
-    with pytest.raises(InputError, match=r"shards/00001.safetensors.*SHA-256.*re-run `plmsae embed`"):
+    with pytest.raises(
+        InputError, match=r"shards/00001.safetensors.*SHA-256.*re-run `plmsae embed`"
+    ):
         ActivationStore(tiny_store).verify()
     shard.write_bytes(bytes(data[:-100]))  # truncated: caught when opening
     with pytest.raises(InputError, match=r"shards/00001.safetensors.*re-run `plmsae embed`"):
@@ -211,10 +240,12 @@ def test_damaged_shard_is_named_and_repaired(tiny_store, tiny_fasta, tiny_lm):
     assert _files(tiny_store) == before
 
 
-@pytest.mark.parametrize("change", [
-    {"layers": [2]}, {"dtype": "float16"}, {"shard_size": 100}, {"fasta": "other"}])
-def test_different_command_on_same_store_is_refused(tiny_store, tiny_fasta, tiny_lm, change,
-                                                    tmp_path):
+@pytest.mark.parametrize(
+    "change", [{"layers": [2]}, {"dtype": "float16"}, {"shard_size": 100}, {"fasta": "other"}]
+)
+def test_different_command_on_same_store_is_refused(
+    tiny_store, tiny_fasta, tiny_lm, change, tmp_path
+):
     before = _files(tiny_store)
     kwargs = dict(model=tiny_lm, layers=[0, 1, 3], shard_size=200)
     fasta = tiny_fasta
@@ -263,12 +294,27 @@ def test_cli(tmp_path, tiny_fasta, tiny_esm_dir):
 
     runner = CliRunner()
     out = tmp_path / "cli_store"
-    res = runner.invoke(app, ["embed", str(tiny_fasta), "--model", str(tiny_esm_dir),
-                              "--layer", "1", "--layer", "2", "--out", str(out)])
+    res = runner.invoke(
+        app,
+        [
+            "embed",
+            str(tiny_fasta),
+            "--model",
+            str(tiny_esm_dir),
+            "--layer",
+            "1",
+            "--layer",
+            "2",
+            "--out",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     store = ActivationStore(out)
     assert store.layers == [1, 2] and len(store) == 5 and len(store.meta["shards"]) == 1
-    res = runner.invoke(app, ["embed", str(tiny_fasta), "--model", str(tiny_esm_dir),
-                              "--layer", "3", "--out", str(out)])
+    res = runner.invoke(
+        app,
+        ["embed", str(tiny_fasta), "--model", str(tiny_esm_dir), "--layer", "3", "--out", str(out)],
+    )
     assert res.exit_code == 2 and "different command" in res.output
     assert "Traceback" not in res.output

@@ -100,8 +100,7 @@ def test_target_layer_pairs_same_rows(tiny_store):
         np.testing.assert_array_equal(y.numpy(), y_all[idx])
         n += len(x)
     assert n == s.n_tokens
-    px, py = next(s.batches(4, level="protein", layer=1, target_layer=3, epochs=1,
-                            shuffle=False))
+    px, py = next(s.batches(4, level="protein", layer=1, target_layer=3, epochs=1, shuffle=False))
     np.testing.assert_array_equal(py.numpy(), s.pooled_matrix(3)[:4])
 
 
@@ -109,8 +108,10 @@ def test_target_layer_pairs_same_rows(tiny_store):
 def test_ranks_read_disjoint_rows_and_equal_batch_counts(tiny_store, world_size):
     """2 ranks: disjoint shards (store has 3); 5 ranks: more ranks than shards -> rows split."""
     s = ActivationStore(tiny_store)
-    per_rank = [list(s.batches(16, layer=1, epochs=1, seed=4, rank=r, world_size=world_size))
-                for r in range(world_size)]
+    per_rank = [
+        list(s.batches(16, layer=1, epochs=1, seed=4, rank=r, world_size=world_size))
+        for r in range(world_size)
+    ]
     counts = {len(b) for b in per_rank}
     assert len(counts) == 1 and counts.pop() > 0
     assert all(len(x) == 16 for b in per_rank for x in b)

@@ -11,12 +11,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
-import scipy.sparse as sp
-from scipy.stats import fisher_exact
-
 from synthetic_assoc import CONCEPTS, N_PLANTED, bh, write_assoc_dir  # noqa: F401
 
 
@@ -32,6 +27,7 @@ def assoc_dir(_assoc_template, tmp_path) -> Path:
 
 
 # ------------------------------------------------------------------ fake LLM server
+
 
 class FakeLLM:
     """Anthropic (/v1/messages) and OpenAI (/v1/chat/completions) on 127.0.0.1.
@@ -56,11 +52,19 @@ class FakeLLM:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["content-length"])))
                 with fake.lock:
-                    fake.requests.append({"path": self.path, "body": body,
-                                          "auth": self.headers.get("x-api-key") or self.headers.get("authorization")})
+                    fake.requests.append(
+                        {
+                            "path": self.path,
+                            "body": body,
+                            "auth": self.headers.get("x-api-key")
+                            or self.headers.get("authorization"),
+                        }
+                    )
                     fault = fake.faults.pop(0) if fake.faults else None
                 if isinstance(fault, int):
-                    data = json.dumps({"type": "error", "error": {"type": "fake", "message": f"fake {fault}"}}).encode()
+                    data = json.dumps(
+                        {"type": "error", "error": {"type": "fake", "message": f"fake {fault}"}}
+                    ).encode()
                     self.send_response(fault)
                     self.send_header("content-type", "application/json")
                     self.send_header("retry-after", "0")
@@ -72,16 +76,41 @@ class FakeLLM:
                     import time
 
                     time.sleep(1.0)
-                text = "I believe this feature is about kinases." if fault == "malformed" else fake.reply(body["messages"])
+                text = (
+                    "I believe this feature is about kinases."
+                    if fault == "malformed"
+                    else fake.reply(body["messages"])
+                )
                 if self.path.endswith("/messages"):
-                    resp = {"id": "msg_fake", "type": "message", "role": "assistant", "model": body["model"],
-                            "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
-                            "stop_sequence": None, "usage": {"input_tokens": 1000, "output_tokens": 50}}
+                    resp = {
+                        "id": "msg_fake",
+                        "type": "message",
+                        "role": "assistant",
+                        "model": body["model"],
+                        "content": [{"type": "text", "text": text}],
+                        "stop_reason": "end_turn",
+                        "stop_sequence": None,
+                        "usage": {"input_tokens": 1000, "output_tokens": 50},
+                    }
                 elif self.path.endswith("/chat/completions"):
-                    resp = {"id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": body["model"],
-                            "choices": [{"index": 0, "finish_reason": "stop",
-                                         "message": {"role": "assistant", "content": text}}],
-                            "usage": {"prompt_tokens": 1000, "completion_tokens": 50, "total_tokens": 1050}}
+                    resp = {
+                        "id": "chatcmpl-fake",
+                        "object": "chat.completion",
+                        "created": 0,
+                        "model": body["model"],
+                        "choices": [
+                            {
+                                "index": 0,
+                                "finish_reason": "stop",
+                                "message": {"role": "assistant", "content": text},
+                            }
+                        ],
+                        "usage": {
+                            "prompt_tokens": 1000,
+                            "completion_tokens": 50,
+                            "total_tokens": 1050,
+                        },
+                    }
                 else:
                     self.send_response(404)
                     self.end_headers()
@@ -105,13 +134,20 @@ class FakeLLM:
             desc = re.search(r'description:\n"(.*)"', first).group(1)
             key = re.search(r"carrying (.*?)\.$", desc).group(1) if "carrying" in desc else "\x00"
             blocks = re.split(r"\nProtein (\d+): ", first)[1:]
-            preds = {blocks[i]: (8 if key in blocks[i + 1] else 0) for i in range(0, len(blocks), 2)}
+            preds = {
+                blocks[i]: (8 if key in blocks[i + 1] else 0) for i in range(0, len(blocks), 2)
+            }
             return json.dumps(preds)
         # explanation: the top enrichment result, else the first annotation of the strongest example
-        m = (re.search(r"\n- (.+?) \[", first)
-             or re.search(r"Protein 1 \(activation [^)]*\): [^\n]*\n  [^:]+: ([^;(\n]+)", first))
+        m = re.search(r"\n- (.+?) \[", first) or re.search(
+            r"Protein 1 \(activation [^)]*\): [^\n]*\n  [^:]+: ([^;(\n]+)", first
+        )
         name = m.group(1).strip() if m else "nothing"
-        return "```json\n" + json.dumps({"label": name[:40], "description": f"Proteins carrying {name}."}) + "\n```"
+        return (
+            "```json\n"
+            + json.dumps({"label": name[:40], "description": f"Proteins carrying {name}."})
+            + "\n```"
+        )
 
     def close(self):
         self.server.shutdown()

@@ -5,15 +5,10 @@ when several test folders have one)."""
 from __future__ import annotations
 
 import json
-import re
-import shutil
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 import scipy.sparse as sp
 from scipy.stats import fisher_exact
 
@@ -27,13 +22,18 @@ CONCEPTS = [  # (concept, category, name, prevalence)
     ("GO:0006355", "GO:BP", "regulation of DNA-templated transcription", 0.15),
     ("GO:0005886", "GO:CC", "plasma membrane", 0.2),
     ("GO:0005634", "GO:CC", "nucleus", 0.2),
-    ("GO:0005737", "GO:CC", "cytoplasm", 0.7),          # generic: hidden in prompts
+    ("GO:0005737", "GO:CC", "cytoplasm", 0.7),  # generic: hidden in prompts
     ("family:Protein kinase superfamily", "family", "Protein kinase superfamily", 0.1),
-    ("family:Universal ribosomal protein uL2 family", "family", "Universal ribosomal protein uL2 family", 0.1),
+    (
+        "family:Universal ribosomal protein uL2 family",
+        "family",
+        "Universal ribosomal protein uL2 family",
+        0.1,
+    ),
     ("location:Mitochondrion", "location", "Mitochondrion", 0.12),
     ("Transmembrane", "residue", "Transmembrane", 0.15),
 ]
-N_PLANTED = 10   # SAE features 0..9 fire on concept f (f < 10); 10..13 fire at random
+N_PLANTED = 10  # SAE features 0..9 fire on concept f (f < 10); 10..13 fire at random
 
 
 def bh(p: np.ndarray) -> np.ndarray:
@@ -46,7 +46,9 @@ def bh(p: np.ndarray) -> np.ndarray:
     return out
 
 
-def write_assoc_dir(out: Path, n_proteins: int = 300, seed: int = 0, with_test_split: bool = True) -> Path:
+def write_assoc_dir(
+    out: Path, n_proteins: int = 300, seed: int = 0, with_test_split: bool = True
+) -> Path:
     """A small ASSOC_DIR following docs/design.md (stage 4) exactly."""
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)
@@ -54,16 +56,32 @@ def write_assoc_dir(out: Path, n_proteins: int = 300, seed: int = 0, with_test_s
     n = n_proteins
     cluster = np.sort(rng.integers(0, n // 3, n))
     cl_split = rng.choice(["train", "validation", "test"], size=n // 3, p=[0.6, 0.1, 0.3])
-    split = cl_split[cluster] if with_test_split else np.where(cl_split[cluster] == "test", "train", cl_split[cluster])
+    split = (
+        cl_split[cluster]
+        if with_test_split
+        else np.where(cl_split[cluster] == "test", "train", cl_split[cluster])
+    )
     member = np.column_stack([rng.random(n) < prev for *_, prev in CONCEPTS])
-    proteins = pd.DataFrame({"id": [f"Q{i:05d}" for i in range(n)], "split": split,
-                             "cluster": [f"c{c}" for c in cluster],
-                             "length": rng.integers(50, 600, n),
-                             "name": [f"Uncharacterized protein {i}" if i % 7 == 0 else f"Protein {i}"
-                                      for i in range(n)]})
+    proteins = pd.DataFrame(
+        {
+            "id": [f"Q{i:05d}" for i in range(n)],
+            "split": split,
+            "cluster": [f"c{c}" for c in cluster],
+            "length": rng.integers(50, 600, n),
+            "name": [
+                f"Uncharacterized protein {i}" if i % 7 == 0 else f"Protein {i}" for i in range(n)
+            ],
+        }
+    )
     proteins.to_parquet(out / "proteins.parquet", index=False)
-    concepts = pd.DataFrame({"concept": [c for c, *_ in CONCEPTS], "category": [c for _, c, *_ in CONCEPTS],
-                             "name": [nm for _, _, nm, _ in CONCEPTS], "n_proteins": member.sum(0)})
+    concepts = pd.DataFrame(
+        {
+            "concept": [c for c, *_ in CONCEPTS],
+            "category": [c for _, c, *_ in CONCEPTS],
+            "name": [nm for _, _, nm, _ in CONCEPTS],
+            "n_proteins": member.sum(0),
+        }
+    )
     concepts.to_parquet(out / "concepts.parquet", index=False)
     sp.save_npz(out / "annotations.npz", sp.csr_matrix(member))
 
@@ -84,9 +102,15 @@ def write_assoc_dir(out: Path, n_proteins: int = 300, seed: int = 0, with_test_s
         sp.save_npz(out / "activations" / f"{src}.npz", sp.csr_matrix(x))
         for f in range(x.shape[1]):
             active = x[:, f] > 0
-            feats.append({"source": src, "feature": f, "density": float(active.mean()),
-                          "max_activation": float(x[:, f].max()),
-                          "top_proteins": proteins["id"].to_numpy()[np.argsort(-x[:, f])[:5]].tolist()})
+            feats.append(
+                {
+                    "source": src,
+                    "feature": f,
+                    "density": float(active.mean()),
+                    "max_activation": float(x[:, f].max()),
+                    "top_proteins": proteins["id"].to_numpy()[np.argsort(-x[:, f])[:5]].tolist(),
+                }
+            )
             train = split == "train"
             for j, (cid, cat, _, _) in enumerate(CONCEPTS):
                 a, c = active[train], member[train, j]
@@ -95,12 +119,27 @@ def write_assoc_dir(out: Path, n_proteins: int = 300, seed: int = 0, with_test_s
                 odds, p = fisher_exact(table, alternative="greater")
                 prec = both / max(a.sum(), 1)
                 rec = both / max(c.sum(), 1)
-                rows.append({"source": src, "feature": f, "concept": cid, "category": cat, "threshold": 0.0,
-                             "n_active": int(a.sum()), "n_concept": int(c.sum()), "n_both": both,
-                             "n_population": int(train.sum()), "p_value": p, "q_value": p,
-                             "precision": prec, "recall": rec,
-                             "f1": 2 * prec * rec / (prec + rec) if prec + rec else 0.0,
-                             "odds_ratio": odds, "auroc": 0.5, "split": "train"})
+                rows.append(
+                    {
+                        "source": src,
+                        "feature": f,
+                        "concept": cid,
+                        "category": cat,
+                        "threshold": 0.0,
+                        "n_active": int(a.sum()),
+                        "n_concept": int(c.sum()),
+                        "n_both": both,
+                        "n_population": int(train.sum()),
+                        "p_value": p,
+                        "q_value": p,
+                        "precision": prec,
+                        "recall": rec,
+                        "f1": 2 * prec * rec / (prec + rec) if prec + rec else 0.0,
+                        "odds_ratio": odds,
+                        "auroc": 0.5,
+                        "split": "train",
+                    }
+                )
     assoc = pd.DataFrame(rows)
     assoc["q_value"] = bh(assoc["p_value"].to_numpy())
     assoc.to_parquet(out / "associations.parquet", index=False)
@@ -108,11 +147,24 @@ def write_assoc_dir(out: Path, n_proteins: int = 300, seed: int = 0, with_test_s
     summary = {}
     for src in acts:
         a = assoc[(assoc.source == src) & (assoc.q_value < 0.05) & (assoc.precision >= 0.5)]
-        summary[src] = {"n_features": int(acts[src].shape[1]), "n_features_associated": int(a.feature.nunique()),
-                        "by_category": a.groupby("category").feature.nunique().to_dict()}
+        summary[src] = {
+            "n_features": int(acts[src].shape[1]),
+            "n_features_associated": int(a.feature.nunique()),
+            "by_category": a.groupby("category").feature.nunique().to_dict(),
+        }
     summary["settings"] = {"synthetic": True}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    (out / "run.json").write_text(json.dumps({
-        "sae": "synthetic", "store": "synthetic", "layer": 4, "level": "protein", "pooling": "mean",
-        "model": {"id": "synthetic", "description": "synthetic test model"}}, indent=2))
+    (out / "run.json").write_text(
+        json.dumps(
+            {
+                "sae": "synthetic",
+                "store": "synthetic",
+                "layer": 4,
+                "level": "protein",
+                "pooling": "mean",
+                "model": {"id": "synthetic", "description": "synthetic test model"},
+            },
+            indent=2,
+        )
+    )
     return out

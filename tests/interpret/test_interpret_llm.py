@@ -14,7 +14,7 @@ from plmsae._util import InputError
 from plmsae.interpret.explain import explain
 
 SENTINEL = "sk-SENTINEL-do-not-leak-0123456789"
-PER_CALL_USD = (1000 * 3.0 + 50 * 15.0) / 1e6   # fake usage at claude-sonnet-4-6 list prices
+PER_CALL_USD = (1000 * 3.0 + 50 * 15.0) / 1e6  # fake usage at claude-sonnet-4-6 list prices
 
 
 def _all_bytes(path):
@@ -26,10 +26,24 @@ def test_anthropic_retries_cache_and_no_key_leak(assoc_dir, fake_llm, monkeypatc
 
     caplog.set_level(logging.DEBUG)
     monkeypatch.setenv("ANTHROPIC_API_KEY", SENTINEL)
-    monkeypatch.setenv("ANTHROPIC_BASE_URL", fake_llm.url)   # the base URL override is honoured
-    fake_llm.faults = [429, "slow"]                          # rate limited, then a timeout, then fine
-    args = ["explain", str(assoc_dir), "--source", "sae", "--features", "0-3", "--retry-delay", "0.01",
-            "--timeout", "0.5", "--concurrency", "2", "--n-bootstrap", "100"]
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", fake_llm.url)  # the base URL override is honoured
+    fake_llm.faults = [429, "slow"]  # rate limited, then a timeout, then fine
+    args = [
+        "explain",
+        str(assoc_dir),
+        "--source",
+        "sae",
+        "--features",
+        "0-3",
+        "--retry-delay",
+        "0.01",
+        "--timeout",
+        "0.5",
+        "--concurrency",
+        "2",
+        "--n-bootstrap",
+        "100",
+    ]
     r = CliRunner().invoke(app, args)  # --llm auto: the key is set, so Anthropic
     assert r.exit_code == 0, r.output
     ex = pd.read_parquet(assoc_dir / "explanations.parquet")
@@ -37,10 +51,10 @@ def test_anthropic_retries_cache_and_no_key_leak(assoc_dir, fake_llm, monkeypatc
     assert ex["is_llm"].all() and (ex["explainer"] == "anthropic:claude-sonnet-4-6").all()
     assert (ex["prompt_version"] == "explain-v1+simulate-v1+reask-v1").all()
     n_calls = 2 * len(ex)
-    assert len(fake_llm.requests) == n_calls + 2                      # + the 429 and the timeout
+    assert len(fake_llm.requests) == n_calls + 2  # + the 429 and the timeout
     assert all(q["path"] == "/v1/messages" and SENTINEL in q["auth"] for q in fake_llm.requests)
     first_prompt = fake_llm.requests[-1]["body"]["messages"][0]["content"]
-    assert "GO:" in first_prompt or "Family" in first_prompt   # annotations as names with IDs
+    assert "GO:" in first_prompt or "Family" in first_prompt  # annotations as names with IDs
     block = json.loads((assoc_dir / "summary.json").read_text())["explain"]
     assert block["usage"]["retries"] == 2 and block["usage"]["cached"] == 0
     assert block["usage"]["cost_usd"] == pytest.approx(n_calls * PER_CALL_USD, rel=1e-6)
@@ -51,14 +65,20 @@ def test_anthropic_retries_cache_and_no_key_leak(assoc_dir, fake_llm, monkeypatc
 
     # second run: every reply from llm_cache/, zero requests, identical results
     n_before = len(fake_llm.requests)
-    block2 = explain(assoc_dir, llm="anthropic:claude-sonnet-4-6", sources=["sae"], features=["0-3"],
-                     n_bootstrap=100)
+    block2 = explain(
+        assoc_dir,
+        llm="anthropic:claude-sonnet-4-6",
+        sources=["sae"],
+        features=["0-3"],
+        n_bootstrap=100,
+    )
     assert len(fake_llm.requests) == n_before
     assert block2["usage"]["cached"] == block2["usage"]["calls"] == n_calls
     assert block2["usage"]["cost_usd"] == 0
     for name in ("explanations.parquet", "scores.parquet"):
-        pd.testing.assert_frame_equal(pd.read_parquet(assoc_dir / name),
-                                      pd.read_parquet(pd.io.common.BytesIO(before[name])))
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(assoc_dir / name), pd.read_parquet(pd.io.common.BytesIO(before[name]))
+        )
     # the key is nowhere: files, logs, console
     out = capsys.readouterr()
     assert SENTINEL.encode() not in _all_bytes(assoc_dir)
@@ -70,14 +90,28 @@ def test_openai_failures_are_recorded_not_fatal(assoc_dir, fake_llm, monkeypatch
     monkeypatch.setenv("OPENAI_API_KEY", SENTINEL)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     fake_llm.faults = [
-        500, 500,                    # sae 0: explanation fails twice -> gives up (max_retries=1)
-        "malformed", None, None,     # sae 1: malformed, re-asked, fine; simulation fine
-        "malformed", "malformed",    # sae 2: malformed twice -> recorded failure
-        500, None, None,             # sae 3: one 500, retried, fine
+        500,
+        500,  # sae 0: explanation fails twice -> gives up (max_retries=1)
+        "malformed",
+        None,
+        None,  # sae 1: malformed, re-asked, fine; simulation fine
+        "malformed",
+        "malformed",  # sae 2: malformed twice -> recorded failure
+        500,
+        None,
+        None,  # sae 3: one 500, retried, fine
     ]
-    kw = dict(llm="openai:qwen2.5:7b", base_url=fake_llm.url + "/v1", features=["sae:0-3"],
-              sources=["sae"], concurrency=1, max_retries=1, retry_delay=0.01, n_bootstrap=100,
-              price="0,0")
+    kw = dict(
+        llm="openai:qwen2.5:7b",
+        base_url=fake_llm.url + "/v1",
+        features=["sae:0-3"],
+        sources=["sae"],
+        concurrency=1,
+        max_retries=1,
+        retry_delay=0.01,
+        n_bootstrap=100,
+        price="0,0",
+    )
     block = explain(assoc_dir, **kw)
     ex = pd.read_parquet(assoc_dir / "explanations.parquet").set_index("feature")
     assert ex.loc[0, "status"].startswith("failed: explanation call (gave up after 2 attempts")
@@ -86,7 +120,11 @@ def test_openai_failures_are_recorded_not_fatal(assoc_dir, fake_llm, monkeypatch
     assert len(fake_llm.requests) == 10
     assert all(q["path"] == "/v1/chat/completions" for q in fake_llm.requests)
     reask = fake_llm.requests[3]["body"]["messages"]
-    assert [m["role"] for m in reask] == ["user", "assistant", "user"] and "could not be used" in reask[2]["content"]
+    assert [m["role"] for m in reask] == [
+        "user",
+        "assistant",
+        "user",
+    ] and "could not be used" in reask[2]["content"]
     sc = pd.read_parquet(assoc_dir / "scores.parquet")
     assert sorted(set(sc["feature"])) == [1, 3]
     assert block["sources"]["sae"]["failures"] == 2 and block["sources"]["sae"]["n_scored"] == 2
@@ -101,11 +139,22 @@ def test_openai_failures_are_recorded_not_fatal(assoc_dir, fake_llm, monkeypatch
 
 def test_max_cost_stops_before_exceeding(assoc_dir, fake_llm, monkeypatch):
     monkeypatch.setenv("ANTHROPIC_API_KEY", SENTINEL)
-    block = explain(assoc_dir, llm="anthropic:claude-sonnet-4-6", base_url=fake_llm.url,
-                    sources=["sae"], n_features=8, max_cost=0.05, concurrency=3, n_bootstrap=100)
+    block = explain(
+        assoc_dir,
+        llm="anthropic:claude-sonnet-4-6",
+        base_url=fake_llm.url,
+        sources=["sae"],
+        n_features=8,
+        max_cost=0.05,
+        concurrency=3,
+        n_bootstrap=100,
+    )
     n = len(fake_llm.requests)
     assert 0 < n < 16
-    assert block["usage"]["cost_usd"] == pytest.approx(n * PER_CALL_USD) and block["usage"]["cost_usd"] <= 0.05
+    assert (
+        block["usage"]["cost_usd"] == pytest.approx(n * PER_CALL_USD)
+        and block["usage"]["cost_usd"] <= 0.05
+    )
     assert block["stopped_by_budget"] and block["sources"]["sae"]["not_requested_budget"] > 0
     ex = pd.read_parquet(assoc_dir / "explanations.parquet")
     assert ex["status"].str.startswith("budget").any() and (ex["status"] == "ok").any()
@@ -113,8 +162,13 @@ def test_max_cost_stops_before_exceeding(assoc_dir, fake_llm, monkeypatch):
 
 def test_dry_run_calls_nothing(assoc_dir, fake_llm, monkeypatch, capsys):
     monkeypatch.setenv("ANTHROPIC_API_KEY", SENTINEL)
-    est = explain(assoc_dir, llm="anthropic:claude-haiku-4-5", base_url=fake_llm.url, n_features=3,
-                  dry_run=True)
+    est = explain(
+        assoc_dir,
+        llm="anthropic:claude-haiku-4-5",
+        base_url=fake_llm.url,
+        n_features=3,
+        dry_run=True,
+    )
     out = capsys.readouterr().out
     assert est["calls"] == 2 * est["features"] == 12 and est["cost_usd"] > 0
     assert "estimated cost" in out and "calls: 12" in out
@@ -145,8 +199,14 @@ def test_residue_windows_note_when_store_is_missing(assoc_dir, fake_llm, monkeyp
     run.update(level="residue", store=str(assoc_dir / "no_store"))
     (assoc_dir / "run.json").write_text(json.dumps(run))
     monkeypatch.setenv("ANTHROPIC_API_KEY", SENTINEL)
-    block = explain(assoc_dir, llm="anthropic:claude-sonnet-4-6", base_url=fake_llm.url, features=["0"],
-                    sources=["sae"], n_bootstrap=50)
+    block = explain(
+        assoc_dir,
+        llm="anthropic:claude-sonnet-4-6",
+        base_url=fake_llm.url,
+        features=["0"],
+        sources=["sae"],
+        n_bootstrap=50,
+    )
     assert "sequence windows not shown" in block["residue_windows"]
     assert block["sources"]["sae"]["n_scored"] == 1
     prompt = fake_llm.requests[0]["body"]["messages"][0]["content"]

@@ -18,8 +18,17 @@ from plmsae.interpret.explain import explain
 def test_offline_outputs_and_labels(assoc_dir):
     block = explain(assoc_dir, llm="offline", n_features=20, n_bootstrap=300)
     ex = pd.read_parquet(assoc_dir / "explanations.parquet")
-    for col in ("source", "feature", "label", "description", "explainer", "is_llm", "prompt_version",
-                "model", "status"):
+    for col in (
+        "source",
+        "feature",
+        "label",
+        "description",
+        "explainer",
+        "is_llm",
+        "prompt_version",
+        "model",
+        "status",
+    ):
         assert col in ex.columns
     # labelled as non-LLM everywhere it appears
     assert (ex["explainer"] == "offline-statistical").all() and not ex["is_llm"].any()
@@ -32,7 +41,9 @@ def test_offline_outputs_and_labels(assoc_dir):
     sae = ex[ex.source == "sae"].set_index("feature")
     hits = sum(sae.loc[f, "label"] == CONCEPTS[f][2] for f in range(N_PLANTED))
     assert hits >= N_PLANTED - 1, sae["label"].tolist()
-    assert sae.loc[0, "description"].startswith("Proteins annotated with ATP binding (GO molecular function)")
+    assert sae.loc[0, "description"].startswith(
+        "Proteins annotated with ATP binding (GO molecular function)"
+    )
     scores = pd.read_parquet(assoc_dir / "scores.parquet")
     assert set(scores["method"]) == {"simulation", "detection"}
     assert list(scores.columns[:5]) == ["source", "feature", "method", "score", "n"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -26,8 +25,11 @@ def real_assoc(tmp_path_factory, tiny_esm_dir, family_fasta):
     store_dir = embed(fasta, d / "store", model=str(tiny_esm_dir), layers=[2])
     store = ActivationStore(store_dir)
     torch.manual_seed(0)
-    sae = SAE.create(SAEConfig(arch="topk", d_in=32, d_sae=48, k=6, layer=2, level="residue",
-                               model=store.meta["model"]))
+    sae = SAE.create(
+        SAEConfig(
+            arch="topk", d_in=32, d_sae=48, k=6, layer=2, level="residue", model=store.meta["model"]
+        )
+    )
     sae.save(d / "sae")
     rows = ["Entry\tProtein names\tGene Ontology (GO)\tProtein families"]
     for i, pid in enumerate(ids):
@@ -36,8 +38,16 @@ def real_assoc(tmp_path_factory, tiny_esm_dir, family_fasta):
         rows.append(f"{pid}\tProtein {i}\t{go}\t{'Alpha' if fam % 3 else 'Beta'} family")
     tsv = d / "uniprot.tsv"
     tsv.write_text("\n".join(rows) + "\n")
-    out = associate(d / "sae", store_dir, annotations=tsv, out=d / "assoc", split_method="random",
-                    min_concept=2, min_both=1, max_concept_fraction=1.0)
+    out = associate(
+        d / "sae",
+        store_dir,
+        annotations=tsv,
+        out=d / "assoc",
+        split_method="random",
+        min_concept=2,
+        min_both=1,
+        max_concept_fraction=1.0,
+    )
     return out
 
 
@@ -54,18 +64,26 @@ def test_explain_on_a_real_association_run(real_assoc, tmp_path, fake_llm, monke
     assert set(ex["source"]) == {"sae", "neuron"} and (~ex["is_llm"]).all()
     assert (ex["status"].str.startswith(("ok", "skipped"))).all()
     assert block["sources"]["sae"]["n_scored"] > 0 and block["sources"]["neuron"]["n_scored"] > 0
-    assert "validation" in block["split"]        # associate computes its statistics on test
+    assert "validation" in block["split"]  # associate computes its statistics on test
     summary = json.loads((assoc / "summary.json").read_text())
     assert "explain" in summary and "sae" in summary  # the association summary is kept
 
     # an LLM run with sequence windows around the strongest residues (store + SAE from run.json)
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test")
     ok = ex[(ex.source == "sae") & (ex.status == "ok")]["feature"].tolist()[:2]
-    block = explain(assoc, llm="anthropic:claude-haiku-4-5", base_url=fake_llm.url,
-                    features=[f"sae:{','.join(map(str, ok))}"], sources=["sae"], n_bootstrap=50)
+    block = explain(
+        assoc,
+        llm="anthropic:claude-haiku-4-5",
+        base_url=fake_llm.url,
+        features=[f"sae:{','.join(map(str, ok))}"],
+        sources=["sae"],
+        n_bootstrap=50,
+    )
     assert block["residue_windows"] == "shown for active explanation proteins"
     prompt = fake_llm.requests[0]["body"]["messages"][0]["content"]
-    assert "Strongest residue and its sequence window:" in prompt and "residue-level feature" in prompt
+    assert (
+        "Strongest residue and its sequence window:" in prompt and "residue-level feature" in prompt
+    )
     win = re.search(r"window: ([A-Z])(\d+): (\.\.\.)?[A-Z]*\[([A-Z])\]", prompt)
     assert win and win.group(1) == win.group(4)
     assert block["sources"]["sae"]["n_scored"] == len(ok)

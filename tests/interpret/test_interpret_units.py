@@ -43,8 +43,13 @@ def test_band_sample_counts_and_bands():
 
 
 def test_split_pools_respects_clusters():
-    df = pd.DataFrame({"id": [f"p{i}" for i in range(12)], "cluster": [i // 3 for i in range(12)],
-                       "split": ["train"] * 6 + ["validation"] * 3 + ["test"] * 3})
+    df = pd.DataFrame(
+        {
+            "id": [f"p{i}" for i in range(12)],
+            "cluster": [i // 3 for i in range(12)],
+            "split": ["train"] * 6 + ["validation"] * 3 + ["test"] * 3,
+        }
+    )
     p = split_pools(df, {"train"})
     assert p.heldout.tolist() == [9, 10, 11] and p.explain.tolist() == list(range(9))
     assert p.heldout_split == "test"
@@ -60,8 +65,8 @@ def test_split_pools_respects_clusters():
 
 def test_pearson_and_balanced_accuracy():
     assert pearson([1, 2, 3], [2, 4, 6]) == pytest.approx(1.0)
-    assert pearson([5, 5, 5], [1, 2, 3]) == 0.0          # constant simulation: no information
-    assert np.isnan(pearson([1, 2, 3], [1, 1, 1]))        # constant truth: unscorable
+    assert pearson([5, 5, 5], [1, 2, 3]) == 0.0  # constant simulation: no information
+    assert np.isnan(pearson([1, 2, 3], [1, 1, 1]))  # constant truth: unscorable
     assert balanced_accuracy([1, 0, 0, 0], [1, 1, 0, 0]) == pytest.approx(0.75)
     assert np.isnan(balanced_accuracy([1, 0], [1, 1]))
 
@@ -77,14 +82,26 @@ def test_bootstrap_summary():
 
 
 def test_reply_parsers():
-    assert parse_explanation('Sure!\n```json\n{"label": "kinases", "description": "Protein  kinases."}\n```') \
-        == ("kinases", "Protein kinases.")
-    for bad in ("no json here", '{"label": ""}', '{"label": "x"}', "[1, 2]", '{"label": "x", "description": 3}'):
+    assert parse_explanation(
+        'Sure!\n```json\n{"label": "kinases", "description": "Protein  kinases."}\n```'
+    ) == ("kinases", "Protein kinases.")
+    for bad in (
+        "no json here",
+        '{"label": ""}',
+        '{"label": "x"}',
+        "[1, 2]",
+        '{"label": "x", "description": 3}',
+    ):
         with pytest.raises(ReplyError):
             parse_explanation(bad)
     assert parse_simulation('{"1": 0, "2": 7.5, "3": 10}', 3).tolist() == [0, 7.5, 10]
-    for bad in ('{"1": 0, "2": 7}', '{"1": 0, "2": 7, "3": 11}', '{"1": 0, "2": 7, "4": 1}',
-                '{"a": 1}', '{"1": "x", "2": 1, "3": 1}'):
+    for bad in (
+        '{"1": 0, "2": 7}',
+        '{"1": 0, "2": 7, "3": 11}',
+        '{"1": 0, "2": 7, "4": 1}',
+        '{"a": 1}',
+        '{"1": "x", "2": 1, "3": 1}',
+    ):
         with pytest.raises(ReplyError):
             parse_simulation(bad, 3)
 
@@ -99,14 +116,19 @@ def test_prompt_version_and_llm_parsing(monkeypatch):
     with pytest.raises(InputError):
         parse_llm("gemini:pro")
     assert price_for("claude-sonnet-4-5-20250929") == (3.0, 15.0)
-    assert price_for("claude-opus-4-1-20250805") == (15.0, 75.0) and price_for("claude-opus-4-6") == (5.0, 25.0)
+    assert price_for("claude-opus-4-1-20250805") == (15.0, 75.0) and price_for(
+        "claude-opus-4-6"
+    ) == (5.0, 25.0)
     assert price_for("my-local-model") is None and price_for("x", "0,0") == (0.0, 0.0)
     with pytest.raises(InputError, match="--price"):
         price_for("x", "cheap")
 
 
 def test_parse_features():
-    assert parse_features(["sae:1,3-5", "neuron:2,7"], ["sae", "neuron"]) == {"sae": [1, 3, 4, 5], "neuron": [2, 7]}
+    assert parse_features(["sae:1,3-5", "neuron:2,7"], ["sae", "neuron"]) == {
+        "sae": [1, 3, 4, 5],
+        "neuron": [2, 7],
+    }
     assert parse_features([4, 2], ["sae"]) == {"sae": [4, 2]}
     with pytest.raises(InputError, match="--features"):
         parse_features(["sae:x"], ["sae"])
@@ -120,8 +142,13 @@ def test_retry_after_header():
     from plmsae.interpret.providers import _retry_after
 
     assert _retry_after(SimpleNamespace(headers={"retry-after": "2"})) == 2.0
-    assert _retry_after(SimpleNamespace(headers={"retry-after-ms": "250", "retry-after": "9"})) == 0.25
-    assert _retry_after(SimpleNamespace(headers={"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"})) is None
+    assert (
+        _retry_after(SimpleNamespace(headers={"retry-after-ms": "250", "retry-after": "9"})) == 0.25
+    )
+    assert (
+        _retry_after(SimpleNamespace(headers={"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}))
+        is None
+    )
     assert _retry_after(SimpleNamespace(headers={})) is None
 
 
@@ -147,10 +174,15 @@ def test_prompt_lists_most_specific_go_terms(tmp_path):
     (tmp_path / "mini.obo").write_text(
         "format-version: 1.2\n\n[Term]\nid: GO:0005524\nname: ATP binding\nnamespace: molecular_function\n\n"
         "[Term]\nid: GO:0004672\nname: protein kinase activity\nnamespace: molecular_function\n"
-        "is_a: GO:0005524 ! ATP binding\n")
+        "is_a: GO:0005524 ! ATP binding\n"
+    )
     ad = AssocDir.load(d)
     col = {c: j for j, c in enumerate(ad.concepts["concept"])}
-    both = next(r for r in range(60) if ad.annotations[r, col["GO:0004672"]] and ad.annotations[r, col["GO:0005524"]])
+    both = next(
+        r
+        for r in range(60)
+        if ad.annotations[r, col["GO:0004672"]] and ad.annotations[r, col["GO:0005524"]]
+    )
     names = lambda rec: [n for _, ns in rec["annotations"] for n in ns]  # noqa: E731
     assert "ATP binding (GO:0005524)" in names(ProteinText(ad).record(both))
     run = json.loads((d / "run.json").read_text())

@@ -27,8 +27,11 @@ def test_demo_runs_every_stage_and_reuses_them(tmp_path, monkeypatch):
     assert index.exists() and str(index) == s["atlas"]
     assert len(list((index.parent / "features").glob("*.html"))) == 100
 
-    stamp = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()
-             and p.name != "run_state.json" and p.name != "config.json"}
+    stamp = {
+        p: p.stat().st_mtime_ns
+        for p in out.rglob("*")
+        if p.is_file() and p.name != "run_state.json" and p.name != "config.json"
+    }
     demo(out=out)
     after = {p: p.stat().st_mtime_ns for p in stamp}
     assert after == stamp

@@ -26,22 +26,30 @@ def small_data(tmp_path):
 
 def _config(tmp_path, small_data, tiny_esm_dir, latents=64):
     fasta, ann, obo = small_data
-    return RunConfig.from_dict({
-        "out": str(tmp_path / "run"),
-        "data": {"fasta": str(fasta), "annotations": str(ann), "ontology": str(obo)},
-        "model": {"name": str(tiny_esm_dir), "layers": [2]},
-        "train": {"latents": latents, "k": 4, "batch_size": 256, "tokens": 2048},
-        "associate": {"min_concept": 3, "min_both": 2, "split_method": "random"},
-        "explain": {"llm": "offline", "n_features": 5},
-        "report": {"max_features": 5},
-    })
+    return RunConfig.from_dict(
+        {
+            "out": str(tmp_path / "run"),
+            "data": {"fasta": str(fasta), "annotations": str(ann), "ontology": str(obo)},
+            "model": {"name": str(tiny_esm_dir), "layers": [2]},
+            "train": {"latents": latents, "k": 4, "batch_size": 256, "tokens": 2048},
+            "associate": {"min_concept": 3, "min_both": 2, "split_method": "random"},
+            "explain": {"llm": "offline", "n_features": 5},
+            "report": {"max_features": 5},
+        }
+    )
 
 
 def _mtimes(run):
-    return {p.relative_to(run).as_posix(): p.stat().st_mtime_ns
-            for p in [run / "store" / "meta.json", *run.glob("L*/sae/sae.safetensors"),
-                      *run.glob("L*/sae/evaluation.json"), *run.glob("L*/assoc/summary.json"),
-                      *run.glob("L*/site/index.html")]}
+    return {
+        p.relative_to(run).as_posix(): p.stat().st_mtime_ns
+        for p in [
+            run / "store" / "meta.json",
+            *run.glob("L*/sae/sae.safetensors"),
+            *run.glob("L*/sae/evaluation.json"),
+            *run.glob("L*/assoc/summary.json"),
+            *run.glob("L*/site/index.html"),
+        ]
+    }
 
 
 def test_run_reuses_and_recomputes_only_what_changed(tmp_path, small_data, tiny_esm_dir):
@@ -79,8 +87,11 @@ def test_run_reuses_and_recomputes_only_what_changed(tmp_path, small_data, tiny_
     assert rows[0]["explain"]["sae"] == sim.get("median")
     summary = json.loads((run / "L2" / "assoc" / "summary.json").read_text())
     for s in ("sae", "neuron", "random"):
-        assert rows[0]["sources"][s]["n_concepts"] == summary[s]["concepts"]["n_concepts_associated"]
+        assert (
+            rows[0]["sources"][s]["n_concepts"] == summary[s]["concepts"]["n_concepts_associated"]
+        )
     assert rows[0]["sources"]["sae"]["n_concepts_matched"] == (
-        summary["sae"]["concepts"].get("n_concepts_associated_matched"))
+        summary["sae"]["concepts"].get("n_concepts_associated_matched")
+    )
     html = (tmp_path / "compare.html").read_text()
     assert "<svg" in html and "<table>" in html and "concepts SAE (matched)" in html

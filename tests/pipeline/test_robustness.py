@@ -4,9 +4,9 @@ traceback) and leaves what was already computed intact."""
 from __future__ import annotations
 
 import errno
-import os
 import gzip
 import hashlib
+import os
 
 import pytest
 from typer.testing import CliRunner
@@ -22,8 +22,11 @@ def cli(*args):
 
 
 def digest(path):
-    return {p.relative_to(path).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(path.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(path).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +40,20 @@ def finished(tmp_path_factory, tiny_esm_dir):
     fasta.write_text("".join(">" + r for r in records))
     code, out = cli("embed", fasta, "--model", tiny_esm_dir, "--layer", 2, "--out", d / "store")
     assert code == 0, out
-    code, out = cli("train", d / "store", "--out", d / "sae", "--latents", 32, "--k", 4,
-                    "--batch-size", 256, "--tokens", 2048)
+    code, out = cli(
+        "train",
+        d / "store",
+        "--out",
+        d / "sae",
+        "--latents",
+        32,
+        "--k",
+        4,
+        "--batch-size",
+        256,
+        "--tokens",
+        2048,
+    )
     assert code == 0, out
     return d
 
@@ -52,7 +67,9 @@ def test_empty_fasta_and_only_x_sequence(tmp_path, tiny_esm_dir):
     only_x.write_text(">ok\nMKTAYIAKQR\n>P99999 all unknown\nXXXXXXXXXXXX\n")
     code, out = cli("embed", only_x, "--model", tiny_esm_dir, "--out", tmp_path / "s2")
     assert code == 2 and "x.fasta" in out and "P99999" in out and "standard amino acid" in out
-    assert not (tmp_path / "s2" / "shards").exists() or not any((tmp_path / "s2" / "shards").iterdir())
+    assert not (tmp_path / "s2" / "shards").exists() or not any(
+        (tmp_path / "s2" / "shards").iterdir()
+    )
 
 
 def test_annotations_with_only_unknown_ids(finished, tmp_path):
@@ -61,8 +78,17 @@ def test_annotations_with_only_unknown_ids(finished, tmp_path):
     ann = tmp_path / "unknown.tsv"
     ann.write_text("NOTINSTORE1\tGO:0005515\nNOTINSTORE2\tGO:0003674\n")
     before = digest(finished)
-    code, out = cli("associate", finished / "sae", finished / "store", "--annotations", ann,
-                    "--ontology", demo_paths().ontology, "--out", tmp_path / "assoc")
+    code, out = cli(
+        "associate",
+        finished / "sae",
+        finished / "store",
+        "--annotations",
+        ann,
+        "--ontology",
+        demo_paths().ontology,
+        "--out",
+        tmp_path / "assoc",
+    )
     assert code == 2, out
     assert "unknown.tsv" in out or "annotation" in out
     assert "Fix:" in out
@@ -78,8 +104,20 @@ def test_corrupted_shard_is_named_and_repairable(finished, tmp_path):
     data = bytearray(shard.read_bytes())
     data[-100:] = b"\0" * 100
     shard.write_bytes(bytes(data))
-    code, out = cli("train", store, "--out", tmp_path / "sae", "--latents", 32, "--k", 4,
-                    "--batch-size", 256, "--tokens", 2048)
+    code, out = cli(
+        "train",
+        store,
+        "--out",
+        tmp_path / "sae",
+        "--latents",
+        32,
+        "--k",
+        4,
+        "--batch-size",
+        256,
+        "--tokens",
+        2048,
+    )
     assert code == 2, out
     assert shard.name in out and "plmsae embed" in out
 
@@ -100,8 +138,20 @@ def test_full_disk_keeps_finished_outputs(finished, tmp_path, monkeypatch):
 
     before = digest(finished)
     monkeypatch.setattr(_util.os, "replace", full_disk)
-    code, out = cli("train", finished / "store", "--out", tmp_path / "sae2", "--latents", 32,
-                    "--k", 4, "--batch-size", 256, "--tokens", 2048)
+    code, out = cli(
+        "train",
+        finished / "store",
+        "--out",
+        tmp_path / "sae2",
+        "--latents",
+        32,
+        "--k",
+        4,
+        "--batch-size",
+        256,
+        "--tokens",
+        2048,
+    )
     assert code == 2, out
     assert "No space left on device" in out and "free disk space" in out
     monkeypatch.undo()
@@ -110,12 +160,25 @@ def test_full_disk_keeps_finished_outputs(finished, tmp_path, monkeypatch):
     assert leftovers == []
 
 
-@pytest.mark.skipif(os.geteuid() == 0,
-                    reason="root ignores directory permissions; the ENOSPC test covers the path")
+@pytest.mark.skipif(
+    os.geteuid() == 0, reason="root ignores directory permissions; the ENOSPC test covers the path"
+)
 def test_read_only_output_directory(finished, tmp_path):
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o555)
-    code, out = cli("train", finished / "store", "--out", ro / "sae", "--latents", 32, "--k", 4,
-                    "--batch-size", 256, "--tokens", 2048)
+    code, out = cli(
+        "train",
+        finished / "store",
+        "--out",
+        ro / "sae",
+        "--latents",
+        32,
+        "--k",
+        4,
+        "--batch-size",
+        256,
+        "--tokens",
+        2048,
+    )
     assert code == 2 and "writable" in out

@@ -21,10 +21,14 @@ def study():
 def test_term_coverage_reads_the_summary_or_recomputes_it(study, tmp_path):
     unit = tmp_path / "L4"
     (unit / "assoc").mkdir(parents=True)
-    pd.DataFrame([("sae", 0, "GO:1", 0.01, 0.9, 0.8), ("sae", 5, "GO:2", 0.01, 0.9, 0.8),
-                  ("neuron", 1, "GO:2", 0.01, 0.7, 0.55)],
-                 columns=["source", "feature", "concept", "q_value", "precision", "f1"]
-                 ).to_parquet(unit / "assoc" / "associations.parquet")
+    pd.DataFrame(
+        [
+            ("sae", 0, "GO:1", 0.01, 0.9, 0.8),
+            ("sae", 5, "GO:2", 0.01, 0.9, 0.8),
+            ("neuron", 1, "GO:2", 0.01, 0.7, 0.55),
+        ],
+        columns=["source", "feature", "concept", "q_value", "precision", "f1"],
+    ).to_parquet(unit / "assoc" / "associations.parquet")
     summary = {s: {"n_features": n} for s, n in (("sae", 8), ("neuron", 2), ("random", 2))}
     (unit / "assoc" / "summary.json").write_text(json.dumps(summary))
     cov = study.term_coverage(unit, summary)  # a run made before summary.json held the coverage
@@ -42,11 +46,21 @@ def test_term_coverage_reads_the_summary_or_recomputes_it(study, tmp_path):
 
 
 def test_markdown_table_shows_missing_heldout_as_dash(study):
-    src = {"n_features": 10, "n_associated": 3, "fraction": 0.3,
-           "by_category": {"GO:BP": {"n": 2, "fraction": 0.2}}}
-    row = {"level": "protein", "layer": 2, "fve": 0.9, "l0": 16.0, "dead_fraction": 0.1,
-           "sources": {"sae": src, "neuron": src, "random": src},
-           "explain": {"sae": 0.5, "neuron": None}}
+    src = {
+        "n_features": 10,
+        "n_associated": 3,
+        "fraction": 0.3,
+        "by_category": {"GO:BP": {"n": 2, "fraction": 0.2}},
+    }
+    row = {
+        "level": "protein",
+        "layer": 2,
+        "fve": 0.9,
+        "l0": 16.0,
+        "dead_fraction": 0.1,
+        "sources": {"sae": src, "neuron": src, "random": src},
+        "explain": {"sae": 0.5, "neuron": None},
+    }
     line = study.markdown_table([row]).splitlines()[2]
     assert line.startswith("| protein | 2 | 0.900 | - | 16.000 | 0.100 | 3/10 (30.0%)")
     assert line.endswith("| 0.500 | - |")

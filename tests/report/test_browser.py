@@ -16,26 +16,38 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from synthetic import EVIL, make_assoc_dir, random_sequence
 
 from plmsae.report import report as rep
-from synthetic import EVIL, make_assoc_dir, random_sequence
 
 pytestmark = pytest.mark.slow
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 N_FEATURES = 120
 
 
 @pytest.fixture(scope="module")
 def browser():
     if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
-        pytest.skip(f"{CHROMIUM} is not installed (apt-get install -y chromium); browser tests need it")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+        pytest.skip(
+            f"{CHROMIUM} is not installed (apt-get install -y chromium); browser tests need it"
+        )
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="the playwright package is not installed"
+    )
     with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"),
-                              args=ARGS)
+        b = p.chromium.launch(
+            executable_path=CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"),
+            args=ARGS,
+        )
         yield b
         b.close()
 
@@ -73,7 +85,14 @@ def page(browser):
     ctx = browser.new_context()
     pg = ctx.new_page()
     pg.events = {"console": [], "dialogs": [], "requests": []}
-    pg.on("console", lambda m: pg.events["console"].append(f"{m.type}: {m.text}") if m.type in ("error", "warning") else None)
+    pg.on(
+        "console",
+        lambda m: (
+            pg.events["console"].append(f"{m.type}: {m.text}")
+            if m.type in ("error", "warning")
+            else None
+        ),
+    )
     pg.on("pageerror", lambda e: pg.events["console"].append(f"pageerror: {e}"))
     pg.on("dialog", lambda d: (pg.events["dialogs"].append(d.message), d.dismiss()))
     pg.on("request", lambda r: pg.events["requests"].append(r.url))
@@ -83,7 +102,9 @@ def page(browser):
 
 def rows_data(site: Path) -> list[dict]:
     text = (site / "assets" / "atlas-data.js").read_text()
-    return json.loads(re.search(r"window\.PLMSAE_ATLAS = (.*);\s*$", text, flags=re.S).group(1))["rows"]
+    return json.loads(re.search(r"window\.PLMSAE_ATLAS = (.*);\s*$", text, flags=re.S).group(1))[
+        "rows"
+    ]
 
 
 def clean(page) -> None:
@@ -94,13 +115,18 @@ def clean(page) -> None:
 
 
 def features_shown(page) -> list[int]:
-    return [int(t.strip().lstrip("#")) for t in page.locator("#rows tr td:first-child").all_inner_texts()]
+    return [
+        int(t.strip().lstrip("#"))
+        for t in page.locator("#rows tr td:first-child").all_inner_texts()
+    ]
 
 
 def search(page, text: str) -> None:
     page.fill("#q", text)
     # the table applies a search after a short debounce and then records it in the URL hash
-    page.wait_for_function("(t) => (new URLSearchParams(location.hash.slice(1)).get('q') || '') === t", arg=text)
+    page.wait_for_function(
+        "(t) => (new URLSearchParams(location.hash.slice(1)).get('q') || '') === t", arg=text
+    )
 
 
 def test_table_search_sort_paginate(site, page):
@@ -118,7 +144,9 @@ def test_table_search_sort_paginate(site, page):
 
     # pagination
     page.click("#next")
-    assert features_shown(page) == list(range(50, 100)) and "page 2 of 3" in page.inner_text("#page-info")
+    assert features_shown(page) == list(range(50, 100)) and "page 2 of 3" in page.inner_text(
+        "#page-info"
+    )
     page.click("#next")
     assert features_shown(page) == list(range(100, 120)) and page.is_disabled("#next")
     page.click("#prev")
@@ -138,7 +166,10 @@ def test_table_search_sort_paginate(site, page):
     # sorting by density: first click descending, second ascending
     page.click("th[data-key=density]")
     dens = [r["density"] for r in sorted(rows, key=lambda r: (-r["density"], r["feature"]))][:50]
-    assert features_shown(page) == [r["feature"] for r in sorted(rows, key=lambda r: (-r["density"], r["feature"]))][:50]
+    assert (
+        features_shown(page)
+        == [r["feature"] for r in sorted(rows, key=lambda r: (-r["density"], r["feature"]))][:50]
+    )
     assert page.get_attribute("th[data-key=density]", "aria-sort") == "descending"
     page.click("th[data-key=density]")
     shown = features_shown(page)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from synthetic import accession, make_assoc_dir, random_sequence
 
 from plmsae.report.report import report, residue_tracks
-from synthetic import accession, make_assoc_dir, random_sequence
 
 LAYER = 2
 
@@ -27,22 +27,49 @@ def stack(tiny_esm_dir, tmp_path_factory):
 
     base = tmp_path_factory.mktemp("stack")
     fasta = base / "tiny.fasta"
-    fasta.write_text("".join(f">sp|{accession(i)}|T{i}_HUMAN test protein {i}\n{random_sequence(n, i)}\n"
-                             for i, n in enumerate([40, 75, 120, 33, 90, 61, 150, 48])))
+    fasta.write_text(
+        "".join(
+            f">sp|{accession(i)}|T{i}_HUMAN test protein {i}\n{random_sequence(n, i)}\n"
+            for i, n in enumerate([40, 75, 120, 33, 90, 61, 150, 48])
+        )
+    )
     lm = load_model(tiny_esm_dir)
     store = embed(fasta, out=base / "store", model=str(tiny_esm_dir), layers=[LAYER])
     torch.manual_seed(0)
-    cfg = SAEConfig(arch="topk", d_in=lm.spec.d_model, d_sae=48, k=6, model=lm.spec.to_dict(), layer=LAYER,
-                    level="residue", normalisation="none")
+    cfg = SAEConfig(
+        arch="topk",
+        d_in=lm.spec.d_model,
+        d_sae=48,
+        k=6,
+        model=lm.spec.to_dict(),
+        layer=LAYER,
+        level="residue",
+        normalisation="none",
+    )
     sae = SAE.create(cfg, generator=torch.Generator().manual_seed(0))
     sae.save(base / "sae")
     proteins = read_fasta(fasta)
-    assoc = make_assoc_dir(base / "assoc", n_features=48, ids=[p.id for p in proteins],
-                           lengths=[len(p.sequence) for p in proteins],
-                           run_extra={"sae": str(base / "sae"), "store": str(store), "layer": LAYER,
-                                      "model": lm.spec.to_dict()})
-    return {"base": base, "fasta": fasta, "store": Path(store), "sae": base / "sae", "assoc": assoc,
-            "proteins": proteins, "model": tiny_esm_dir}
+    assoc = make_assoc_dir(
+        base / "assoc",
+        n_features=48,
+        ids=[p.id for p in proteins],
+        lengths=[len(p.sequence) for p in proteins],
+        run_extra={
+            "sae": str(base / "sae"),
+            "store": str(store),
+            "layer": LAYER,
+            "model": lm.spec.to_dict(),
+        },
+    )
+    return {
+        "base": base,
+        "fasta": fasta,
+        "store": Path(store),
+        "sae": base / "sae",
+        "assoc": assoc,
+        "proteins": proteins,
+        "model": tiny_esm_dir,
+    }
 
 
 def test_residue_tracks_match_sae_encode(stack):
@@ -53,7 +80,11 @@ def test_residue_tracks_match_sae_encode(stack):
 
     needed = {stack["proteins"][0].id: {1, 5}, stack["proteins"][2].id: {5}}
     tracks = residue_tracks(stack["sae"], stack["store"], needed, layer=LAYER, batch_tokens=50)
-    assert set(tracks) == {(1, stack["proteins"][0].id), (5, stack["proteins"][0].id), (5, stack["proteins"][2].id)}
+    assert set(tracks) == {
+        (1, stack["proteins"][0].id),
+        (5, stack["proteins"][0].id),
+        (5, stack["proteins"][2].id),
+    }
     store, sae = ActivationStore(stack["store"]), SAE.load(stack["sae"])
     for (f, pid), t in tracks.items():
         with torch.no_grad():
@@ -86,31 +117,55 @@ def test_annotate_sequence(stack, tmp_path, capsys):
     p = stack["proteins"][2]
     site = tmp_path / "site"
     report(stack["assoc"], out=site, tracks=False)
-    res = annotate(p.sequence, sae=stack["sae"], assoc=stack["assoc"], html=tmp_path / "out" / "a.html",
-                   json_out=tmp_path / "a.json", top=5, site=site)
+    res = annotate(
+        p.sequence,
+        sae=stack["sae"],
+        assoc=stack["assoc"],
+        html=tmp_path / "out" / "a.html",
+        json_out=tmp_path / "a.json",
+        top=5,
+        site=site,
+    )
     [r] = res
     assert r["id"] == "query" and r["length"] == len(p.sequence) and 0 < len(r["features"]) <= 5
     # the same numbers as encoding the stored activations of this protein (same embedding code)
     with torch.no_grad():
-        z = SAE.load(stack["sae"]).encode(torch.from_numpy(ActivationStore(stack["store"]).residues(p.id, LAYER))).numpy()
+        z = (
+            SAE.load(stack["sae"])
+            .encode(torch.from_numpy(ActivationStore(stack["store"]).residues(p.id, LAYER)))
+            .numpy()
+        )
     pooled = z.max(0)
     # ranked by activation relative to each feature's maximum in the atlas
     import pandas as pd
 
     feats = pd.read_parquet(stack["assoc"] / "features.parquet")
-    max_act = feats[feats.source == "sae"].set_index("feature")["max_activation"].reindex(range(len(pooled))).to_numpy()
+    max_act = (
+        feats[feats.source == "sae"]
+        .set_index("feature")["max_activation"]
+        .reindex(range(len(pooled)))
+        .to_numpy()
+    )
     rel = np.where(max_act > 0, pooled / np.where(max_act > 0, max_act, 1), 0)
-    assert [f["feature"] for f in r["features"]] == list(np.argsort(-rel, kind="stable")[:len(r["features"])])
+    assert [f["feature"] for f in r["features"]] == list(
+        np.argsort(-rel, kind="stable")[: len(r["features"])]
+    )
     assert all(f["relative"] == pytest.approx(rel[f["feature"]], rel=1e-3) for f in r["features"])
     for f in r["features"]:
         assert f["activation"] == pytest.approx(pooled[f["feature"]], rel=1e-3, abs=1e-4)
-        assert f["spans"] and all(z[s[2], f["feature"]] >= 0.5 * pooled[f["feature"]] - 1e-4 for s in f["spans"])
+        assert f["spans"] and all(
+            z[s[2], f["feature"]] >= 0.5 * pooled[f["feature"]] - 1e-4 for s in f["spans"]
+        )
     # labels from the association directory
     assert any(f["label"] for f in r["features"])
     out = capsys.readouterr().out
     assert "query" in out and str(r["features"][0]["feature"]) in out
     html = (tmp_path / "out" / "a.html").read_text()
-    assert html.count('class="track"') == len(r["features"]) and p.sequence in html and "<img" not in html
+    assert (
+        html.count('class="track"') == len(r["features"])
+        and p.sequence in html
+        and "<img" not in html
+    )
     # features link to their atlas pages (relative links that resolve)
     links = re.findall(r'href="(\.\./site/features/\d{5}\.html)"', html)
     assert links and all((tmp_path / "out" / link).resolve().is_file() for link in links)
@@ -123,7 +178,9 @@ def test_annotate_cli_fasta(stack, tmp_path):
 
     from plmsae.cli import app
 
-    r = CliRunner().invoke(app, ["annotate", str(stack["fasta"]), "--sae", str(stack["sae"]), "--top", "3"])
+    r = CliRunner().invoke(
+        app, ["annotate", str(stack["fasta"]), "--sae", str(stack["sae"]), "--top", "3"]
+    )
     assert r.exit_code == 0, r.output
     for p in stack["proteins"]:
         assert p.id in r.output
@@ -134,9 +191,9 @@ def test_annotate_cli_fasta(stack, tmp_path):
 def test_annotate_protein_level_sae(stack, tmp_path):
     import torch
 
+    from plmsae._util import read_json, write_json
     from plmsae.embed.store import ActivationStore
     from plmsae.report.annotate import annotate
-    from plmsae._util import read_json, write_json
     from plmsae.sae.base import SAE
 
     d = tmp_path / "sae_protein"
@@ -146,8 +203,14 @@ def test_annotate_protein_level_sae(stack, tmp_path):
     p = stack["proteins"][1]
     [r] = annotate(p.sequence, sae=d, top=4, html=tmp_path / "p.html", quiet=True)
     with torch.no_grad():
-        z = SAE.load(d).encode(torch.from_numpy(ActivationStore(stack["store"]).pooled(p.id, LAYER))[None])[0].numpy()
-    assert [f["feature"] for f in r["features"]] == list(np.argsort(-z, kind="stable")[:len(r["features"])])
+        z = (
+            SAE.load(d)
+            .encode(torch.from_numpy(ActivationStore(stack["store"]).pooled(p.id, LAYER))[None])[0]
+            .numpy()
+        )
+    assert [f["feature"] for f in r["features"]] == list(
+        np.argsort(-z, kind="stable")[: len(r["features"])]
+    )
     assert all(f["track"] is None and f["spans"] == [] for f in r["features"])
     assert 'class="track"' not in (tmp_path / "p.html").read_text()
 

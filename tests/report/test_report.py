@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from synthetic import EVIL, EVIL_SCRIPT, make_assoc_dir, random_sequence
 
 from plmsae._util import InputError
 from plmsae.report import report as rep
 from plmsae.report.report import load_atlas, report, script_json
-from synthetic import EVIL, EVIL_SCRIPT, make_assoc_dir, random_sequence
 
 
 def atlas_data(site: Path) -> dict:
@@ -46,11 +46,15 @@ def test_index_content(site):
     assert "SAE features vs neurons vs random" in html and "<svg" in html
     assert "GO molecular function" in html
     # no external resources: every src/href to a resource is relative
-    assert not re.search(r'(src|href)="(https?:)?//', html.split("<footer")[0].replace(
-        'href="https://www.ebi.ac.uk', "").replace('href="https://www.uniprot.org', ""))
+    assert not re.search(
+        r'(src|href)="(https?:)?//',
+        html.split("<footer")[0]
+        .replace('href="https://www.ebi.ac.uk', "")
+        .replace('href="https://www.uniprot.org', ""),
+    )
     assert '<script src="assets/atlas-data.js"></script>' in html
     # without JavaScript: a noscript note and a static list linking to feature pages
-    noscript = html[html.index("<noscript>"):html.index("</noscript>")]
+    noscript = html[html.index("<noscript>") : html.index("</noscript>")]
     assert 'href="features/00002.html"' in noscript and "ATP binding" in noscript
 
 
@@ -68,7 +72,11 @@ def test_table_data(site):
     # residue-level hits (F1 >= 0.5 in residue_associations.parquet) count as associations
     res_feats = [f for f in rows if f % 5 == 2 and rows[f]["n_active"] > 0]
     assert all(rows[f]["n_associated"] >= 1 for f in res_feats)
-    assert any(c[2] == "residue" and c[4] == pytest.approx(0.53) for f in res_feats for c in rows[f]["concepts"])
+    assert any(
+        c[2] == "residue" and c[4] == pytest.approx(0.53)
+        for f in res_feats
+        for c in rows[f]["concepts"]
+    )
 
 
 def test_feature_page(site, assoc_dir):
@@ -88,7 +96,7 @@ def test_feature_page(site, assoc_dir):
     atlas = load_atlas(assoc_dir)
     col = atlas.activations[:, 2].toarray().ravel()
     ids = atlas.proteins["id"].tolist()
-    section = html[html.index("Inactive examples"):]
+    section = html[html.index("Inactive examples") :]
     shown = re.findall(r"uniprotkb/(\w+)/entry", section)
     assert shown and all(col[ids.index(p)] == 0 for p in shown)
 
@@ -100,7 +108,9 @@ def test_everything_escaped(site):
         assert "onerror=alert(1)>" not in text.replace("onerror=alert(1)&gt;", ""), p
         assert "<script>alert" not in text, p
     page1 = (site / "features" / "00001.html").read_text()
-    assert "&lt;img src=x onerror=alert(1)&gt;" in page1  # the evil label and protein ID shown as text
+    assert (
+        "&lt;img src=x onerror=alert(1)&gt;" in page1
+    )  # the evil label and protein ID shown as text
     assert "&lt;/script&gt;" in page1
     js = (site / "assets" / "atlas-data.js").read_text()
     body = js.split("window.PLMSAE_ATLAS = ", 1)[1]
@@ -190,9 +200,17 @@ def test_tracks_drawn(assoc_dir, tmp_path, monkeypatch):
     (tmp_path / "store").mkdir()
     monkeypatch.setattr(rep, "residue_tracks", fake_tracks)
     monkeypatch.setattr(rep, "read_sequences", lambda fasta, ids: {i: seqs[i] for i in ids})
-    report(assoc_dir, out=tmp_path / "s", sae=tmp_path / "sae", store=tmp_path / "store", max_features=4)
+    report(
+        assoc_dir,
+        out=tmp_path / "s",
+        sae=tmp_path / "sae",
+        store=tmp_path / "store",
+        max_features=4,
+    )
     # every paged feature asked for its top proteins, each protein once
-    assert set().union(*calls["needed"].values()) == {int(p.stem) for p in (tmp_path / "s" / "features").iterdir()}
+    assert set().union(*calls["needed"].values()) == {
+        int(p.stem) for p in (tmp_path / "s" / "features").iterdir()
+    }
     html = (tmp_path / "s" / "features" / "00002.html").read_text()
     assert html.count('class="track"') >= 3
     first = re.search(r"uniprotkb/(\w+)/entry", html).group(1)
@@ -201,7 +219,12 @@ def test_tracks_drawn(assoc_dir, tmp_path, monkeypatch):
 
 
 def test_protein_level_sae_has_no_tracks(tmp_path):
-    d = make_assoc_dir(tmp_path / "a", n_proteins=15, n_features=4, run_extra={"level": "protein", "pooling": "mean"})
+    d = make_assoc_dir(
+        tmp_path / "a",
+        n_proteins=15,
+        n_features=4,
+        run_extra={"level": "protein", "pooling": "mean"},
+    )
     report(d, out=tmp_path / "s")
     pages = list((tmp_path / "s" / "features").iterdir())
     assert pages and all("pooled protein embeddings" in p.read_text() for p in pages)
@@ -212,7 +235,9 @@ def test_report_cli(assoc_dir, tmp_path):
 
     from plmsae.cli import app
 
-    r = CliRunner().invoke(app, ["report", str(assoc_dir), "--out", str(tmp_path / "s"), "--max-features", "3"])
+    r = CliRunner().invoke(
+        app, ["report", str(assoc_dir), "--out", str(tmp_path / "s"), "--max-features", "3"]
+    )
     assert r.exit_code == 0, r.output
     assert len(list((tmp_path / "s" / "features").iterdir())) == 3
     r = CliRunner().invoke(app, ["report", str(tmp_path / "nowhere"), "--out", str(tmp_path / "t")])
@@ -222,8 +247,16 @@ def test_report_cli(assoc_dir, tmp_path):
 def test_unusable_sae_or_store_still_writes_the_atlas(assoc_dir, tmp_path, capsys):
     (tmp_path / "sae").mkdir()
     (tmp_path / "store").mkdir()
-    report(assoc_dir, out=tmp_path / "s", sae=tmp_path / "sae", store=tmp_path / "store", max_features=2)
+    report(
+        assoc_dir,
+        out=tmp_path / "s",
+        sae=tmp_path / "sae",
+        store=tmp_path / "store",
+        max_features=2,
+    )
     pages = list((tmp_path / "s" / "features").iterdir())
-    assert len(pages) == 2 and all("Per-residue tracks are not shown: " in p.read_text() for p in pages)
+    assert len(pages) == 2 and all(
+        "Per-residue tracks are not shown: " in p.read_text() for p in pages
+    )
     assert "warning:" in capsys.readouterr().err
     assert json.loads((tmp_path / "s" / "site.json").read_text())["tracks"] is False

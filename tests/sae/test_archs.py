@@ -4,16 +4,24 @@ import json
 
 import pytest
 import torch
+from _synth import structured
 
 from plmsae._util import InputError
 from plmsae.sae.base import ARCHS, SAE, SAEConfig, TrainState
-from _synth import structured
 
 
 def make(arch, **kw):
     torch.manual_seed(0)
-    cfg = SAEConfig(arch=arch, d_in=16, d_sae=64, k=4, auxk_alpha=1 / 32,
-                    model={"id": "test/model", "revision": "r1", "d_model": 16}, layer=2, **kw)
+    cfg = SAEConfig(
+        arch=arch,
+        d_in=16,
+        d_sae=64,
+        k=4,
+        auxk_alpha=1 / 32,
+        model={"id": "test/model", "revision": "r1", "d_model": 16},
+        layer=2,
+        **kw,
+    )
     sae = SAE.create(cfg)
     with torch.no_grad():
         sae.b_enc.normal_(0, 0.1)
@@ -63,8 +71,14 @@ def test_topk_sparse_backward_matches_dense_autograd():
     k_aux = min(8, len(d_idx))
     _, j = pre[:, d_idx].detach().topk(k_aux)
     za = torch.zeros_like(pre).scatter(1, d_idx[j], pre.gather(1, d_idx[j]).relu())
-    ref = ref + (1 / 32) * min(len(d_idx) / 8, 1) * ((za @ sae.W_dec) - e.detach()).pow(2).sum() \
-        * 0.1 / 40
+    ref = (
+        ref
+        + (1 / 32)
+        * min(len(d_idx) / 8, 1)
+        * ((za @ sae.W_dec) - e.detach()).pow(2).sum()
+        * 0.1
+        / 40
+    )
     assert torch.allclose(loss, ref, rtol=1e-5)
     ref.backward()
     for n, p in sae.named_parameters():

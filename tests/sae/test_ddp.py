@@ -7,20 +7,34 @@ import os
 import pytest
 import torch
 import torch.multiprocessing as mp
+from _synth import structured
 from safetensors.torch import load_file, save_file
 
 from plmsae.sae.data import TensorStore
 from plmsae.sae.train import train
 
-from _synth import structured
-
-KW = dict(arch="topk", latents=96, k=4, batch_size=200, tokens=8 * 200, checkpoint_every=0,
-          select_dtype="float32", lr=3e-3, device="cpu", dead_tokens=400)
+KW = dict(
+    arch="topk",
+    latents=96,
+    k=4,
+    batch_size=200,
+    tokens=8 * 200,
+    checkpoint_every=0,
+    select_dtype="float32",
+    lr=3e-3,
+    device="cpu",
+    dead_tokens=400,
+)
 
 
 def _worker(rank, world_size, port, tmp):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        LOCAL_RANK=str(rank),
+    )
     torch.set_num_threads(1)
     sae, _ = train(TensorStore(structured(n=3000)), out=f"{tmp}/ddp", **KW)
     save_file({k: v.contiguous() for k, v in sae.state_dict().items()}, f"{tmp}/rank{rank}.st")
@@ -43,9 +57,9 @@ def test_two_gloo_ranks_match_single_process(tmp_path):
     moved = 0.0
     for k, v in single.state_dict().items():
         assert torch.allclose(r0[k], v, atol=1e-4), (k, (r0[k] - v).abs().max())
-    init, _ = train(TensorStore(structured(n=3000)), out=tmp_path / "init",
-                    **{**KW, "tokens": 200})
-    moved = max(float((init.state_dict()[k] - v).abs().max())
-                for k, v in single.state_dict().items())
+    init, _ = train(TensorStore(structured(n=3000)), out=tmp_path / "init", **{**KW, "tokens": 200})
+    moved = max(
+        float((init.state_dict()[k] - v).abs().max()) for k, v in single.state_dict().items()
+    )
     assert moved > 1e-2  # the tolerance is small compared with what training changes
     assert (tmp_path / "ddp" / "cfg.json").is_file()

@@ -20,9 +20,14 @@ def tiny_store(tiny_esm_dir, tmp_path_factory):
     rnd = random.Random(0)
     d = tmp_path_factory.mktemp("tiny_store")
     fasta = d / "tiny.fasta"
-    fasta.write_text("".join(f">P{i:05d}\n" + "".join(rnd.choice("ACDEFGHIKLMNPQRSTVWY")
-                                                      for _ in range(rnd.randint(30, 90))) + "\n"
-                             for i in range(6)))
+    fasta.write_text(
+        "".join(
+            f">P{i:05d}\n"
+            + "".join(rnd.choice("ACDEFGHIKLMNPQRSTVWY") for _ in range(rnd.randint(30, 90)))
+            + "\n"
+            for i in range(6)
+        )
+    )
     return embed(fasta, out=d / "store", model=str(tiny_esm_dir), layers=[2, 3])
 
 
@@ -31,8 +36,9 @@ def _sae_dir(path, store, layer, kind):
 
     spec = ActivationStore(store).meta["model"]
     d = 32
-    sae = SAE.create(SAEConfig(arch="relu", d_in=d, d_sae=2 * d, normalisation="none",
-                               model=spec, layer=layer))
+    sae = SAE.create(
+        SAEConfig(arch="relu", d_in=d, d_sae=2 * d, normalisation="none", model=spec, layer=layer)
+    )
     with torch.no_grad():  # relu(x) - relu(-x) = x exactly
         eye = torch.eye(d)
         sae.W_enc.copy_(torch.cat([eye, -eye]))
@@ -57,7 +63,8 @@ def test_identity_recovers_all_and_zero_none(layer, tiny_store, tiny_esm_dir, tm
     assert z["loss_recovered"] == pytest.approx(0.0, abs=1e-6)
     assert z["kl"] > 0
     assert json.loads((tmp_path / "zero" / "cfg.json").read_text())["metrics"]["evaluate"][
-        "loss_recovered"] == pytest.approx(0.0, abs=1e-6)
+        "loss_recovered"
+    ] == pytest.approx(0.0, abs=1e-6)
 
 
 @pytest.mark.parametrize("layer", [0, 1, 3])
@@ -68,7 +75,8 @@ def test_hook_module_output_is_hidden_state(layer, tiny_esm_dir):
     enc = lm.tokenizer(["MKTAYIAKQR"], return_tensors="pt")
     seen = {}
     h = _hook_module(lm.model, layer, lm.spec.n_layers).register_forward_hook(
-        lambda m, i, o: seen.setdefault("o", o[0] if isinstance(o, tuple) else o))
+        lambda m, i, o: seen.setdefault("o", o[0] if isinstance(o, tuple) else o)
+    )
     with torch.no_grad():
         out = lm.model(**enc, output_hidden_states=True)
     h.remove()
@@ -78,8 +86,17 @@ def test_hook_module_output_is_hidden_state(layer, tiny_esm_dir):
 def test_protein_level_does_not_splice(tiny_store, tiny_esm_dir, tmp_path):
     from plmsae.sae.train import train
 
-    sae, _ = train(tiny_store, out=tmp_path / "p", level="protein", layer=2, latents=16, k=2,
-                   batch_size=3, tokens=6, checkpoint_every=0)
+    sae, _ = train(
+        tiny_store,
+        out=tmp_path / "p",
+        level="protein",
+        layer=2,
+        latents=16,
+        k=2,
+        batch_size=3,
+        tokens=6,
+        checkpoint_every=0,
+    )
     r = evaluate(tmp_path / "p", tiny_store, model=str(tiny_esm_dir))
     assert "not applicable" in r["splice"] and r["n_tokens"] == 6
 
@@ -105,18 +122,46 @@ def test_cli_train_evaluate_export(tiny_store, tiny_esm_dir, tmp_path):
 
     from plmsae.cli import app
 
-    r = CliRunner().invoke(app, ["train", str(tiny_store), "--out", str(tmp_path / "s"),
-                                 "--latents", "64", "--k", "4", "--layer", "2", "--batch-size",
-                                 "64", "--tokens", "640"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "train",
+            str(tiny_store),
+            "--out",
+            str(tmp_path / "s"),
+            "--latents",
+            "64",
+            "--k",
+            "4",
+            "--layer",
+            "2",
+            "--batch-size",
+            "64",
+            "--tokens",
+            "640",
+        ],
+    )
     assert r.exit_code == 0, r.output
-    r = CliRunner().invoke(app, ["evaluate", str(tmp_path / "s"), str(tiny_store), "--model",
-                                 str(tiny_esm_dir), "--json", "--n-proteins", "3"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            str(tmp_path / "s"),
+            str(tiny_store),
+            "--model",
+            str(tiny_esm_dir),
+            "--json",
+            "--n-proteins",
+            "3",
+        ],
+    )
     assert r.exit_code == 0, r.output
     # CliRunner mixes in stderr (transformers' loading bar): the JSON object starts at "{"
-    res = json.loads(r.output[r.output.index("{"):].splitlines()[0])
-    assert res["l0"] <= 4 and 0 < res["n_tokens"] and "loss_recovered" in res
-    r = CliRunner().invoke(app, ["export", str(tmp_path / "s"), "--format", "saelens", "--out",
-                                 str(tmp_path / "sl")])
+    res = json.loads(r.output[r.output.index("{") :].splitlines()[0])
+    assert res["l0"] <= 4 and res["n_tokens"] > 0 and "loss_recovered" in res
+    r = CliRunner().invoke(
+        app, ["export", str(tmp_path / "s"), "--format", "saelens", "--out", str(tmp_path / "sl")]
+    )
     assert r.exit_code == 0 and (tmp_path / "sl" / "sae_weights.safetensors").is_file()
     r = CliRunner().invoke(app, ["evaluate", str(tmp_path / "s"), str(tmp_path / "nostore")])
     assert r.exit_code == 2 and "error" in r.output

@@ -20,8 +20,11 @@ from plmsae.sae.export import export
 
 
 def _saelens_python():
-    cands = [os.environ.get("PLMSAE_SAELENS_PYTHON"), "/work/venv-saelens/bin/python",
-             str(Path(__file__).resolve().parents[2] / ".venv-saelens" / "bin" / "python")]
+    cands = [
+        os.environ.get("PLMSAE_SAELENS_PYTHON"),
+        "/work/venv-saelens/bin/python",
+        str(Path(__file__).resolve().parents[2] / ".venv-saelens" / "bin" / "python"),
+    ]
     for c in cands:
         if c and Path(c).is_file():
             return c
@@ -47,9 +50,19 @@ SCRIPT = textwrap.dedent("""
 
 def _make(arch, norm):
     torch.manual_seed(0)
-    sae = SAE.create(SAEConfig(arch=arch, d_in=24, d_sae=96, k=5, normalisation=norm,
-                               norm_scale=0.37, model={"id": "test/model"}, layer=2,
-                               hook_point="esm.encoder.layer.1"))
+    sae = SAE.create(
+        SAEConfig(
+            arch=arch,
+            d_in=24,
+            d_sae=96,
+            k=5,
+            normalisation=norm,
+            norm_scale=0.37,
+            model={"id": "test/model"},
+            layer=2,
+            hook_point="esm.encoder.layer.1",
+        )
+    )
     with torch.no_grad():
         sae.b_enc.normal_(0, 0.2)
         sae.b_dec.normal_(0, 0.5)
@@ -70,13 +83,22 @@ def test_export_writes_saelens_layout(tmp_path):
     assert w["W_enc"].shape == (24, 96) and w["W_dec"].shape == (96, 24)
 
 
-CASES = [("topk", "scalar"), ("topk", "layernorm"), ("relu", "none"), ("jumprelu", "scalar"),
-         ("batchtopk", "scalar"), ("matryoshka", "none")]
+CASES = [
+    ("topk", "scalar"),
+    ("topk", "layernorm"),
+    ("relu", "none"),
+    ("jumprelu", "scalar"),
+    ("batchtopk", "scalar"),
+    ("matryoshka", "none"),
+]
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(PY is None, reason="no python with sae_lens: set PLMSAE_SAELENS_PYTHON or "
-                                       "create .venv-saelens (see this file's docstring)")
+@pytest.mark.skipif(
+    PY is None,
+    reason="no python with sae_lens: set PLMSAE_SAELENS_PYTHON or "
+    "create .venv-saelens (see this file's docstring)",
+)
 def test_saelens_round_trip(tmp_path):
     """One sae_lens process loads every case (its import takes ~10 s)."""
     x = torch.randn(50, 24) * 3 + 1
@@ -87,11 +109,21 @@ def test_saelens_round_trip(tmp_path):
         export(_make(arch, norm), out=d)
         dirs.append(str(d))
     (tmp_path / "run.py").write_text(SCRIPT)
-    r = subprocess.run([PY, str(tmp_path / "run.py"), str(tmp_path / "x.safetensors"), *dirs],
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [PY, str(tmp_path / "run.py"), str(tmp_path / "x.safetensors"), *dirs],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stdout.split() == ["TopKSAE", "TopKSAE", "StandardSAE", "JumpReLUSAE",
-                                "JumpReLUSAE", "JumpReLUSAE"]
+    assert r.stdout.split() == [
+        "TopKSAE",
+        "TopKSAE",
+        "StandardSAE",
+        "JumpReLUSAE",
+        "JumpReLUSAE",
+        "JumpReLUSAE",
+    ]
     for (arch, norm), d in zip(CASES, dirs):
         sae = _make(arch, norm)
         got = load_file(d + "/out.safetensors")

@@ -4,16 +4,16 @@ import json
 
 import pytest
 import torch
+from _synth import structured
 
 from plmsae._util import InputError
 from plmsae.sae.base import ARCHS, SAE
 from plmsae.sae.data import TensorStore
 from plmsae.sae.train import _Stopped, lr_at, train
 
-from _synth import structured
-
-SMALL = dict(latents=128, k=4, batch_size=200, checkpoint_every=0, log_every=1,
-             select_dtype="float32")
+SMALL = dict(
+    latents=128, k=4, batch_size=200, checkpoint_every=0, log_every=1, select_dtype="float32"
+)
 
 
 def _losses(out):
@@ -43,6 +43,7 @@ def test_loss_decreases_on_structured_data(arch, synth_store, tmp_path):
 def test_auxk_revives_dead_latents(synth_store, tmp_path):
     """Handicap half the latents (encoder bias -3 row norms: they almost never win the top k): with AuxK
     they come back within 60 steps, without it a third stay dead."""
+
     def run(alpha, out):
         import plmsae.sae.train as T
 
@@ -54,10 +55,15 @@ def test_auxk_revives_dead_latents(synth_store, tmp_path):
                 # -3 in units of the (unit-norm before fitting) encoder rows' scale
                 sae.b_enc[64:] = -3.0 * sae.W_enc[64:].norm(dim=1)
             return r
+
         T._estimate_normalisation = sabotage
         try:
-            train(synth_store, out=out, arch="topk", **dict(SMALL, lr=1e-2, tokens=60 * 200,
-                  auxk_alpha=alpha, dead_tokens=2000))
+            train(
+                synth_store,
+                out=out,
+                arch="topk",
+                **dict(SMALL, lr=1e-2, tokens=60 * 200, auxk_alpha=alpha, dead_tokens=2000),
+            )
         finally:
             T._estimate_normalisation = orig
         return _losses(out)[-1]["dead_fraction"]
@@ -69,8 +75,9 @@ def test_auxk_revives_dead_latents(synth_store, tmp_path):
 def test_fixed_seed_identical(synth_store, tmp_path):
     a, _ = train(synth_store, out=tmp_path / "a", arch="topk", **dict(SMALL, tokens=20 * 200))
     b, _ = train(synth_store, out=tmp_path / "b", arch="topk", **dict(SMALL, tokens=20 * 200))
-    c, _ = train(synth_store, out=tmp_path / "c", arch="topk", seed=1,
-                 **dict(SMALL, tokens=20 * 200))
+    c, _ = train(
+        synth_store, out=tmp_path / "c", arch="topk", seed=1, **dict(SMALL, tokens=20 * 200)
+    )
     for n, p in a.state_dict().items():
         assert torch.equal(p, b.state_dict()[n])
     assert not torch.equal(a.W_enc, c.W_enc)
@@ -107,8 +114,14 @@ def test_transcoder(target, tmp_path):
     A = torch.randn(16, 24, generator=torch.Generator().manual_seed(4)) / 4
     y = x @ A if target == "next" else x + torch.relu(x) @ A[:, :16]
     st = TensorStore(x, y, layer=1, target_layer=2)
-    sae, _ = train(st, out=tmp_path / target, arch="topk", target_layer=2,
-                   transcoder_target=target, **dict(SMALL, k=8, lr=2e-2, tokens=60 * 200))
+    sae, _ = train(
+        st,
+        out=tmp_path / target,
+        arch="topk",
+        target_layer=2,
+        transcoder_target=target,
+        **dict(SMALL, k=8, lr=2e-2, tokens=60 * 200),
+    )
     assert sae.cfg.is_transcoder and sae.cfg.target_layer == 2
     want = y if target == "next" else y - x
     pred = sae(x)

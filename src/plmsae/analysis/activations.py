@@ -8,7 +8,7 @@ order of the ``ids`` asked for.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import scipy.sparse as sp
@@ -77,29 +77,43 @@ def _pool(codes, width: int, lengths: torch.Tensor, pool: str) -> tuple[torch.Te
     return pooled, peak
 
 
-def _residue_batches(store, ids: list[str], layer, max_tokens: int
-                     ) -> Iterable[tuple[list[str], torch.Tensor, torch.Tensor]]:
+def _residue_batches(
+    store, ids: list[str], layer, max_tokens: int
+) -> Iterable[tuple[list[str], torch.Tensor, torch.Tensor]]:
     """(ids, residues [T, d], lengths [B]) batches of whole proteins, <= max_tokens residues
     each (a longer protein forms its own batch), in store order."""
     batch_ids, arrays, total = [], [], 0
     for pid, x in store.iter_residues(layer=layer, ids=ids):
         if arrays and total + len(x) > max_tokens:
-            yield batch_ids, torch.from_numpy(np.concatenate(arrays)), torch.tensor(
-                [len(a) for a in arrays])
+            yield (
+                batch_ids,
+                torch.from_numpy(np.concatenate(arrays)),
+                torch.tensor([len(a) for a in arrays]),
+            )
             batch_ids, arrays, total = [], [], 0
         batch_ids.append(pid)
         arrays.append(np.asarray(x, dtype=np.float32))
         total += len(x)
     if arrays:
-        yield batch_ids, torch.from_numpy(np.concatenate(arrays)), torch.tensor(
-            [len(a) for a in arrays])
+        yield (
+            batch_ids,
+            torch.from_numpy(np.concatenate(arrays)),
+            torch.tensor([len(a) for a in arrays]),
+        )
 
 
 @torch.no_grad()
-def protein_activations(store, encoders: dict[str, tuple[Encoder, int]], ids: list[str], *,
-                        level: str = "residue", pool: str = "max", layer: int | None = None,
-                        max_tokens: int = 8192, progress_cb=None
-                        ) -> tuple[dict[str, sp.csr_matrix], dict[str, np.ndarray]]:
+def protein_activations(
+    store,
+    encoders: dict[str, tuple[Encoder, int]],
+    ids: list[str],
+    *,
+    level: str = "residue",
+    pool: str = "max",
+    layer: int | None = None,
+    max_tokens: int = 8192,
+    progress_cb=None,
+) -> tuple[dict[str, sp.csr_matrix], dict[str, np.ndarray]]:
     """Per-protein activations of every encoder in one pass over the store.
 
     encoders: name -> (encode function, F); the function maps [T, d] to non-negative codes,
@@ -118,7 +132,7 @@ def protein_activations(store, encoders: dict[str, tuple[Encoder, int]], ids: li
         pooled = store.pooled_matrix(layer)
         rows = np.array([index[p] for p in ids], dtype=np.int64)
         for a in range(0, len(rows), 1024):
-            x = torch.from_numpy(np.ascontiguousarray(pooled[rows[a:a + 1024]]))
+            x = torch.from_numpy(np.ascontiguousarray(pooled[rows[a : a + 1024]]))
             for name, (enc, width) in encoders.items():
                 z = dense_codes(enc(x), width)
                 peak[name] = torch.maximum(peak[name], z.amax(dim=0))
@@ -146,8 +160,9 @@ def protein_activations(store, encoders: dict[str, tuple[Encoder, int]], ids: li
 
 
 @torch.no_grad()
-def calibration_sample(store, ids: list[str], *, level: str, layer: int | None,
-                       max_rows: int = 16384, seed: int = 0) -> torch.Tensor:
+def calibration_sample(
+    store, ids: list[str], *, level: str, layer: int | None, max_rows: int = 16384, seed: int = 0
+) -> torch.Tensor:
     """Up to ``max_rows`` inputs of the SAE's kind (residues or pooled proteins) from proteins
     spread over the store (seeded), for calibrating the random baseline."""
     rng = np.random.default_rng(seed)
@@ -164,7 +179,9 @@ def calibration_sample(store, ids: list[str], *, level: str, layer: int | None,
         total += lengths[ids[i]]
         if total >= max_rows:
             break
-    parts = [np.asarray(x, dtype=np.float32) for _, x in store.iter_residues(layer=layer, ids=chosen)]
+    parts = [
+        np.asarray(x, dtype=np.float32) for _, x in store.iter_residues(layer=layer, ids=chosen)
+    ]
     x = np.concatenate(parts) if parts else np.zeros((0, store.d_model), np.float32)
     if len(x) > max_rows:
         x = x[rng.choice(len(x), max_rows, replace=False)]

@@ -37,8 +37,15 @@ import pandas as pd
 import scipy.sparse as sp
 import typer
 
-from plmsae._util import (InputError, atomic_path, progress, read_json, sha256_file, sha256_json,
-                          write_json)
+from plmsae._util import (
+    InputError,
+    atomic_path,
+    progress,
+    read_json,
+    sha256_file,
+    sha256_json,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,56 +54,128 @@ DEFAULT_THRESHOLDS = (0.0, 0.15, 0.5, 0.6, 0.8)
 Q_MAX = 0.05
 PRECISION_MIN = 0.5
 RESIDUE_F1_MIN = 0.5
-ASSOC_COLUMNS = ["source", "feature", "concept", "category", "threshold", "n_active",
-                 "n_concept", "n_both", "n_population", "p_value", "q_value", "precision",
-                 "recall", "f1", "odds_ratio", "auroc", "f1_validation", "split"]
-RESIDUE_COLUMNS = ["source", "feature", "concept", "category", "threshold", "n_true_positive",
-                   "n_active", "n_residues", "n_instances", "precision", "recall",
-                   "domain_recall", "f1", "f1_validation", "split"]
+ASSOC_COLUMNS = [
+    "source",
+    "feature",
+    "concept",
+    "category",
+    "threshold",
+    "n_active",
+    "n_concept",
+    "n_both",
+    "n_population",
+    "p_value",
+    "q_value",
+    "precision",
+    "recall",
+    "f1",
+    "odds_ratio",
+    "auroc",
+    "f1_validation",
+    "split",
+]
+RESIDUE_COLUMNS = [
+    "source",
+    "feature",
+    "concept",
+    "category",
+    "threshold",
+    "n_true_positive",
+    "n_active",
+    "n_residues",
+    "n_instances",
+    "precision",
+    "recall",
+    "domain_recall",
+    "f1",
+    "f1_validation",
+    "split",
+]
 
 
 def associate(
     sae: Annotated[Path, typer.Argument(help="SAE checkpoint directory (plmsae train --out).")],
     store: Annotated[Path, typer.Argument(help="Activation store (plmsae embed --out).")],
-    annotations: Annotated[Path, typer.Option(
-        "--annotations", help="GO TSV (ACC<TAB>GO:1;GO:2), GAF or UniProt TSV export.")],
+    annotations: Annotated[
+        Path,
+        typer.Option(
+            "--annotations", help="GO TSV (ACC<TAB>GO:1;GO:2), GAF or UniProt TSV export."
+        ),
+    ],
     out: Annotated[Path, typer.Option("--out", help="Output directory (ASSOC_DIR).")],
-    ontology: Annotated[Path | None, typer.Option(
-        "--ontology", help="GO OBO file (plain or .gz): propagate terms, split namespaces.")] = None,
-    pool: Annotated[str, typer.Option(
-        help="Per-protein pooling of residue-level activations: max or mean.")] = "max",
-    thresholds: Annotated[list[float] | None, typer.Option(
-        "--threshold", help="Activation thresholds as fractions of each feature's max "
-        "(repeatable; default 0 0.15 0.5 0.6 0.8).")] = None,
-    min_concept: Annotated[int, typer.Option(
-        help="Test a concept only with at least this many proteins in its population.")] = 10,
-    max_concept_fraction: Annotated[float, typer.Option(
-        help="Test a concept only when it covers at most this fraction of its population. "
-        "General terms (catalytic activity, 42% of Swiss-Prot-like sets) reach q < 0.05 and "
-        "precision >= 0.5 for almost any direction, random ones included; at 0.1 an associated "
-        "feature is enriched at least 5-fold. 1 tests every concept.")] = 0.1,
-    min_both: Annotated[int, typer.Option(
-        help="Test a pair only with at least this many active proteins carrying the concept "
-        "on the test split.")] = 3,
-    split_method: Annotated[str, typer.Option(
-        help="mmseqs (homology clusters; random with a warning when mmseqs2 is missing) or "
-        "random.")] = "mmseqs",
+    ontology: Annotated[
+        Path | None,
+        typer.Option(
+            "--ontology", help="GO OBO file (plain or .gz): propagate terms, split namespaces."
+        ),
+    ] = None,
+    pool: Annotated[
+        str, typer.Option(help="Per-protein pooling of residue-level activations: max or mean.")
+    ] = "max",
+    thresholds: Annotated[
+        list[float] | None,
+        typer.Option(
+            "--threshold",
+            help="Activation thresholds as fractions of each feature's max "
+            "(repeatable; default 0 0.15 0.5 0.6 0.8).",
+        ),
+    ] = None,
+    min_concept: Annotated[
+        int,
+        typer.Option(
+            help="Test a concept only with at least this many proteins in its population."
+        ),
+    ] = 10,
+    max_concept_fraction: Annotated[
+        float,
+        typer.Option(
+            help="Test a concept only when it covers at most this fraction of its population. "
+            "General terms (catalytic activity, 42% of Swiss-Prot-like sets) reach q < 0.05 and "
+            "precision >= 0.5 for almost any direction, random ones included; at 0.1 an associated "
+            "feature is enriched at least 5-fold. 1 tests every concept."
+        ),
+    ] = 0.1,
+    min_both: Annotated[
+        int,
+        typer.Option(
+            help="Test a pair only with at least this many active proteins carrying the concept "
+            "on the test split."
+        ),
+    ] = 3,
+    split_method: Annotated[
+        str,
+        typer.Option(
+            help="mmseqs (homology clusters; random with a warning when mmseqs2 is missing) or "
+            "random."
+        ),
+    ] = "mmseqs",
     min_seq_id: Annotated[float, typer.Option(help="MMseqs2 clustering identity.")] = 0.3,
-    coverage: Annotated[float, typer.Option(help="MMseqs2 clustering coverage (-c, cov-mode 0).")] = 0.8,
-    split_fractions: Annotated[str, typer.Option(
-        help="train,validation,test fractions of proteins (whole clusters).")] = "0,0.5,0.5",
-    fasta: Annotated[Path | None, typer.Option(
-        help="Sequences for clustering (default: the FASTA the store was embedded from, or the "
-        "Sequence column of a UniProt TSV).")] = None,
-    baselines: Annotated[bool, typer.Option(
-        help="Also score the neuron and random-direction baselines.")] = True,
-    n_random: Annotated[int | None, typer.Option(
-        help="Random directions (default: d_model, as many as neurons).")] = None,
-    layer: Annotated[int | None, typer.Option(
-        help="Store layer (default: the SAE's layer).")] = None,
+    coverage: Annotated[
+        float, typer.Option(help="MMseqs2 clustering coverage (-c, cov-mode 0).")
+    ] = 0.8,
+    split_fractions: Annotated[
+        str, typer.Option(help="train,validation,test fractions of proteins (whole clusters).")
+    ] = "0,0.5,0.5",
+    fasta: Annotated[
+        Path | None,
+        typer.Option(
+            help="Sequences for clustering (default: the FASTA the store was embedded from, or the "
+            "Sequence column of a UniProt TSV)."
+        ),
+    ] = None,
+    baselines: Annotated[
+        bool, typer.Option(help="Also score the neuron and random-direction baselines.")
+    ] = True,
+    n_random: Annotated[
+        int | None, typer.Option(help="Random directions (default: d_model, as many as neurons).")
+    ] = None,
+    layer: Annotated[
+        int | None, typer.Option(help="Store layer (default: the SAE's layer).")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed for splits and random directions.")] = 0,
-    overwrite: Annotated[bool, typer.Option(
-        help="Replace an ASSOC_DIR written with other settings.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace an ASSOC_DIR written with other settings.")
+    ] = False,
 ) -> Path:
     """Associate SAE features (and neuron / random baselines) with GO terms, families,
     locations and residue-level concepts; writes ASSOC_DIR (see docs/design.md)."""
@@ -108,11 +187,15 @@ def associate(
     from plmsae.analysis import stats
 
     if pool not in ("max", "mean"):
-        raise InputError(f"--pool {pool!r} is not max or mean.", fix="use --pool max or --pool mean.")
+        raise InputError(
+            f"--pool {pool!r} is not max or mean.", fix="use --pool max or --pool mean."
+        )
     thresholds = [float(t) for t in (thresholds or DEFAULT_THRESHOLDS)]
     if any(not 0.0 <= t < 1.0 for t in thresholds):
-        raise InputError(f"thresholds {thresholds} must be fractions in [0, 1).",
-                         fix="e.g. --threshold 0 --threshold 0.5.")
+        raise InputError(
+            f"thresholds {thresholds} must be fractions in [0, 1).",
+            fix="e.g. --threshold 0 --threshold 0.5.",
+        )
     fractions = _parse_fractions(split_fractions)
     out = Path(out)
 
@@ -123,8 +206,11 @@ def associate(
     if layer is None and len(store_obj.layers) == 1:
         layer = store_obj.layers[0]
     if layer not in store_obj.layers:
-        raise InputError(f"the store has layers {store_obj.layers}, not the SAE's layer {layer}.",
-                         path=store_path, fix="embed that layer, or pass --layer.")
+        raise InputError(
+            f"the store has layers {store_obj.layers}, not the SAE's layer {layer}.",
+            path=store_path,
+            fix="embed that layer, or pass --layer.",
+        )
     level = cfg.level
     onto_obj, onto_path = _open_ontology(ontology)
     ann, ann_path = _open_annotations(annotations, onto_obj)
@@ -132,19 +218,29 @@ def associate(
     ids = list(store_obj.ids)
     n_random = int(n_random if n_random is not None else store_obj.d_model)
     settings = {
-        "pool": pool, "thresholds": thresholds, "min_concept": min_concept,
-        "max_concept_fraction": max_concept_fraction, "min_both": min_both,
-        "split_method": split_method, "min_seq_id": min_seq_id, "coverage": coverage,
-        "split_fractions": fractions, "baselines": baselines, "n_random": n_random,
-        "seed": seed, "layer": layer, "level": level,
-        "select_split": "validation", "report_split": "test",
+        "pool": pool,
+        "thresholds": thresholds,
+        "min_concept": min_concept,
+        "max_concept_fraction": max_concept_fraction,
+        "min_both": min_both,
+        "split_method": split_method,
+        "min_seq_id": min_seq_id,
+        "coverage": coverage,
+        "split_fractions": fractions,
+        "baselines": baselines,
+        "n_random": n_random,
+        "seed": seed,
+        "layer": layer,
+        "level": level,
+        "select_split": "validation",
+        "report_split": "test",
         "population": "per category: proteins of the store with >= 1 annotation in it",
         "associated": f"q < {Q_MAX} and precision >= {PRECISION_MIN} on test "
-                      f"(residue concepts: F1 >= {RESIDUE_F1_MIN} on test)",
+        f"(residue concepts: F1 >= {RESIDUE_F1_MIN} on test)",
         "q_value_family": "Benjamini-Hochberg per source x category",
         "odds_ratio": "Haldane-Anscombe +0.5 on every cell when a cell is 0",
         "random_directions": "unit Gaussian directions on centred inputs, bias matched to the "
-                             "SAE's median live-feature density on a calibration sample",
+        "SAE's median live-feature density on a calibration sample",
     }
     inputs = {
         "sae": str(sae_path.resolve()) if sae_path else None,
@@ -169,8 +265,13 @@ def associate(
 
     # 1. splits -------------------------------------------------------------------------------
     proteins_path = out / "proteins.parquet"
-    split_hash = sha256_json({k: settings[k] for k in ("split_method", "min_seq_id", "coverage",
-                                                      "split_fractions", "seed")} | {"ids": ids})
+    split_hash = sha256_json(
+        {
+            k: settings[k]
+            for k in ("split_method", "min_seq_id", "coverage", "split_fractions", "seed")
+        }
+        | {"ids": ids}
+    )
     state = _state(out)
     if proteins_path.exists() and state.get("proteins") == split_hash:
         proteins = pd.read_parquet(proteins_path)
@@ -178,12 +279,23 @@ def associate(
     else:
         seqs = _sequences(ids, fasta, store_obj, ann) if split_method == "mmseqs" else None
         split, clusters, split_used = split_mod.make_splits(
-            ids, seqs, method=split_method, min_seq_id=min_seq_id, coverage=coverage,
-            fractions=fractions, seed=seed)
-        proteins = pd.DataFrame({
-            "id": ids, "split": split.astype(str), "cluster": clusters.astype(np.int64),
-            "length": np.asarray(store_obj.lengths, dtype=np.int64),
-            "name": [ann.protein_names.get(p, "") for p in ids]})
+            ids,
+            seqs,
+            method=split_method,
+            min_seq_id=min_seq_id,
+            coverage=coverage,
+            fractions=fractions,
+            seed=seed,
+        )
+        proteins = pd.DataFrame(
+            {
+                "id": ids,
+                "split": split.astype(str),
+                "cluster": clusters.astype(np.int64),
+                "length": np.asarray(store_obj.lengths, dtype=np.int64),
+                "name": [ann.protein_names.get(p, "") for p in ids],
+            }
+        )
         _write_parquet(proteins, proteins_path)
         _set_state(out, proteins=split_hash, split_method_used=split_used)
     split = proteins["split"].to_numpy()
@@ -192,10 +304,13 @@ def associate(
     # 2. concepts -----------------------------------------------------------------------------
     concepts, ann_matrix = _concept_table(ann, ids)
     if ann_matrix.nnz == 0:
-        raise InputError(f"none of the {len(ids)} proteins of the store has an annotation here "
-                         f"(store IDs look like {ids[:2]}).", path=ann_path or annotations,
-                         fix="use annotations keyed by the same accessions as the FASTA that was "
-                         "embedded (UniProt sp|P12345|NAME headers become P12345).")
+        raise InputError(
+            f"none of the {len(ids)} proteins of the store has an annotation here "
+            f"(store IDs look like {ids[:2]}).",
+            path=ann_path or annotations,
+            fix="use annotations keyed by the same accessions as the FASTA that was "
+            "embedded (UniProt sp|P12345|NAME headers become P12345).",
+        )
     _write_parquet(concepts, out / "concepts.parquet")
     with atomic_path(out / "annotations.npz") as tmp:
         sp.save_npz(tmp, ann_matrix.astype(bool), compressed=True)
@@ -211,35 +326,60 @@ def associate(
         with torch.no_grad():
             density = base_mod.median_live_density(sae_obj.encode(sample))
         rand = base_mod.RandomDirections(store_obj.d_model, n_random, seed=seed).calibrate(
-            sample, density)
+            sample, density
+        )
         encoders["random"] = (rand.encode, n_random)
         settings["random_target_density"] = density
-    act_hash = sha256_json({"inputs": inputs, "pool": pool, "layer": layer, "level": level,
-                            "n_random": n_random, "seed": seed, "baselines": baselines,
-                            "ids": ids})
+    act_hash = sha256_json(
+        {
+            "inputs": inputs,
+            "pool": pool,
+            "layer": layer,
+            "level": level,
+            "n_random": n_random,
+            "seed": seed,
+            "baselines": baselines,
+            "ids": ids,
+        }
+    )
     act_dir = out / "activations"
     state = _state(out)
     if state.get("activations") == act_hash and all(
-            (act_dir / f"{s}.npz").exists() for s in encoders):
+        (act_dir / f"{s}.npz").exists() for s in encoders
+    ):
         pooled = {s: sp.load_npz(act_dir / f"{s}.npz").tocsr() for s in encoders}
         peaks = {s: np.asarray(v) for s, v in state["peaks"].items()}
     else:
         with progress() as bar:
             task = bar.add_task("activations", total=len(ids), rate="")
             pooled, peaks = acts_mod.protein_activations(
-                store_obj, encoders, ids, level=level, pool=pool, layer=layer,
-                progress_cb=lambda done: bar.update(task, completed=done))
+                store_obj,
+                encoders,
+                ids,
+                level=level,
+                pool=pool,
+                layer=layer,
+                progress_cb=lambda done: bar.update(task, completed=done),
+            )
         for s, m in pooled.items():
             with atomic_path(act_dir / f"{s}.npz") as tmp:
                 sp.save_npz(tmp, m.astype(np.float32), compressed=True)
         _set_state(out, activations=act_hash, peaks={s: v.tolist() for s, v in peaks.items()})
     feats = []
     for s, m in pooled.items():
-        feats.append(pd.DataFrame({
-            "source": s, "feature": np.arange(m.shape[1]),
-            "density": np.diff(m.tocsc().indptr) / max(1, m.shape[0]),
-            "max_activation": m.max(axis=0).toarray().ravel() if m.nnz else np.zeros(m.shape[1]),
-            "top_proteins": acts_mod.top_rows(m, ids)}))
+        feats.append(
+            pd.DataFrame(
+                {
+                    "source": s,
+                    "feature": np.arange(m.shape[1]),
+                    "density": np.diff(m.tocsc().indptr) / max(1, m.shape[0]),
+                    "max_activation": m.max(axis=0).toarray().ravel()
+                    if m.nnz
+                    else np.zeros(m.shape[1]),
+                    "top_proteins": acts_mod.top_rows(m, ids),
+                }
+            )
+        )
     _write_parquet(pd.concat(feats, ignore_index=True), out / "features.parquet")
 
     lap("activations_s")
@@ -252,10 +392,16 @@ def associate(
         for s, m in pooled.items():
             task = bar.add_task(f"statistics {s}", total=m.shape[1], rate="")
             res = stats.score_features(
-                m, ann_matrix[:, protein_cols], categories[protein_cols], split,
-                thresholds=thresholds, min_concept=min_concept,
-                max_concept_fraction=max_concept_fraction, min_both=min_both,
-                progress_cb=lambda cat, done, total, task=task: bar.update(task, completed=done))
+                m,
+                ann_matrix[:, protein_cols],
+                categories[protein_cols],
+                split,
+                thresholds=thresholds,
+                min_concept=min_concept,
+                max_concept_fraction=max_concept_fraction,
+                min_both=min_both,
+                progress_cb=lambda cat, done, total, task=task: bar.update(task, completed=done),
+            )
             cidx = np.flatnonzero(protein_cols)[res["concept"]]
             df = pd.DataFrame({k: res[k] for k in res if k not in ("concept", "f1_select")})
             df.insert(0, "source", s)
@@ -268,31 +414,50 @@ def associate(
     _write_parquet(assoc, out / "associations.parquet")
 
     lap("statistics_s")
-    residue_table = _residue_stage(store_obj, encoders, ann, ids, split, peaks, thresholds,
-                                   min_concept, level, layer)
+    residue_table = _residue_stage(
+        store_obj, encoders, ann, ids, split, peaks, thresholds, min_concept, level, layer
+    )
     _write_parquet(residue_table, out / "residue_associations.parquet")
 
     lap("residue_s")
     # 5. summary ------------------------------------------------------------------------------
     summary = _summary(pooled, assoc, residue_table, concepts, split)
-    summary["settings"] = settings | {"split_method_used": split_used,
-                                      "n_proteins": len(ids),
-                                      "n_validation": int((split == "validation").sum()),
-                                      "n_test": int((split == "test").sum())}
+    summary["settings"] = settings | {
+        "split_method_used": split_used,
+        "n_proteins": len(ids),
+        "n_validation": int((split == "validation").sum()),
+        "n_test": int((split == "test").sum()),
+    }
     write_json(out / "summary.json", summary)
     from plmsae import __version__
-    write_json(out / "run.json", {
-        **inputs, "model": store_obj.meta.get("model"), "layer": layer, "level": level,
-        "pooling": pool if level == "residue" else "mean",  # protein level: the store's mean
-        "thresholds": thresholds, "split": {"method": split_used, "min_seq_id": min_seq_id,
-                                            "coverage": coverage, "fractions": fractions,
-                                            "seed": seed},
-        "settings": settings, "settings_sha256": run_hash, "timings": timings,
-        "plmsae_version": __version__})
+
+    write_json(
+        out / "run.json",
+        {
+            **inputs,
+            "model": store_obj.meta.get("model"),
+            "layer": layer,
+            "level": level,
+            "pooling": pool if level == "residue" else "mean",  # protein level: the store's mean
+            "thresholds": thresholds,
+            "split": {
+                "method": split_used,
+                "min_seq_id": min_seq_id,
+                "coverage": coverage,
+                "fractions": fractions,
+                "seed": seed,
+            },
+            "settings": settings,
+            "settings_sha256": run_hash,
+            "timings": timings,
+            "plmsae_version": __version__,
+        },
+    )
     return out
 
 
 # --- helpers -----------------------------------------------------------------------------------
+
 
 def _parse_fractions(text: str) -> list[float]:
     try:
@@ -300,11 +465,15 @@ def _parse_fractions(text: str) -> list[float]:
     except ValueError:
         vals = []
     if len(vals) != 3 or any(v < 0 for v in vals) or sum(vals) <= 0:
-        raise InputError(f"--split-fractions {text!r} is not three non-negative numbers.",
-                         fix="give train,validation,test, e.g. 0,0.5,0.5.")
+        raise InputError(
+            f"--split-fractions {text!r} is not three non-negative numbers.",
+            fix="give train,validation,test, e.g. 0,0.5,0.5.",
+        )
     if vals[1] <= 0 or vals[2] <= 0:
-        raise InputError(f"--split-fractions {text!r} leaves validation or test empty.",
-                         fix="both validation and test need a positive fraction.")
+        raise InputError(
+            f"--split-fractions {text!r} leaves validation or test empty.",
+            fix="both validation and test need a positive fraction.",
+        )
     return vals
 
 
@@ -351,9 +520,11 @@ def _prepare_out(out: Path, run_hash: str, overwrite: bool) -> None:
         old = read_json(run).get("settings_sha256")
         if old != run_hash:
             if not overwrite:
-                raise InputError("this directory holds an association run with other inputs or "
-                                 "settings.", path=out,
-                                 fix="choose another --out, or pass --overwrite to replace it.")
+                raise InputError(
+                    "this directory holds an association run with other inputs or settings.",
+                    path=out,
+                    fix="choose another --out, or pass --overwrite to replace it.",
+                )
             for name in ("activations", ".state.json"):
                 p = out / name
                 if p.is_dir():
@@ -395,9 +566,11 @@ def _sequences(ids, fasta, store_obj, ann) -> list[str] | None:
         return None
     missing = [p for p in ids if p not in seqs]
     if missing:
-        raise InputError(f"{len(missing)} proteins of the store have no sequence here "
-                         f"(first: {missing[0]}).", path=path,
-                         fix="pass --fasta with the sequences the store was embedded from.")
+        raise InputError(
+            f"{len(missing)} proteins of the store have no sequence here (first: {missing[0]}).",
+            path=path,
+            fix="pass --fasta with the sequences the store was embedded from.",
+        )
     return [seqs[p] for p in ids]
 
 
@@ -408,8 +581,10 @@ def _concept_table(ann, ids) -> tuple[pd.DataFrame, sp.csr_matrix]:
     order = ["GO:BP", "GO:MF", "GO:CC", "GO", "family", "location"]
     cats = sorted(ann.protein_concepts, key=lambda c: (order.index(c) if c in order else 99, c))
     if "GO" in cats and len(cats) and not any(c.startswith("GO:") for c in cats):
-        log.warning("GO terms were read without an ontology: not propagated to ancestors and not "
-                    "split by namespace. Pass --ontology for the standard analysis.")
+        log.warning(
+            "GO terms were read without an ontology: not propagated to ancestors and not "
+            "split by namespace. Pass --ontology for the standard analysis."
+        )
     rows, cols, names, cat_of, concept_ids = [], [], [], [], []
     for cat in cats:
         by_protein = ann.protein_concepts[cat]
@@ -433,18 +608,26 @@ def _concept_table(ann, ids) -> tuple[pd.DataFrame, sp.csr_matrix]:
             cols.append(len(concept_ids))
         concept_ids.append(c)
         cat_of.append("residue")
-    m = sp.csr_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)),
-                      shape=(len(ids), len(concept_ids)))
+    m = sp.csr_matrix(
+        (np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(len(ids), len(concept_ids))
+    )
     m.sum_duplicates()
     m.data[:] = 1
     names = [ann.concept_names.get(c, c) for c in concept_ids]
-    df = pd.DataFrame({"concept": concept_ids, "category": cat_of, "name": names,
-                       "n_proteins": np.asarray(m.sum(axis=0)).ravel().astype(np.int64)})
+    df = pd.DataFrame(
+        {
+            "concept": concept_ids,
+            "category": cat_of,
+            "name": names,
+            "n_proteins": np.asarray(m.sum(axis=0)).ravel().astype(np.int64),
+        }
+    )
     return df, m
 
 
-def _residue_stage(store_obj, encoders, ann, ids, split, peaks, thresholds, min_concept, level,
-                   layer) -> pd.DataFrame:
+def _residue_stage(
+    store_obj, encoders, ann, ids, split, peaks, thresholds, min_concept, level, layer
+) -> pd.DataFrame:
     """InterPLM-style residue scores (empty table for protein-level SAEs or without residue
     concepts)."""
     import torch
@@ -458,29 +641,42 @@ def _residue_stage(store_obj, encoders, ann, ids, split, peaks, thresholds, min_
         return pd.DataFrame(columns=RESIDUE_COLUMNS)
     idset = set(ids)
     split_of = dict(zip(ids, split))
-    concepts = sorted(c for c, by in ann.residue_concepts.items()
-                      if sum(p in idset for p in by) >= min_concept)
+    concepts = sorted(
+        c for c, by in ann.residue_concepts.items() if sum(p in idset for p in by) >= min_concept
+    )
     if not concepts:
         return pd.DataFrame(columns=RESIDUE_COLUMNS)
     types = sorted({residue.concept_type(c) for c in concepts})
     ctype = np.array([types.index(residue.concept_type(c)) for c in concepts])
-    single = np.array([all(e - s == 1 for by in [ann.residue_concepts[c]] for iv in by.values()
-                           for s, e in iv) for c in concepts])
+    single = np.array(
+        [
+            all(e - s == 1 for by in [ann.residue_concepts[c]] for iv in by.values() for s, e in iv)
+            for c in concepts
+        ]
+    )
     lengths = dict(zip(store_obj.ids, store_obj.lengths.tolist()))
     cutoffs = {name: np.asarray(thresholds)[:, None] * peaks[name][None, :] for name in encoders}
     totals: dict[str, dict] = {}
     for part in ("validation", "test"):
         # one pass over the store per split; every encoder sees each batch
-        prots = [p for p in ids if split_of[p] == part
-                 and any(p in ann.residue_concepts[c] for c in concepts)]
+        prots = [
+            p
+            for p in ids
+            if split_of[p] == part and any(p in ann.residue_concepts[c] for c in concepts)
+        ]
         acc: dict[str, dict] = {}
         n_pos = np.zeros(len(concepts), dtype=np.int64)
         n_inst = np.zeros(len(concepts), dtype=np.int64)
         batch: list[tuple[str, np.ndarray]] = []
 
         def flush(batch):
-            lay, inst = residue.layout([b[0] for b in batch], [len(b[1]) for b in batch],
-                                       ann.residue_concepts, concepts, types)
+            lay, inst = residue.layout(
+                [b[0] for b in batch],
+                [len(b[1]) for b in batch],
+                ann.residue_concepts,
+                concepts,
+                types,
+            )
             x = torch.from_numpy(np.concatenate([b[1] for b in batch]))
             for name, (enc, width) in encoders.items():
                 with torch.no_grad():
@@ -505,11 +701,17 @@ def _residue_stage(store_obj, encoders, ann, ids, split, peaks, thresholds, min_
     for name in encoders:
         if name not in sel["counts"] or name not in rep["counts"]:
             continue
-        res = residue.residue_scores(sel["counts"][name], rep["counts"][name],
-                                     n_pos_sel=sel["n_pos"], n_pos_rep=rep["n_pos"],
-                                     n_inst_sel=sel["n_inst"], n_inst_rep=rep["n_inst"],
-                                     concept_types=ctype, single_residue=single,
-                                     thresholds=thresholds)
+        res = residue.residue_scores(
+            sel["counts"][name],
+            rep["counts"][name],
+            n_pos_sel=sel["n_pos"],
+            n_pos_rep=rep["n_pos"],
+            n_inst_sel=sel["n_inst"],
+            n_inst_rep=rep["n_inst"],
+            concept_types=ctype,
+            single_residue=single,
+            thresholds=thresholds,
+        )
         df = pd.DataFrame({k: v for k, v in res.items() if k not in ("concept", "f1_select")})
         df.insert(0, "source", name)
         df.insert(2, "concept", np.array(concepts, dtype=object)[res["concept"]])
@@ -520,11 +722,16 @@ def _residue_stage(store_obj, encoders, ann, ids, split, peaks, thresholds, min_
     return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=RESIDUE_COLUMNS)
 
 
-def _summary(pooled, assoc: pd.DataFrame, residue_table: pd.DataFrame, concepts: pd.DataFrame,
-             split) -> dict[str, Any]:
+def _summary(
+    pooled, assoc: pd.DataFrame, residue_table: pd.DataFrame, concepts: pd.DataFrame, split
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     sig = assoc[(assoc["q_value"] < Q_MAX) & (assoc["precision"] >= PRECISION_MIN)]
-    res_hit = residue_table[residue_table["f1"] >= RESIDUE_F1_MIN] if len(residue_table) else residue_table
+    res_hit = (
+        residue_table[residue_table["f1"] >= RESIDUE_F1_MIN]
+        if len(residue_table)
+        else residue_table
+    )
     cats = [c for c in dict.fromkeys(concepts["category"]) if c != "residue"]
     for s, m in pooled.items():
         n = int(m.shape[1])
@@ -558,17 +765,21 @@ def _summary(pooled, assoc: pd.DataFrame, residue_table: pd.DataFrame, concepts:
                 "criterion": f"F1 >= {RESIDUE_F1_MIN} on test (InterPLM)",
             }
             assoc_feats |= set(r["feature"].tolist())
-        out[s] = {"n_features": n, "n_features_associated": len(assoc_feats),
-                  "fraction_associated": len(assoc_feats) / n if n else 0.0,
-                  "by_category": by_cat}
+        out[s] = {
+            "n_features": n,
+            "n_features_associated": len(assoc_feats),
+            "fraction_associated": len(assoc_feats) / n if n else 0.0,
+            "by_category": by_cat,
+        }
     coverage = concept_coverage(assoc, {s: int(m.shape[1]) for s, m in pooled.items()})
     for s in out:
         out[s]["concepts"] = coverage[s]
     return out
 
 
-def concept_coverage(assoc: pd.DataFrame, n_features: dict[str, int], *, draws: int = 20,
-                     seed: int = 0) -> dict[str, dict[str, Any]]:
+def concept_coverage(
+    assoc: pd.DataFrame, n_features: dict[str, int], *, draws: int = 20, seed: int = 0
+) -> dict[str, dict[str, Any]]:
     """Which concepts each source finds, counted per concept rather than per feature.
 
     ``assoc``: rows of ``associations.parquet`` (columns source, feature, concept, q_value,
@@ -593,8 +804,12 @@ def concept_coverage(assoc: pd.DataFrame, n_features: dict[str, int], *, draws: 
         }
         if n > n_match > 0:
             pairs = hits[["feature", "concept"]].drop_duplicates()
-            counts = [pairs.loc[pairs["feature"].isin(rng.choice(n, n_match, replace=False)),
-                                "concept"].nunique() for _ in range(draws)]
+            counts = [
+                pairs.loc[
+                    pairs["feature"].isin(rng.choice(n, n_match, replace=False)), "concept"
+                ].nunique()
+                for _ in range(draws)
+            ]
             block["n_concepts_associated_matched"] = float(np.median(counts))
             block["matched_n_features"] = n_match
         out[source] = block

@@ -32,13 +32,18 @@ def concept_type(concept: str) -> str:
 class ResidueLayout:
     """Token-level indicator matrices for a batch of proteins (rows = residues, concatenated)."""
 
-    token_concept: sp.csr_matrix   # [T, n_concepts] 0/1
+    token_concept: sp.csr_matrix  # [T, n_concepts] 0/1
     token_instance: sp.csr_matrix  # [T, n_instances] 0/1
-    token_type: sp.csr_matrix      # [T, n_types] 0/1: residue's protein carries that type
+    token_type: sp.csr_matrix  # [T, n_types] 0/1: residue's protein carries that type
 
 
-def layout(proteins: list[str], lengths: list[int], residue_concepts: dict[str, dict[str, list]],
-           concepts: list[str], types: list[str]) -> tuple[ResidueLayout, np.ndarray]:
+def layout(
+    proteins: list[str],
+    lengths: list[int],
+    residue_concepts: dict[str, dict[str, list]],
+    concepts: list[str],
+    types: list[str],
+) -> tuple[ResidueLayout, np.ndarray]:
     """Indicator matrices for proteins (in this order, residues concatenated) and the concept
     index of every instance (instances numbered in order of appearance)."""
     c_index = {c: i for i, c in enumerate(concepts)}
@@ -73,13 +78,21 @@ def layout(proteins: list[str], lengths: list[int], residue_concepts: dict[str, 
         m.data[:] = 1  # overlapping instances of one concept count once per residue
         return m
 
-    lay = ResidueLayout(mat(tc_r, tc_c, len(concepts)), mat(ti_r, ti_c, len(inst_concept)),
-                        mat(tt_r, tt_c, len(types)))
+    lay = ResidueLayout(
+        mat(tc_r, tc_c, len(concepts)),
+        mat(ti_r, ti_c, len(inst_concept)),
+        mat(tt_r, tt_c, len(types)),
+    )
     return lay, np.array(inst_concept, dtype=np.int64)
 
 
-def residue_counts(z: np.ndarray | torch.Tensor, lay: ResidueLayout, inst_concept: np.ndarray,
-                   cutoffs: np.ndarray, n_concepts: int) -> dict[str, np.ndarray]:
+def residue_counts(
+    z: np.ndarray | torch.Tensor,
+    lay: ResidueLayout,
+    inst_concept: np.ndarray,
+    cutoffs: np.ndarray,
+    n_concepts: int,
+) -> dict[str, np.ndarray]:
     """Counts for one batch. z: [T, F] activations; cutoffs: [n_thresholds, F] (absolute).
 
     Returns ``tp`` [n_thr, F, n_concepts] (active residues inside the concept), ``active``
@@ -88,7 +101,8 @@ def residue_counts(z: np.ndarray | torch.Tensor, lay: ResidueLayout, inst_concep
     z = z.numpy() if isinstance(z, torch.Tensor) else np.asarray(z)
     inst_to_concept = sp.csr_matrix(
         (np.ones(len(inst_concept), np.int64), (np.arange(len(inst_concept)), inst_concept)),
-        shape=(len(inst_concept), n_concepts))
+        shape=(len(inst_concept), n_concepts),
+    )
     tp, active, found = [], [], []
     for cut in np.asarray(cutoffs):
         b = sp.csr_matrix(z > cut[None, :], dtype=np.int64).T.tocsr()  # [F, T]
@@ -100,9 +114,18 @@ def residue_counts(z: np.ndarray | torch.Tensor, lay: ResidueLayout, inst_concep
     return {"tp": np.stack(tp), "active": np.stack(active), "found": np.stack(found)}
 
 
-def residue_scores(sel: dict, rep: dict, *, n_pos_sel, n_pos_rep, n_inst_sel, n_inst_rep,
-                   concept_types: np.ndarray, single_residue: np.ndarray,
-                   thresholds) -> dict[str, np.ndarray]:
+def residue_scores(
+    sel: dict,
+    rep: dict,
+    *,
+    n_pos_sel,
+    n_pos_rep,
+    n_inst_sel,
+    n_inst_rep,
+    concept_types: np.ndarray,
+    single_residue: np.ndarray,
+    thresholds,
+) -> dict[str, np.ndarray]:
     """Choose each pair's threshold by F1 on the selection counts ``sel`` and report the metrics
     of the report counts ``rep`` (both as returned by :func:`residue_counts`, summed over
     batches). n_pos_*: residues per concept; n_inst_*: instances per concept; concept_types:
@@ -131,11 +154,16 @@ def residue_scores(sel: dict, rep: dict, *, n_pos_sel, n_pos_rep, n_inst_sel, n_
     tp = pick(rep["tp"])
     f_idx, c_idx = np.nonzero((tp > 0) & (pick(f1_sel) > 0))
     return {
-        "feature": f_idx, "concept": c_idx, "threshold": thresholds[best[f_idx, c_idx]],
+        "feature": f_idx,
+        "concept": c_idx,
+        "threshold": thresholds[best[f_idx, c_idx]],
         "n_true_positive": tp[f_idx, c_idx],
         "n_active": pick(rep["active"][:, :, concept_types])[f_idx, c_idx],
-        "n_residues": np.asarray(n_pos_rep)[c_idx], "n_instances": np.asarray(n_inst_rep)[c_idx],
-        "precision": pick(prec)[f_idx, c_idx], "recall": pick(rec)[f_idx, c_idx],
-        "domain_recall": pick(drec)[f_idx, c_idx], "f1": pick(f1)[f_idx, c_idx],
+        "n_residues": np.asarray(n_pos_rep)[c_idx],
+        "n_instances": np.asarray(n_inst_rep)[c_idx],
+        "precision": pick(prec)[f_idx, c_idx],
+        "recall": pick(rec)[f_idx, c_idx],
+        "domain_recall": pick(drec)[f_idx, c_idx],
+        "f1": pick(f1)[f_idx, c_idx],
         "f1_select": pick(f1_sel)[f_idx, c_idx],
     }

@@ -35,9 +35,17 @@ def hypergeom_logpmf(k, N, K, n) -> np.ndarray:
     """log P(X = k) for X ~ Hypergeometric(population N, K successes, n draws); arrays broadcast."""
     k, N, K, n = (np.asarray(v, dtype=np.int64) for v in np.broadcast_arrays(k, N, K, n))
     lf = _log_factorials(int(N.max(initial=0)))
-    out = (lf[K] - lf[k] - lf[np.clip(K - k, 0, None)]
-           + lf[N - K] - lf[np.clip(n - k, 0, None)] - lf[np.clip(N - K - n + k, 0, None)]
-           - lf[N] + lf[n] + lf[N - n])
+    out = (
+        lf[K]
+        - lf[k]
+        - lf[np.clip(K - k, 0, None)]
+        + lf[N - K]
+        - lf[np.clip(n - k, 0, None)]
+        - lf[np.clip(N - K - n + k, 0, None)]
+        - lf[N]
+        + lf[n]
+        + lf[N - n]
+    )
     bad = (k < np.maximum(0, n + K - N)) | (k > np.minimum(n, K))
     return np.where(bad, -np.inf, out)
 
@@ -86,8 +94,17 @@ def _sf_kernel():
                     continue
                 up = k[i] > ((n[i] + 1) * (K[i] + 1)) // (N[i] + 2)  # above the mode
                 j0 = k[i] if up else k[i] - 1  # the lower branch sums P(X <= k-1)
-                t = np.exp(lf[K[i]] - lf[j0] - lf[K[i] - j0] + lf[N[i] - K[i]] - lf[n[i] - j0]
-                           - lf[N[i] - K[i] - n[i] + j0] - lf[N[i]] + lf[n[i]] + lf[N[i] - n[i]])
+                t = np.exp(
+                    lf[K[i]]
+                    - lf[j0]
+                    - lf[K[i] - j0]
+                    + lf[N[i] - K[i]]
+                    - lf[n[i] - j0]
+                    - lf[N[i] - K[i] - n[i] + j0]
+                    - lf[N[i]]
+                    + lf[n[i]]
+                    + lf[N[i] - n[i]]
+                )
                 total = t
                 Nf, Kf, nf = float(N[i]), float(K[i]), float(n[i])
                 if up:
@@ -146,12 +163,18 @@ def bh_qvalues_grouped(group: np.ndarray, p: np.ndarray, n_tests=None) -> np.nda
     p = np.asarray(p, dtype=np.float64)
     if len(group) and (np.diff(group) < 0).any():
         raise ValueError("bh_qvalues_grouped: group must be sorted")
-    starts = np.flatnonzero(np.concatenate([[True], group[1:] != group[:-1]])) if len(group) else \
-        np.zeros(0, np.int64)
+    starts = (
+        np.flatnonzero(np.concatenate([[True], group[1:] != group[:-1]]))
+        if len(group)
+        else np.zeros(0, np.int64)
+    )
     bounds = np.concatenate([starts, [len(group)]]).astype(np.int64)
     sizes = np.diff(bounds)
-    m = sizes.astype(np.float64) if n_tests is None else \
-        np.broadcast_to(np.asarray(n_tests, dtype=np.float64), sizes.shape).copy()
+    m = (
+        sizes.astype(np.float64)
+        if n_tests is None
+        else np.broadcast_to(np.asarray(n_tests, dtype=np.float64), sizes.shape).copy()
+    )
     return _bh_kernel()(bounds, p, m)
 
 
@@ -213,8 +236,14 @@ def binarize(acts: sp.spmatrix, cutoffs: np.ndarray) -> sp.csr_matrix:
     ``acts`` never count: every cutoff is >= 0)."""
     x = acts.tocsr()
     keep = x.data > np.asarray(cutoffs, dtype=np.float64)[x.indices]
-    out = sp.csr_matrix((np.ones(int(keep.sum()), dtype=np.int64), x.indices[keep],
-                         np.concatenate([[0], np.cumsum(_row_counts(x, keep))])), shape=x.shape)
+    out = sp.csr_matrix(
+        (
+            np.ones(int(keep.sum()), dtype=np.int64),
+            x.indices[keep],
+            np.concatenate([[0], np.cumsum(_row_counts(x, keep))]),
+        ),
+        shape=x.shape,
+    )
     return out
 
 
@@ -272,8 +301,9 @@ def auroc_from_rank_sums(pos_rank_sum_nonzero, n_pos_nonzero, n_nonzero, n_pos, 
         return np.where((n_pos > 0) & (n_neg > 0), u / (n_pos * n_neg), np.nan)
 
 
-def enrichment(active: sp.spmatrix, concepts: sp.spmatrix, *, min_both: int = 1,
-               chunk: int | None = None) -> dict[str, np.ndarray]:
+def enrichment(
+    active: sp.spmatrix, concepts: sp.spmatrix, *, min_both: int = 1, chunk: int | None = None
+) -> dict[str, np.ndarray]:
     """Fisher enrichment of every concept in every feature's study set, all features at once.
 
     The goatools computation for all features together: ``active`` [n_proteins, n_features] 0/1
@@ -290,25 +320,40 @@ def enrichment(active: sp.spmatrix, concepts: sp.spmatrix, *, min_both: int = 1,
     chunk = chunk or max(1, int(2e7 // max(concepts.shape[1], 1)))
     parts = []
     for a in range(0, n_feat, chunk):
-        counts = (active[:, a:a + chunk].T.tocsr() @ concepts).tocoo()  # [chunk, n_concepts]
+        counts = (active[:, a : a + chunk].T.tocsr() @ concepts).tocoo()  # [chunk, n_concepts]
         keep = counts.data >= max(min_both, 1)
         f = (counts.row[keep] + a).astype(np.int32)
         c = counts.col[keep].astype(np.int32)
         both = counts.data[keep].astype(np.int32)
         parts.append((f, c, both, fisher_greater(both, n_active[f], n_concept[c], n_pop)))
-    cat = (lambda i, dt: np.concatenate([p[i] for p in parts]) if parts else np.zeros(0, dt))
-    return {"feature": cat(0, np.int32), "concept": cat(1, np.int32), "n_both": cat(2, np.int32),
-            "p_value": cat(3, np.float64), "n_active": n_active, "n_concept": n_concept,
-            "n_population": n_pop}
+    cat = lambda i, dt: np.concatenate([p[i] for p in parts]) if parts else np.zeros(0, dt)
+    return {
+        "feature": cat(0, np.int32),
+        "concept": cat(1, np.int32),
+        "n_both": cat(2, np.int32),
+        "p_value": cat(3, np.float64),
+        "n_active": n_active,
+        "n_concept": n_concept,
+        "n_population": n_pop,
+    }
 
 
-def score_features(acts: sp.spmatrix, concepts: sp.spmatrix, concept_category: np.ndarray,
-                   split: np.ndarray, *, thresholds=(0.0, 0.15, 0.5, 0.6, 0.8),
-                   feature_max: np.ndarray | None = None, min_concept: int = 10,
-                   max_concept_fraction: float = 1.0,
-                   min_both: int = 3, select_split: str = "validation",
-                   report_split: str = "test", chunk: int | None = None,
-                   progress_cb=None) -> dict[str, np.ndarray]:
+def score_features(
+    acts: sp.spmatrix,
+    concepts: sp.spmatrix,
+    concept_category: np.ndarray,
+    split: np.ndarray,
+    *,
+    thresholds=(0.0, 0.15, 0.5, 0.6, 0.8),
+    feature_max: np.ndarray | None = None,
+    min_concept: int = 10,
+    max_concept_fraction: float = 1.0,
+    min_both: int = 3,
+    select_split: str = "validation",
+    report_split: str = "test",
+    chunk: int | None = None,
+    progress_cb=None,
+) -> dict[str, np.ndarray]:
     """Score every feature x concept: threshold chosen on one split, statistics on another.
 
     acts: [n_proteins, n_features] non-negative per-protein activations (sparse).
@@ -344,8 +389,9 @@ def score_features(acts: sp.spmatrix, concepts: sp.spmatrix, concept_category: n
         cat = concepts[:, cols_all]
         in_pop = np.diff(cat.indptr) > 0
         n_concept_pop = np.asarray(cat[in_pop].sum(axis=0)).ravel()
-        keep_cols = ((n_concept_pop >= min_concept)
-                     & (n_concept_pop <= max_concept_fraction * in_pop.sum()))
+        keep_cols = (n_concept_pop >= min_concept) & (
+            n_concept_pop <= max_concept_fraction * in_pop.sum()
+        )
         if not keep_cols.any():
             continue
         cols = cols_all[keep_cols]
@@ -398,8 +444,9 @@ def score_features(acts: sp.spmatrix, concepts: sp.spmatrix, concept_category: n
             out["n_both"].append(both[fi, ci])
             out["n_population"].append(np.full(len(fi), n_rep))
             out["f1_select"].append(f1_best[fi, ci])
-            out["auroc"].append(auroc_from_rank_sums(rank_sum, pos_nonzero, nnz_rep[feat],
-                                                     nc_rep[ci], n_rep))
+            out["auroc"].append(
+                auroc_from_rank_sums(rank_sum, pos_nonzero, nnz_rep[feat], nc_rep[ci], n_rep)
+            )
             if progress_cb is not None:
                 progress_cb(category, fs.stop, n_feat)
         # statistics for the whole category at once (one BH family)
@@ -415,8 +462,9 @@ def score_features(acts: sp.spmatrix, concepts: sp.spmatrix, concept_category: n
             out["q_value"].append(bh_qvalues(p))
             for k in ("precision", "recall", "f1", "odds_ratio"):
                 out[k].append(m[k])
-    return {k: (np.concatenate(v) if v else np.zeros(0, dtype=_SCORE_FIELDS[k]))
-            for k, v in out.items()}
+    return {
+        k: (np.concatenate(v) if v else np.zeros(0, dtype=_SCORE_FIELDS[k])) for k, v in out.items()
+    }
 
 
 class _Concepts:
@@ -452,10 +500,21 @@ class _Concepts:
 
 
 _SCORE_FIELDS = {
-    "feature": np.int64, "concept": np.int64, "threshold": np.float64, "n_active": np.int64,
-    "n_concept": np.int64, "n_both": np.int64, "n_population": np.int64, "p_value": np.float64,
-    "q_value": np.float64, "precision": np.float64, "recall": np.float64, "f1": np.float64,
-    "odds_ratio": np.float64, "auroc": np.float64, "f1_select": np.float64,
+    "feature": np.int64,
+    "concept": np.int64,
+    "threshold": np.float64,
+    "n_active": np.int64,
+    "n_concept": np.int64,
+    "n_both": np.int64,
+    "n_population": np.int64,
+    "p_value": np.float64,
+    "q_value": np.float64,
+    "precision": np.float64,
+    "recall": np.float64,
+    "f1": np.float64,
+    "odds_ratio": np.float64,
+    "auroc": np.float64,
+    "f1_select": np.float64,
 }
 
 

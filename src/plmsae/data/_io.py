@@ -23,8 +23,9 @@ def open_text(path: str | os.PathLike, what: str) -> TextIO:
     if not path.exists():
         raise InputError(f"{what} not found.", path=path, fix="check the path.")
     if path.is_dir():
-        raise InputError(f"expected a {what}, got a directory.", path=path,
-                         fix=f"pass the {what} itself.")
+        raise InputError(
+            f"expected a {what}, got a directory.", path=path, fix=f"pass the {what} itself."
+        )
     with open(path, "rb") as fh:
         magic = fh.read(2)
     if magic == _GZIP_MAGIC:

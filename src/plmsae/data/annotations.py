@@ -46,9 +46,10 @@ import logging
 import os
 import re
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from plmsae._util import InputError
 from plmsae.data._io import open_text
@@ -153,17 +154,23 @@ def _read(path: Path, fmt: str, ontology: "Ontology | None") -> Annotations:
             else:
                 _read_uniprot_tsv(path, fh, go, ann)
     except (EOFError, gzip.BadGzipFile, zlib.error) as e:
-        raise InputError(f"the gzip stream is damaged or truncated ({e}).", path=path,
-                         fix="re-download or re-compress the file.") from e
+        raise InputError(
+            f"the gzip stream is damaged or truncated ({e}).",
+            path=path,
+            fix="re-download or re-compress the file.",
+        ) from e
     if go:
         if ontology is None:
             ann.protein_concepts["GO"] = go
         else:
             _propagate_go(go, ontology, ann, path)
     if not ann.protein_ids():
-        raise InputError("no annotations found.", path=path,
-                         fix="check that the file has data rows (and, for a UniProt export, "
-                             "annotation columns such as 'Gene Ontology IDs').")
+        raise InputError(
+            "no annotations found.",
+            path=path,
+            fix="check that the file has data rows (and, for a UniProt export, "
+            "annotation columns such as 'Gene Ontology IDs').",
+        )
     return ann
 
 
@@ -174,11 +181,15 @@ def sniff_format(path: str | os.PathLike) -> str:
         try:
             first = next((line.rstrip("\r\n") for line in fh if line.strip()), None)
         except (EOFError, gzip.BadGzipFile, zlib.error) as e:
-            raise InputError(f"the gzip stream is damaged or truncated ({e}).", path=path,
-                             fix="re-download or re-compress the file.") from e
+            raise InputError(
+                f"the gzip stream is damaged or truncated ({e}).",
+                path=path,
+                fix="re-download or re-compress the file.",
+            ) from e
     if first is None:
-        raise InputError("the annotation file is empty.", path=path,
-                         fix="pass a file with annotations.")
+        raise InputError(
+            "the annotation file is empty.", path=path, fix="pass a file with annotations."
+        )
     fields = first.split("\t")
     if first.startswith("!gaf-version") or (first.startswith("!") and not first.startswith("!gp")):
         return "gaf"
@@ -189,9 +200,12 @@ def sniff_format(path: str | os.PathLike) -> str:
     if len(fields) >= GAF_MIN_COLUMNS and _TERM_ID.fullmatch(fields[4]):
         return "gaf"
     raise InputError(
-        f"unknown annotation format (first line: {first[:80]!r}).", path=path, record=1,
+        f"unknown annotation format (first line: {first[:80]!r}).",
+        path=path,
+        record=1,
         fix="pass a two-column TSV 'ACCESSION<TAB>GO:0000001;GO:0000002', a GAF 2.x file "
-            "(starting with '!gaf-version'), or a UniProt TSV export with an 'Entry' column.")
+        "(starting with '!gaf-version'), or a UniProt TSV export with an 'Entry' column.",
+    )
 
 
 # --- GO term lists ---------------------------------------------------------------------------
@@ -218,13 +232,20 @@ def _read_go_tsv(path: Path, fh: TextIO, go: dict[str, frozenset[str]]) -> None:
         terms_set = parsed.get(terms)
         if terms_set is None:
             if not sep or not acc or "\t" in terms or not _GO_LIST.fullmatch(terms.strip()):
-                raise InputError(f"malformed line {line.rstrip()[:80]!r}.", path=path,
-                                 record=lineno,
-                                 fix="each line must be 'ACCESSION<TAB>GO:0000001;GO:0000002'.")
+                raise InputError(
+                    f"malformed line {line.rstrip()[:80]!r}.",
+                    path=path,
+                    record=lineno,
+                    fix="each line must be 'ACCESSION<TAB>GO:0000001;GO:0000002'.",
+                )
             terms_set = parsed[terms] = frozenset(_split_terms(terms))
         elif not acc:
-            raise InputError(f"malformed line {line.rstrip()[:80]!r}.", path=path, record=lineno,
-                             fix="each line must be 'ACCESSION<TAB>GO:0000001;GO:0000002'.")
+            raise InputError(
+                f"malformed line {line.rstrip()[:80]!r}.",
+                path=path,
+                record=lineno,
+                fix="each line must be 'ACCESSION<TAB>GO:0000001;GO:0000002'.",
+            )
         got = go.get(acc)
         go[acc] = terms_set if got is None else got | terms_set
 
@@ -239,9 +260,12 @@ def _read_gaf(path: Path, fh: TextIO, go: dict[str, frozenset[str]], ann: Annota
         if len(cols) < GAF_MIN_COLUMNS or not cols[1] or not _TERM_ID.fullmatch(cols[4]):
             raise InputError(
                 f"malformed GAF line ({len(cols)} tab-separated columns, GO ID column "
-                f"{cols[4] if len(cols) > 4 else ''!r}).", path=path, record=lineno,
+                f"{cols[4] if len(cols) > 4 else ''!r}).",
+                path=path,
+                record=lineno,
                 fix="GAF 2.x lines have 15-17 tab-separated columns: DB, accession, symbol, "
-                    "qualifier, GO ID, ...; check the file is not space-separated or truncated.")
+                "qualifier, GO ID, ...; check the file is not space-separated or truncated.",
+            )
         if "NOT" in cols[3].split("|"):
             n_not += 1
             continue
@@ -255,12 +279,15 @@ def _read_gaf(path: Path, fh: TextIO, go: dict[str, frozenset[str]], ann: Annota
         log.info("%s: skipped %d annotations with a NOT qualifier", path, n_not)
 
 
-def _propagate_go(go: dict[str, frozenset[str]], ontology: "Ontology", ann: Annotations,
-                  path: Path) -> None:
+def _propagate_go(
+    go: dict[str, frozenset[str]], ontology: "Ontology", ann: Annotations, path: Path
+) -> None:
     from plmsae.data.ontology import NAMESPACE_CATEGORY
 
-    category_of = {t: NAMESPACE_CATEGORY.get(term.namespace, term.namespace)
-                   for t, term in ontology.terms.items()}
+    category_of = {
+        t: NAMESPACE_CATEGORY.get(term.namespace, term.namespace)
+        for t, term in ontology.terms.items()
+    }
     # Many proteins share the same term set (464k Swiss-Prot proteins have 82k distinct sets):
     # propagate each distinct set once and share the resulting frozensets between proteins.
     by_set: dict[frozenset[str], tuple[dict[str, frozenset[str]], int, int]] = {}
@@ -302,14 +329,20 @@ def _propagate_go(go: dict[str, frozenset[str]], ontology: "Ontology", ann: Anno
     ann.counts["go_alt_ids_mapped"] = n_alt
     ann.counts["go_obsolete_or_unknown"] = n_dropped
     if n_dropped:
-        log.warning("%s: dropped %d annotations to %d obsolete or unknown GO terms (e.g. %s)",
-                    path, n_dropped, len(dropped_ids), ", ".join(sorted(dropped_ids)[:3]))
+        log.warning(
+            "%s: dropped %d annotations to %d obsolete or unknown GO terms (e.g. %s)",
+            path,
+            n_dropped,
+            len(dropped_ids),
+            ", ".join(sorted(dropped_ids)[:3]),
+        )
     if n_alt:
         log.info("%s: mapped %d annotations from alt IDs to primary GO terms", path, n_alt)
 
 
-def _ancestors_by_category(ontology: "Ontology", term: str, category_of: dict[str, str]
-                           ) -> list[tuple[str, frozenset[str]]]:
+def _ancestors_by_category(
+    ontology: "Ontology", term: str, category_of: dict[str, str]
+) -> list[tuple[str, frozenset[str]]]:
     """The ancestors of ``term`` grouped by category (one group in go-basic, whose is_a and
     part_of never cross namespaces; grouped anyway for other ontologies)."""
     by_cat: dict[str, set[str]] = {}
@@ -320,8 +353,10 @@ def _ancestors_by_category(ontology: "Ontology", term: str, category_of: dict[st
 
 # --- UniProt TSV export ----------------------------------------------------------------------
 
-def _read_uniprot_tsv(path: Path, fh: TextIO, go: dict[str, frozenset[str]],
-                      ann: Annotations) -> None:
+
+def _read_uniprot_tsv(
+    path: Path, fh: TextIO, go: dict[str, frozenset[str]], ann: Annotations
+) -> None:
     header: list[str] | None = None
     col: dict[str, int] = {}
     for lineno, line in enumerate(fh, 1):
@@ -342,12 +377,18 @@ def _read_uniprot_tsv(path: Path, fh: TextIO, go: dict[str, frozenset[str]],
         if len(fields) != len(header):
             raise InputError(
                 f"row has {len(fields)} tab-separated fields, the header has {len(header)}.",
-                path=path, record=lineno,
-                fix="re-export the table as TSV from UniProt; fields must not contain tabs.")
+                path=path,
+                record=lineno,
+                fix="re-export the table as TSV from UniProt; fields must not contain tabs.",
+            )
         acc = fields[col["Entry"]].strip()
         if not acc:
-            raise InputError("empty 'Entry' field.", path=path, record=lineno,
-                             fix="every row needs its UniProt accession in the 'Entry' column.")
+            raise InputError(
+                "empty 'Entry' field.",
+                path=path,
+                record=lineno,
+                fix="every row needs its UniProt accession in the 'Entry' column.",
+            )
         record = f"line {lineno}, entry {acc}"
         if "Sequence" in col and fields[col["Sequence"]].strip():
             ann.sequences[acc] = fields[col["Sequence"]].strip().upper()
@@ -361,7 +402,9 @@ def _read_uniprot_tsv(path: Path, fh: TextIO, go: dict[str, frozenset[str]],
         if "Protein families" in col:
             _add_paths(ann, "family", acc, fields[col["Protein families"]].split(";"))
         if "Subcellular location [CC]" in col:
-            _add_paths(ann, "location", acc, parse_locations(fields[col["Subcellular location [CC]"]]))
+            _add_paths(
+                ann, "location", acc, parse_locations(fields[col["Subcellular location [CC]"]])
+            )
         seq_len = len(ann.sequences[acc]) if acc in ann.sequences else None
         for i, name in feature_cols:
             text = fields[i].strip()
@@ -370,7 +413,8 @@ def _read_uniprot_tsv(path: Path, fh: TextIO, go: dict[str, frozenset[str]],
     for category in ("family", "location"):
         if category in ann.protein_concepts:
             ann.protein_concepts[category] = {
-                acc: frozenset(c) for acc, c in ann.protein_concepts[category].items()}
+                acc: frozenset(c) for acc, c in ann.protein_concepts[category].items()
+            }
     if header is None:
         raise InputError("the file has no header row.", path=path, fix="export with column names.")
     if "Entry" not in col:  # pragma: no cover - sniffing guarantees it
@@ -479,12 +523,15 @@ def parse_location(location: str) -> tuple[int, int] | None:
     return start - 1, end
 
 
-def _add_features(ann: Annotations, path: Path, record: str, acc: str, column: str, text: str,
-                  seq_len: int | None) -> None:
+def _add_features(
+    ann: Annotations, path: Path, record: str, acc: str, column: str, text: str, seq_len: int | None
+) -> None:
     prefix, qualifier = FEATURE_COLUMNS[column]
-    fix = ("feature columns must hold UniProt feature strings such as "
-           "'TRANSMEM 10..30; /note=\"Helical\"' or 'BINDING 12; /ligand=\"ATP\"'; re-export the "
-           "table from uniprot.org (TSV).")
+    fix = (
+        "feature columns must hold UniProt feature strings such as "
+        "'TRANSMEM 10..30; /note=\"Helical\"' or 'BINDING 12; /ligand=\"ATP\"'; re-export the "
+        "table from uniprot.org (TSV)."
+    )
     try:
         features = parse_features(text)
     except ValueError as e:
@@ -496,17 +543,20 @@ def _add_features(ann: Annotations, path: Path, record: str, acc: str, column: s
         try:
             interval = parse_location(location)
         except ValueError as e:
-            raise InputError(f"malformed {keyword} location ({e}).", path=path, record=record,
-                             fix=fix) from None
+            raise InputError(
+                f"malformed {keyword} location ({e}).", path=path, record=record, fix=fix
+            ) from None
         if interval is None:
             ann.counts["features_uncertain"] += 1
             continue
         if seq_len is not None and interval[1] > seq_len:
             raise InputError(
                 f"{keyword} {location} ends after the sequence ({seq_len} residues).",
-                path=path, record=record,
+                path=path,
+                record=record,
                 fix="the features and the Sequence column must describe the same isoform; "
-                    "re-export the entry.")
+                "re-export the entry.",
+            )
         concept = prefix
         label = ""
         if qualifier is not None:

@@ -20,9 +20,9 @@ import gzip
 import os
 import re
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from plmsae._util import InputError
 from plmsae.data._io import open_text
@@ -55,7 +55,7 @@ def parse_header(header: str) -> tuple[str, str]:
     rest = parts[1].strip() if len(parts) > 1 else ""
     m = _UNIPROT_ID.match(word) if word[:3] in ("sp|", "tr|") else None
     if m:
-        entry_name = word[m.end():]
+        entry_name = word[m.end() :]
         return m.group(1), f"{entry_name} {rest}".strip()
     return word, rest
 
@@ -81,7 +81,7 @@ def iter_fasta(path: str | os.PathLike) -> Iterator[Protein]:
                     cut = buf.rfind("\n>")
                     if cut < 0:
                         continue
-                    part, buf = buf[:cut], buf[cut + 1:]
+                    part, buf = buf[:cut], buf[cut + 1 :]
                 else:
                     part, buf = buf, ""
                 if part:
@@ -92,11 +92,17 @@ def iter_fasta(path: str | os.PathLike) -> Iterator[Protein]:
                 if not block:
                     break
     except (EOFError, gzip.BadGzipFile, zlib.error) as e:
-        raise InputError(f"the gzip stream is damaged or truncated ({e}).", path=path,
-                         fix="re-download or re-compress the file.") from e
+        raise InputError(
+            f"the gzip stream is damaged or truncated ({e}).",
+            path=path,
+            fix="re-download or re-compress the file.",
+        ) from e
     if n == 0:
-        raise InputError("no FASTA records found.", path=path,
-                         fix="pass a FASTA file with at least one '>ID' record.")
+        raise InputError(
+            "no FASTA records found.",
+            path=path,
+            fix="pass a FASTA file with at least one '>ID' record.",
+        )
 
 
 def read_fasta(path: str | os.PathLike) -> list[Protein]:
@@ -114,9 +120,13 @@ def _skip_to_first_header(path: Path, buf: str, line: int, eof: bool) -> tuple[s
         return "", line + buf.count("\n")  # only blank lines so far
     if stripped and not stripped.startswith(">"):
         bad_line = line + buf[: len(buf) - len(stripped)].count("\n")
-        raise InputError("sequence data before the first '>' header.", path=path, record=bad_line,
-                         fix="check that this is a FASTA file; every record starts with a "
-                             "'>ID description' line.")
+        raise InputError(
+            "sequence data before the first '>' header.",
+            path=path,
+            record=bad_line,
+            fix="check that this is a FASTA file; every record starts with a "
+            "'>ID description' line.",
+        )
     skipped = buf[: len(buf) - len(stripped)]
     return stripped, line + skipped.count("\n")
 
@@ -126,29 +136,44 @@ def _parse_record(path: Path, record: str, line: int, seen: set[str]) -> Protein
     header, _, body = record.partition("\n")
     pid, desc = parse_header(header)
     if not pid:
-        raise InputError("header without an ID.", path=path, record=line,
-                         fix="give every record an ID right after '>', e.g. '>P12345 description'.")
+        raise InputError(
+            "header without an ID.",
+            path=path,
+            record=line,
+            fix="give every record an ID right after '>', e.g. '>P12345 description'.",
+        )
     if pid in seen:
-        raise InputError(f"duplicate ID {pid!r}.", path=path, record=f"line {line}, record {pid}",
-                         fix="make the IDs unique (the ID is the first word of the header, or the "
-                             "accession of a UniProt header).")
+        raise InputError(
+            f"duplicate ID {pid!r}.",
+            path=path,
+            record=f"line {line}, record {pid}",
+            fix="make the IDs unique (the ID is the first word of the header, or the "
+            "accession of a UniProt header).",
+        )
     seen.add(pid)
     seq = "".join(body.split()).upper()
     if seq.endswith("*"):
         seq = seq[:-1]
     if not seq:
-        raise InputError("empty sequence.", path=path, record=f"line {line}, record {pid}",
-                         fix="remove the record or add its sequence on the lines below the header.")
+        raise InputError(
+            "empty sequence.",
+            path=path,
+            record=f"line {line}, record {pid}",
+            fix="remove the record or add its sequence on the lines below the header.",
+        )
     # bytes.translate with a delete table is a fast C scan; the regex only runs to locate an error
     if not seq.isascii() or seq.encode("ascii").translate(None, _ESM_RESIDUE_BYTES):
         _raise_bad_residue(path, pid, body, line, _BAD_RESIDUE.search(seq).start())
     if not seq.strip("XBZ"):
         # e.g. a sequence of only X: the model sees nothing but unknown tokens, and every
         # downstream statistic on it would be noise.
-        raise InputError(f"sequence of {len(seq)} residues has no standard amino acid "
-                         f"(only ambiguity codes such as X).", path=path,
-                         record=f"line {line}, record {pid}",
-                         fix="remove the record, or give its real sequence.")
+        raise InputError(
+            f"sequence of {len(seq)} residues has no standard amino acid "
+            f"(only ambiguity codes such as X).",
+            path=path,
+            record=f"line {line}, record {pid}",
+            fix="remove the record, or give its real sequence.",
+        )
     return Protein(pid, seq, desc)
 
 
@@ -161,10 +186,16 @@ def _raise_bad_residue(path: Path, pid: str, body: str, header_line: int, pos: i
             break
         offset += len(residues)
     if char == "*":
-        fix = "a '*' (stop) is allowed only at the very end of a sequence; split or trim the record."
+        fix = (
+            "a '*' (stop) is allowed only at the very end of a sequence; split or trim the record."
+        )
     elif char in "-.":
         fix = "remove alignment gaps ('-', '.'): plmsae needs unaligned sequences."
     else:
         fix = f"use only the amino-acid letters {ESM_RESIDUES} (replace unknown residues by X)."
-    raise InputError(f"character {char!r} at residue {pos + 1} is not an amino acid that ESM-2 "
-                     "can read.", path=path, record=f"line {line}, record {pid}", fix=fix)
+    raise InputError(
+        f"character {char!r} at residue {pos + 1} is not an amino acid that ESM-2 can read.",
+        path=path,
+        record=f"line {line}, record {pid}",
+        fix=fix,
+    )

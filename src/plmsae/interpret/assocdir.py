@@ -30,7 +30,9 @@ def _read_parquet(path: Path, columns: list[str]) -> pd.DataFrame:
     df = pd.read_parquet(_need(path))
     missing = [c for c in columns if c not in df.columns]
     if missing:
-        raise InputError(f"columns {missing} are missing (found {list(df.columns)}).", path=path, fix=_FIX)
+        raise InputError(
+            f"columns {missing} are missing (found {list(df.columns)}).", path=path, fix=_FIX
+        )
     return df
 
 
@@ -50,10 +52,10 @@ class AssocDir:
     """
 
     path: Path
-    proteins: pd.DataFrame          # id, split, cluster, length, name
-    concepts: pd.DataFrame          # concept, category, name, n_proteins
-    annotations: sp.csr_matrix      # bool [n_proteins, n_concepts]
-    associations: pd.DataFrame      # may be empty
+    proteins: pd.DataFrame  # id, split, cluster, length, name
+    concepts: pd.DataFrame  # concept, category, name, n_proteins
+    annotations: sp.csr_matrix  # bool [n_proteins, n_concepts]
+    associations: pd.DataFrame  # may be empty
     run: dict
     _acts: dict = field(default_factory=dict, repr=False)
 
@@ -61,8 +63,11 @@ class AssocDir:
     def load(cls, path: str | Path) -> "AssocDir":
         path = Path(path)
         if not path.is_dir():
-            raise InputError("not a directory.", path=path,
-                             fix="pass the output directory of `plmsae associate`.")
+            raise InputError(
+                "not a directory.",
+                path=path,
+                fix="pass the output directory of `plmsae associate`.",
+            )
         proteins = _read_parquet(path / "proteins.parquet", ["id", "split", "cluster"])
         if "name" not in proteins.columns:
             proteins["name"] = ""
@@ -74,16 +79,38 @@ class AssocDir:
             raise InputError(
                 f"annotation matrix has shape {annotations.shape}, expected "
                 f"({len(proteins)} proteins, {len(concepts)} concepts).",
-                path=path / "annotations.npz", fix=_FIX)
+                path=path / "annotations.npz",
+                fix=_FIX,
+            )
         annotations = annotations.astype(bool).tocsr()
         if "n_proteins" not in concepts.columns:
             concepts["n_proteins"] = np.asarray(annotations.sum(0)).ravel()
         assoc_path = path / "associations.parquet"
-        associations = pd.read_parquet(assoc_path) if assoc_path.exists() else pd.DataFrame(
-            columns=["source", "feature", "concept", "category", "q_value", "precision", "recall", "f1"])
+        associations = (
+            pd.read_parquet(assoc_path)
+            if assoc_path.exists()
+            else pd.DataFrame(
+                columns=[
+                    "source",
+                    "feature",
+                    "concept",
+                    "category",
+                    "q_value",
+                    "precision",
+                    "recall",
+                    "f1",
+                ]
+            )
+        )
         run = read_json(path / "run.json") if (path / "run.json").exists() else {}
-        return cls(path, proteins.reset_index(drop=True), concepts.reset_index(drop=True),
-                   annotations, associations, run)
+        return cls(
+            path,
+            proteins.reset_index(drop=True),
+            concepts.reset_index(drop=True),
+            annotations,
+            associations,
+            run,
+        )
 
     def available_sources(self) -> list[str]:
         return [s for s in SOURCES if (self.path / "activations" / f"{s}.npz").exists()]
@@ -93,12 +120,18 @@ class AssocDir:
         if source not in self._acts:
             p = self.path / "activations" / f"{source}.npz"
             if not p.exists():
-                raise InputError(f"no activations for source {source!r}.", path=p,
-                                 fix=f"choose from {self.available_sources()} with --source.")
+                raise InputError(
+                    f"no activations for source {source!r}.",
+                    path=p,
+                    fix=f"choose from {self.available_sources()} with --source.",
+                )
             x = _read_npz(p)
             if x.shape[0] != len(self.proteins):
-                raise InputError(f"{x.shape[0]} rows, but proteins.parquet has {len(self.proteins)}.",
-                                 path=p, fix=_FIX)
+                raise InputError(
+                    f"{x.shape[0]} rows, but proteins.parquet has {len(self.proteins)}.",
+                    path=p,
+                    fix=_FIX,
+                )
             self._acts[source] = x.astype(np.float32).tocsc()
         return self._acts[source]
 
@@ -106,9 +139,11 @@ class AssocDir:
         """Activations of one feature over all proteins, dense float32 [n_proteins]."""
         x = self.activations(source)
         if not 0 <= feature < x.shape[1]:
-            raise InputError(f"feature {feature} does not exist (source {source!r} has "
-                             f"{x.shape[1]} features).", path=self.path,
-                             fix=f"choose features in 0..{x.shape[1] - 1}.")
+            raise InputError(
+                f"feature {feature} does not exist (source {source!r} has {x.shape[1]} features).",
+                path=self.path,
+                fix=f"choose features in 0..{x.shape[1] - 1}.",
+            )
         return np.asarray(x[:, feature].toarray()).ravel()
 
     def association_splits(self) -> set[str]:

@@ -31,19 +31,19 @@ from scipy.optimize import nnls
 from plmsae.interpret.prompts import CATEGORY_LABELS
 
 MAX_CONCEPTS = 3
-MIN_SUPPORT = 3        # a concept must annotate at least this many training proteins
-MIN_CORRELATION = 0.05 # stop adding concepts below this residual correlation
+MIN_SUPPORT = 3  # a concept must annotate at least this many training proteins
+MIN_CORRELATION = 0.05  # stop adding concepts below this residual correlation
 
 EXPLAINER = "offline-statistical"
 
 
 @dataclass
 class OfflineExplanation:
-    concepts: list[int]       # column indices of concepts.parquet
-    weights: np.ndarray       # [len(concepts)] non-negative, on the 0..10 activation scale
+    concepts: list[int]  # column indices of concepts.parquet
+    weights: np.ndarray  # [len(concepts)] non-negative, on the 0..10 activation scale
     intercept: float
-    threshold: float          # predicted activation above this = predicted active
-    train_r: float            # Pearson r of the fit on the training proteins
+    threshold: float  # predicted activation above this = predicted active
+    train_r: float  # Pearson r of the fit on the training proteins
     label: str
     description: str
 
@@ -59,9 +59,9 @@ def _greedy_concepts(a: sp.csc_matrix, y: np.ndarray, w: np.ndarray, k: int) -> 
     """Forward selection by weighted correlation of 0/1 concept columns with the residual."""
     n = len(y)
     count = np.diff(a.indptr)
-    s = np.asarray(a.T @ w).ravel()                 # weighted support
+    s = np.asarray(a.T @ w).ravel()  # weighted support
     W = w.sum()
-    var = s - s * s / W                             # weighted variance x W of a 0/1 column
+    var = s - s * s / W  # weighted variance x W of a 0/1 column
     ok = (count >= MIN_SUPPORT) & (count < n) & (var > 1e-12)
     chosen: list[int] = []
     resid = y - (w @ y) / W
@@ -95,14 +95,22 @@ def _best_threshold(pred: np.ndarray, active: np.ndarray) -> float:
     return float(cuts[int(np.argmax(accs))])
 
 
-def fit_offline(membership: sp.csr_matrix, activation: np.ndarray, concept_names: list[str],
-                concept_categories: list[str], weight: np.ndarray | None = None) -> OfflineExplanation:
+def fit_offline(
+    membership: sp.csr_matrix,
+    activation: np.ndarray,
+    concept_names: list[str],
+    concept_categories: list[str],
+    weight: np.ndarray | None = None,
+) -> OfflineExplanation:
     """Fit on training proteins. membership: [n, n_concepts] 0/1 (pass float64 CSC to avoid a
     conversion per feature); activation: [n] on the 0..10 scale; weight: [n] per-protein weights
     (default 1; :func:`plmsae.interpret.sampling.band_weights` mimics the band sampling)."""
     y = np.asarray(activation, dtype=np.float64)
-    a = membership if (membership.format == "csc" and membership.dtype == np.float64) \
+    a = (
+        membership
+        if (membership.format == "csc" and membership.dtype == np.float64)
         else membership.astype(np.float64).tocsc()
+    )
     w = np.ones(len(y)) if weight is None else np.asarray(weight, dtype=np.float64)
     keep_rows = w > 0
     if not keep_rows.all():
@@ -118,10 +126,15 @@ def fit_offline(membership: sp.csr_matrix, activation: np.ndarray, concept_names
     else:
         weights, intercept = np.zeros(0), float(w @ y / w.sum())
     if chosen:
-        parts = [f"{concept_names[j]} ({CATEGORY_LABELS.get(concept_categories[j], concept_categories[j])})"
-                 for j in chosen]
-        description = "Proteins annotated with " + (
-            parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]) + "."
+        parts = [
+            f"{concept_names[j]} ({CATEGORY_LABELS.get(concept_categories[j], concept_categories[j])})"
+            for j in chosen
+        ]
+        description = (
+            "Proteins annotated with "
+            + (parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1])
+            + "."
+        )
         label = concept_names[chosen[0]]
     else:
         description = "No annotation concept tracks this feature on the training proteins."

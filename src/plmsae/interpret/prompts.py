@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import json
 import re
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import jinja2
 import numpy as np
-import pandas as pd
 
 from plmsae.interpret.assocdir import AssocDir
 
@@ -28,20 +27,21 @@ CATEGORY_LABELS = {
     "location": "Subcellular location",
     "residue": "Sequence features",
 }
-MAX_PER_CATEGORY = 8       # most specific concepts shown per category and protein
-MAX_ENRICHMENT = 6         # enrichment rows shown per feature
-GENERIC_FRACTION = 0.5     # concepts on more than this fraction of proteins are too general to show
+MAX_PER_CATEGORY = 8  # most specific concepts shown per category and protein
+MAX_ENRICHMENT = 6  # enrichment rows shown per feature
+GENERIC_FRACTION = 0.5  # concepts on more than this fraction of proteins are too general to show
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_template(name: str) -> tuple[jinja2.Template, str]:
     """(template, version) of ``prompts/<name>.txt``; the version is its ``{# version: ... #}``."""
     text = (TEMPLATE_DIR / f"{name}.txt").read_text()
     m = _VERSION_RE.search(text)
     if not m:
         raise RuntimeError(f"prompt template {name}.txt has no version line")
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
-                             autoescape=False)  # plain text for a model, never HTML
+    env = jinja2.Environment(
+        undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False
+    )  # plain text for a model, never HTML
     return env.from_string(text), m.group(1)
 
 
@@ -67,13 +67,21 @@ class ProteinText:
         names = c["name"].astype(str).to_numpy()
         ids = c["concept"].astype(str).to_numpy()
         # GO terms keep their ID next to the name; other concepts are shown by name
-        self.display = np.array([f"{nm} ({cid})" if cid.startswith("GO:") and nm and nm != cid
-                                 else (nm or cid) for nm, cid in zip(names, ids)], dtype=object)
+        self.display = np.array(
+            [
+                f"{nm} ({cid})" if cid.startswith("GO:") and nm and nm != cid else (nm or cid)
+                for nm, cid in zip(names, ids)
+            ],
+            dtype=object,
+        )
         cats = list(CATEGORY_LABELS) + sorted(set(self.category) - set(CATEGORY_LABELS))
         self.cat_order = {k: i for i, k in enumerate(cats)}
         self.ancestors = self._go_ancestors(ad, ids)
-        self.note = "" if self.ancestors is not None else \
-            "GO ancestors not pruned from protein annotations (no readable ontology in run.json)"
+        self.note = (
+            ""
+            if self.ancestors is not None
+            else "GO ancestors not pruned from protein annotations (no readable ontology in run.json)"
+        )
 
     @staticmethod
     def _go_ancestors(ad: AssocDir, ids: np.ndarray) -> list[np.ndarray] | None:
@@ -87,7 +95,7 @@ class ProteinText:
             from plmsae.data.ontology import Ontology
 
             onto = Ontology.load(path)
-        except Exception:  # noqa: BLE001 - an optional refinement of the prompts
+        except Exception:
             return None
         col = {cid: j for j, cid in enumerate(ids)}
         out = []
@@ -100,7 +108,7 @@ class ProteinText:
 
     def record(self, row: int, activation: float | None = None) -> dict:
         a = self.ad.annotations
-        cols = a.indices[a.indptr[row]:a.indptr[row + 1]]
+        cols = a.indices[a.indptr[row] : a.indptr[row + 1]]
         cols = cols[~self.generic[cols]]
         if self.ancestors is not None and len(cols):
             implied = np.concatenate([self.ancestors[j] for j in cols])
@@ -108,12 +116,18 @@ class ProteinText:
         by_cat: dict[str, list[int]] = {}
         for j in cols[np.argsort(self.n[cols], kind="stable")]:  # most specific first
             by_cat.setdefault(self.category[j], []).append(j)
-        ann = [(CATEGORY_LABELS.get(cat, cat), [self.display[j] for j in js[:MAX_PER_CATEGORY]])
-               for cat, js in sorted(by_cat.items(), key=lambda kv: self.cat_order[kv[0]])]
+        ann = [
+            (CATEGORY_LABELS.get(cat, cat), [self.display[j] for j in js[:MAX_PER_CATEGORY]])
+            for cat, js in sorted(by_cat.items(), key=lambda kv: self.cat_order[kv[0]])
+        ]
         p = self.ad.proteins.iloc[row]
         name = str(p["name"]) if p["name"] else ""
-        return {"id": str(p["id"]), "name": name, "annotations": ann,
-                "activation": None if activation is None else float(activation)}
+        return {
+            "id": str(p["id"]),
+            "name": name,
+            "annotations": ann,
+            "activation": None if activation is None else float(activation),
+        }
 
 
 def enrichment_rows(ad: AssocDir, source: str, feature: int, n: int = MAX_ENRICHMENT) -> list[dict]:
@@ -130,10 +144,18 @@ def enrichment_rows(ad: AssocDir, source: str, feature: int, n: int = MAX_ENRICH
         rows = rows.sort_values(["f1", "q_value"], ascending=[False, True])
     rows = rows.drop_duplicates("concept").head(n)
     names = dict(zip(ad.concepts["concept"], ad.concepts["name"]))
-    return [{"concept": str(r.concept), "name": names.get(r.concept) or str(r.concept),
-             "category": str(r.category), "precision": float(r.precision),
-             "recall": float(r.recall), "q_value": float(r.q_value), "f1": float(r.f1)}
-            for r in rows.itertuples()]
+    return [
+        {
+            "concept": str(r.concept),
+            "name": names.get(r.concept) or str(r.concept),
+            "category": str(r.category),
+            "precision": float(r.precision),
+            "recall": float(r.recall),
+            "q_value": float(r.q_value),
+            "f1": float(r.f1),
+        }
+        for r in rows.itertuples()
+    ]
 
 
 class ReplyError(ValueError):

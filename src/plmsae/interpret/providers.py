@@ -31,11 +31,11 @@ PRICES_USD_PER_MTOK: dict[str, tuple[float, float]] = {
     "claude-opus-4-0": (15.0, 75.0),
     "claude-opus-4-1": (15.0, 75.0),
     "claude-opus-4-2025": (15.0, 75.0),
-    "claude-opus-": (5.0, 25.0),           # claude-opus-4-5 and later
+    "claude-opus-": (5.0, 25.0),  # claude-opus-4-5 and later
     "claude-sonnet-": (3.0, 15.0),
     "claude-3-7-sonnet": (3.0, 15.0),
     "claude-3-5-sonnet": (3.0, 15.0),
-    "claude-haiku-": (1.0, 5.0),           # claude-haiku-4-5 and later
+    "claude-haiku-": (1.0, 5.0),  # claude-haiku-4-5 and later
     "claude-3-5-haiku": (0.8, 4.0),
     "claude-3-haiku": (0.25, 1.25),
     "gpt-4o-mini": (0.15, 0.6),
@@ -47,7 +47,7 @@ PRICES_USD_PER_MTOK: dict[str, tuple[float, float]] = {
     "gpt-5-mini": (0.25, 2.0),
     "gpt-5": (1.25, 10.0),
 }
-CHARS_PER_TOKEN = 3.5   # rough average for English prose mixed with GO IDs; used for estimates only
+CHARS_PER_TOKEN = 3.5  # rough average for English prose mixed with GO IDs; used for estimates only
 CACHE_FORMAT = 1
 
 
@@ -57,8 +57,11 @@ def price_for(model: str, override: str | None = None) -> tuple[float, float] | 
         try:
             p_in, p_out = (float(x) for x in override.split(","))
         except ValueError:
-            raise InputError(f"--price {override!r} is not two numbers.", record="--price",
-                             fix="write it as IN,OUT in USD per million tokens, e.g. 3,15.") from None
+            raise InputError(
+                f"--price {override!r} is not two numbers.",
+                record="--price",
+                fix="write it as IN,OUT in USD per million tokens, e.g. 3,15.",
+            ) from None
         return p_in, p_out
     for prefix in sorted(PRICES_USD_PER_MTOK, key=len, reverse=True):
         if model.startswith(prefix):
@@ -72,8 +75,8 @@ def estimate_tokens(text: str) -> int:
 
 @dataclass(frozen=True)
 class LLMSpec:
-    provider: str        # "anthropic" | "openai" | "offline"
-    model: str           # "" for offline
+    provider: str  # "anthropic" | "openai" | "offline"
+    model: str  # "" for offline
 
     @property
     def name(self) -> str:
@@ -86,8 +89,11 @@ def parse_llm(llm: str | None) -> LLMSpec:
     ``openai:MODEL`` (MODEL may contain colons, e.g. Ollama's ``llama3.1:8b``)."""
     llm = (llm or "auto").strip()
     if llm == "auto":
-        return (LLMSpec("anthropic", DEFAULT_ANTHROPIC_MODEL) if os.environ.get("ANTHROPIC_API_KEY")
-                else LLMSpec("offline", ""))
+        return (
+            LLMSpec("anthropic", DEFAULT_ANTHROPIC_MODEL)
+            if os.environ.get("ANTHROPIC_API_KEY")
+            else LLMSpec("offline", "")
+        )
     if llm == "offline":
         return LLMSpec("offline", "")
     provider, _, model = llm.partition(":")
@@ -95,9 +101,12 @@ def parse_llm(llm: str | None) -> LLMSpec:
         return LLMSpec("anthropic", model or DEFAULT_ANTHROPIC_MODEL)
     if provider == "openai" and model:
         return LLMSpec("openai", model)
-    raise InputError(f"--llm {llm!r} is not a known provider.", record="--llm",
-                     fix="use offline, anthropic:MODEL or openai:MODEL (with --base-url for a "
-                         "local server such as vLLM, llama.cpp or Ollama).")
+    raise InputError(
+        f"--llm {llm!r} is not a known provider.",
+        record="--llm",
+        fix="use offline, anthropic:MODEL or openai:MODEL (with --base-url for a "
+        "local server such as vLLM, llama.cpp or Ollama).",
+    )
 
 
 class BudgetExceeded(Exception):
@@ -119,13 +128,13 @@ class Reply:
 
 @dataclass
 class Usage:
-    calls: int = 0           # completions asked for (cached or not)
-    cached: int = 0          # served from llm_cache/
-    requests: int = 0        # HTTP requests sent, retries included
+    calls: int = 0  # completions asked for (cached or not)
+    cached: int = 0  # served from llm_cache/
+    requests: int = 0  # HTTP requests sent, retries included
     retries: int = 0
-    input_tokens: int = 0    # as reported by the provider, uncached calls only
+    input_tokens: int = 0  # as reported by the provider, uncached calls only
     output_tokens: int = 0
-    cost_usd: float = 0.0    # from reported usage and the price table
+    cost_usd: float = 0.0  # from reported usage and the price table
 
     def as_dict(self) -> dict:
         return {**self.__dict__, "cost_usd": round(self.cost_usd, 6)}
@@ -141,10 +150,12 @@ class LLMClient:
     max_cost: float | None = None
     price: tuple[float, float] | None = None
     max_retries: int = 5
-    retry_delay: float = 1.0      # first backoff delay (s); doubles per attempt, with jitter
-    max_delay: float = 60.0       # cap on any single wait, retry-after included
-    timeout: float = 120.0        # per request (s)
-    temperature: float | None = 0.0   # OpenAI-compatible only: the Anthropic SDK 2.x has no sampling params
+    retry_delay: float = 1.0  # first backoff delay (s); doubles per attempt, with jitter
+    max_delay: float = 60.0  # cap on any single wait, retry-after included
+    timeout: float = 120.0  # per request (s)
+    temperature: float | None = (
+        0.0  # OpenAI-compatible only: the Anthropic SDK 2.x has no sampling params
+    )
     usage: Usage = field(default_factory=Usage)
 
     def __post_init__(self):
@@ -153,15 +164,22 @@ class LLMClient:
         self._client = None
         self._sdk = None
         if self.max_cost is not None and self.price is None:
-            raise InputError(f"no price is known for model {self.spec.model!r}, so --max-cost "
-                             "cannot be enforced.", record="--max-cost",
-                             fix="pass --price IN,OUT (USD per million tokens; 0,0 for a local server).")
+            raise InputError(
+                f"no price is known for model {self.spec.model!r}, so --max-cost "
+                "cannot be enforced.",
+                record="--max-cost",
+                fix="pass --price IN,OUT (USD per million tokens; 0,0 for a local server).",
+            )
 
     # -- cache -------------------------------------------------------------------------------
     def _request_body(self, messages: list[dict], max_tokens: int) -> dict:
-        return {"provider": self.spec.provider, "model": self.spec.model, "messages": messages,
-                "max_tokens": max_tokens,
-                "temperature": None if self.spec.provider == "anthropic" else self.temperature}
+        return {
+            "provider": self.spec.provider,
+            "model": self.spec.model,
+            "messages": messages,
+            "max_tokens": max_tokens,
+            "temperature": None if self.spec.provider == "anthropic" else self.temperature,
+        }
 
     def _cache_path(self, body: dict) -> Path:
         key = sha256_json({"cache_format": CACHE_FORMAT, **body})
@@ -192,15 +210,25 @@ class LLMClient:
                     self.usage.cached += 1
                 # tokens and cost of the original call, so a re-run's tables are identical;
                 # this run's spending (self.usage) does not grow
-                return Reply(hit["text"], hit["input_tokens"], hit["output_tokens"],
-                             float(hit.get("cost_usd", 0.0)), True)
+                return Reply(
+                    hit["text"],
+                    hit["input_tokens"],
+                    hit["output_tokens"],
+                    float(hit.get("cost_usd", 0.0)),
+                    True,
+                )
             except (InputError, KeyError):
                 log.warning("ignoring damaged cache entry %s", path)
         est = self.cost(*self.estimate(messages, max_tokens))
         with self._lock:  # reserve the worst case so concurrent calls cannot overshoot together
-            if self.max_cost is not None and self.usage.cost_usd + self._reserved + est > self.max_cost:
-                raise BudgetExceeded(f"spent ${self.usage.cost_usd:.4f}; the next call could cost "
-                                     f"up to ${est:.4f}, over --max-cost ${self.max_cost:.4f}")
+            if (
+                self.max_cost is not None
+                and self.usage.cost_usd + self._reserved + est > self.max_cost
+            ):
+                raise BudgetExceeded(
+                    f"spent ${self.usage.cost_usd:.4f}; the next call could cost "
+                    f"up to ${est:.4f}, over --max-cost ${self.max_cost:.4f}"
+                )
             self._reserved += est
         try:
             text, n_in, n_out = self._call_with_retries(messages, max_tokens)
@@ -214,8 +242,10 @@ class LLMClient:
             self.usage.input_tokens += n_in
             self.usage.output_tokens += n_out
             self.usage.cost_usd += cost
-        write_json(path, {**body, "text": text, "input_tokens": n_in, "output_tokens": n_out,
-                          "cost_usd": cost})
+        write_json(
+            path,
+            {**body, "text": text, "input_tokens": n_in, "output_tokens": n_out, "cost_usd": cost},
+        )
         return Reply(text, n_in, n_out, cost, False)
 
     def _call_with_retries(self, messages, max_tokens):
@@ -232,13 +262,17 @@ class LLMClient:
             except sdk.APIStatusError as e:
                 code = e.status_code
                 if code in (401, 403):
-                    raise InputError(f"{self.spec.provider} rejected the API key (HTTP {code}).",
-                                     record=self.spec.name,
-                                     fix=f"check {self._key_env()} and the account's access.") from None
+                    raise InputError(
+                        f"{self.spec.provider} rejected the API key (HTTP {code}).",
+                        record=self.spec.name,
+                        fix=f"check {self._key_env()} and the account's access.",
+                    ) from None
                 if code == 404:
-                    raise InputError(f"{self.spec.provider} does not know model {self.spec.model!r} "
-                                     "(HTTP 404).", record=self.spec.name,
-                                     fix="check the model name and --base-url.") from None
+                    raise InputError(
+                        f"{self.spec.provider} does not know model {self.spec.model!r} (HTTP 404).",
+                        record=self.spec.name,
+                        fix="check the model name and --base-url.",
+                    ) from None
                 if not (code in (408, 409, 429) or code >= 500):
                     raise CallFailed(f"HTTP {code}: {_short(e)}") from None
                 last = f"HTTP {code}: {_short(e)}"
@@ -249,7 +283,7 @@ class LLMClient:
             if attempt == self.max_retries:
                 break
             if delay is None:
-                delay = self.retry_delay * 2 ** attempt * (0.5 + random.random() / 2)
+                delay = self.retry_delay * 2**attempt * (0.5 + random.random() / 2)
             log.info("%s: %s; retrying in %.2f s", self.spec.name, last, min(delay, self.max_delay))
             time.sleep(min(delay, self.max_delay))
         raise CallFailed(f"gave up after {self.max_retries + 1} attempts; last error {last}")
@@ -264,12 +298,18 @@ class LLMClient:
             if self.spec.provider == "anthropic":
                 import anthropic as sdk
 
-                if not (os.environ.get("ANTHROPIC_API_KEY") or os.environ.get("ANTHROPIC_AUTH_TOKEN")):
-                    raise InputError("ANTHROPIC_API_KEY is not set.", record="--llm",
-                                     fix="export ANTHROPIC_API_KEY=... or use --llm offline.")
+                if not (
+                    os.environ.get("ANTHROPIC_API_KEY") or os.environ.get("ANTHROPIC_AUTH_TOKEN")
+                ):
+                    raise InputError(
+                        "ANTHROPIC_API_KEY is not set.",
+                        record="--llm",
+                        fix="export ANTHROPIC_API_KEY=... or use --llm offline.",
+                    )
                 # the SDK reads the key (and ANTHROPIC_BASE_URL) from the environment itself
-                self._client = sdk.Anthropic(base_url=self.base_url, max_retries=0,
-                                             timeout=self.timeout)
+                self._client = sdk.Anthropic(
+                    base_url=self.base_url, max_retries=0, timeout=self.timeout
+                )
             elif self.spec.provider == "openai":
                 import openai as sdk
 
@@ -277,11 +317,18 @@ class LLMClient:
                 kwargs = {}
                 if not os.environ.get("OPENAI_API_KEY"):
                     if not base:
-                        raise InputError("OPENAI_API_KEY is not set.", record="--llm",
-                                         fix="export OPENAI_API_KEY=..., or pass --base-url for a "
-                                             "local server that needs no key.")
-                    kwargs["api_key"] = "no-key"  # local servers (vLLM, llama.cpp, Ollama) ignore it
-                self._client = sdk.OpenAI(base_url=base, max_retries=0, timeout=self.timeout, **kwargs)
+                        raise InputError(
+                            "OPENAI_API_KEY is not set.",
+                            record="--llm",
+                            fix="export OPENAI_API_KEY=..., or pass --base-url for a "
+                            "local server that needs no key.",
+                        )
+                    kwargs["api_key"] = (
+                        "no-key"  # local servers (vLLM, llama.cpp, Ollama) ignore it
+                    )
+                self._client = sdk.OpenAI(
+                    base_url=base, max_retries=0, timeout=self.timeout, **kwargs
+                )
             else:  # pragma: no cover - offline never gets here
                 raise RuntimeError(self.spec)
             self._sdk = sdk
@@ -289,14 +336,22 @@ class LLMClient:
 
     def _call(self, messages, max_tokens) -> tuple[str, int | None, int | None]:
         if self.spec.provider == "anthropic":
-            r = self._client.messages.create(model=self.spec.model, max_tokens=max_tokens,
-                                             messages=messages)
-            text = "".join(getattr(b, "text", "") or "" for b in (r.content or [])
-                           if getattr(b, "type", "") == "text")
+            r = self._client.messages.create(
+                model=self.spec.model, max_tokens=max_tokens, messages=messages
+            )
+            text = "".join(
+                getattr(b, "text", "") or ""
+                for b in (r.content or [])
+                if getattr(b, "type", "") == "text"
+            )
             u = r.usage
             return text, getattr(u, "input_tokens", None), getattr(u, "output_tokens", None)
-        r = self._client.chat.completions.create(model=self.spec.model, messages=messages,
-                                                 max_tokens=max_tokens, temperature=self.temperature)
+        r = self._client.chat.completions.create(
+            model=self.spec.model,
+            messages=messages,
+            max_tokens=max_tokens,
+            temperature=self.temperature,
+        )
         text = (r.choices[0].message.content or "") if r.choices else ""
         u = r.usage
         if u is None:

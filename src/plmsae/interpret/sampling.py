@@ -39,8 +39,13 @@ def feature_rng(seed: int, source: str, feature: int) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(source.encode()), int(feature)])
 
 
-def band_sample(scaled: np.ndarray, pool: np.ndarray, rng: np.random.Generator,
-                bands=BANDS, n_inactive: int = N_INACTIVE) -> np.ndarray:
+def band_sample(
+    scaled: np.ndarray,
+    pool: np.ndarray,
+    rng: np.random.Generator,
+    bands=BANDS,
+    n_inactive: int = N_INACTIVE,
+) -> np.ndarray:
     """Protein indices drawn from ``pool`` (indices into ``scaled``) by activation band.
 
     Returns active proteins in band order (strongest band first), then inactive ones.
@@ -58,8 +63,11 @@ def band_sample(scaled: np.ndarray, pool: np.ndarray, rng: np.random.Generator,
         chosen.append(take[np.argsort(-scaled[take], kind="stable")])
         carry = want - len(take)
     inactive = pool[s == 0]
-    chosen.append(rng.choice(inactive, size=min(n_inactive, len(inactive)), replace=False)
-                  if len(inactive) else inactive)
+    chosen.append(
+        rng.choice(inactive, size=min(n_inactive, len(inactive)), replace=False)
+        if len(inactive)
+        else inactive
+    )
     return np.concatenate(chosen).astype(np.int64)
 
 
@@ -85,13 +93,15 @@ def band_weights(scaled: np.ndarray, bands=BANDS, n_inactive: int = N_INACTIVE) 
 class Pools:
     """Protein indices (rows of proteins.parquet) the two example sets are drawn from."""
 
-    explain: np.ndarray   # examples shown to the explainer; also the offline explainer's train set
-    heldout: np.ndarray   # held-out proteins for scoring
-    heldout_split: str    # the association split used as held-out ("" for the cluster fallback)
-    how: str              # how the split was made (recorded in summary.json)
+    explain: np.ndarray  # examples shown to the explainer; also the offline explainer's train set
+    heldout: np.ndarray  # held-out proteins for scoring
+    heldout_split: str  # the association split used as held-out ("" for the cluster fallback)
+    how: str  # how the split was made (recorded in summary.json)
 
 
-def split_pools(proteins: pd.DataFrame, stats_splits: set[str] | None = None, seed: int = 0) -> Pools:
+def split_pools(
+    proteins: pd.DataFrame, stats_splits: set[str] | None = None, seed: int = 0
+) -> Pools:
     """Held-out pool = one association split (whole homology clusters), explanation pool = the rest.
 
     The held-out split is ``test``, unless the association statistics (``associations.parquet``
@@ -109,14 +119,22 @@ def split_pools(proteins: pd.DataFrame, stats_splits: set[str] | None = None, se
         held = split == name
         if held.any() and (~held).any():
             used = ", ".join(sorted(stats_splits)) or "unknown"
-            return Pools(np.flatnonzero(~held), np.flatnonzero(held), name,
-                         f"held-out = association split '{name}' (association statistics from: "
-                         f"{used}); explanation examples from the other splits")
+            return Pools(
+                np.flatnonzero(~held),
+                np.flatnonzero(held),
+                name,
+                f"held-out = association split '{name}' (association statistics from: "
+                f"{used}); explanation examples from the other splits",
+            )
     clusters = proteins["cluster"].astype(str).to_numpy()
     uniq, inverse, counts = np.unique(clusters, return_inverse=True, return_counts=True)
     order = np.random.default_rng(seed).permutation(len(uniq))
     heldout_cluster = np.zeros(len(uniq), bool)
     heldout_cluster[order[np.cumsum(counts[order]) <= len(clusters) / 2]] = True
     held = heldout_cluster[inverse]
-    return Pools(np.flatnonzero(~held), np.flatnonzero(held), "",
-                 "no usable split in proteins.parquet: clusters split 50/50 at random")
+    return Pools(
+        np.flatnonzero(~held),
+        np.flatnonzero(held),
+        "",
+        "no usable split in proteins.parquet: clusters split 50/50 at random",
+    )

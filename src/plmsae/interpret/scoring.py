@@ -32,8 +32,9 @@ def balanced_accuracy(pred_active: np.ndarray, true_active: np.ndarray) -> float
     return float((pred_active[true_active].mean() + (~pred_active[~true_active]).mean()) / 2)
 
 
-def bootstrap_ci(values, stat=np.median, n_boot: int = 2000, seed: int = 0,
-                 level: float = 0.95) -> tuple[float, float]:
+def bootstrap_ci(
+    values, stat=np.median, n_boot: int = 2000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
     """Percentile bootstrap CI of ``stat`` over ``values`` (resampled with replacement)."""
     v = np.asarray(values, dtype=np.float64)
     v = v[~np.isnan(v)]
@@ -51,9 +52,13 @@ def summarize(values, n_boot: int = 2000, seed: int = 0) -> dict:
     v = v[~np.isnan(v)]
     if len(v) == 0:
         return {"n": 0, "median": None, "median_ci": None, "mean": None, "mean_ci": None}
-    return {"n": int(len(v)), "median": float(np.median(v)),
-            "median_ci": list(bootstrap_ci(v, np.median, n_boot, seed)),
-            "mean": float(np.mean(v)), "mean_ci": list(bootstrap_ci(v, np.mean, n_boot, seed))}
+    return {
+        "n": int(len(v)),
+        "median": float(np.median(v)),
+        "median_ci": list(bootstrap_ci(v, np.median, n_boot, seed)),
+        "mean": float(np.mean(v)),
+        "mean_ci": list(bootstrap_ci(v, np.mean, n_boot, seed)),
+    }
 
 
 def median_difference(a, b, n_boot: int = 2000, seed: int = 0) -> dict:

@@ -15,7 +15,7 @@ import numpy as np
 
 log = logging.getLogger("plmsae.interpret")
 
-HALF_WIDTH = 10   # residues shown on each side of the strongest one
+HALF_WIDTH = 10  # residues shown on each side of the strongest one
 
 
 def window(sequence: str, codes: np.ndarray, half: int = HALF_WIDTH) -> str:
@@ -25,7 +25,7 @@ def window(sequence: str, codes: np.ndarray, half: int = HALF_WIDTH) -> str:
     i = int(np.argmax(codes))
     a, b = max(0, i - half), min(len(sequence), i + half + 1)
     left = ("..." if a > 0 else "") + sequence[a:i]
-    right = sequence[i + 1:b] + ("..." if b < len(sequence) else "")
+    right = sequence[i + 1 : b] + ("..." if b < len(sequence) else "")
     return f"{sequence[i]}{i + 1}: {left}[{sequence[i]}]{right}"
 
 

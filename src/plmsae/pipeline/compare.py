@@ -19,8 +19,7 @@ import typer
 
 from plmsae._util import InputError, atomic_write, read_json
 
-METRICS = (("fve", "FVE"), ("l0", "L0"), ("dead_fraction", "dead"),
-           ("loss_recovered", "loss rec."))
+METRICS = (("fve", "FVE"), ("l0", "L0"), ("dead_fraction", "dead"), ("loss_recovered", "loss rec."))
 
 
 def find_units(run_dir: Path) -> list[Path]:
@@ -28,12 +27,16 @@ def find_units(run_dir: Path) -> list[Path]:
     run_dir = Path(run_dir)
     if (run_dir / "assoc").is_dir() and (run_dir / "sae").is_dir():
         return [run_dir]
-    units = sorted((p for p in run_dir.glob("L*") if (p / "sae").is_dir()),
-                   key=lambda p: int(p.name[1:]) if p.name[1:].isdigit() else 0)
+    units = sorted(
+        (p for p in run_dir.glob("L*") if (p / "sae").is_dir()),
+        key=lambda p: int(p.name[1:]) if p.name[1:].isdigit() else 0,
+    )
     if not units:
-        raise InputError("no finished layer found (expected L<layer>/sae and L<layer>/assoc).",
-                         path=run_dir, fix="give a directory written by `plmsae run` or "
-                                           "`plmsae demo`, after it finished.")
+        raise InputError(
+            "no finished layer found (expected L<layer>/sae and L<layer>/assoc).",
+            path=run_dir,
+            fix="give a directory written by `plmsae run` or `plmsae demo`, after it finished.",
+        )
     return units
 
 
@@ -58,8 +61,11 @@ def collect(unit: Path) -> dict[str, Any]:
     row: dict[str, Any] = {
         "run": str(unit),
         "model": model.get("description") or model.get("id") or "?",
-        "layer": cfg.get("layer"), "level": cfg.get("level"), "arch": cfg.get("arch"),
-        "d_sae": cfg.get("d_sae"), "k": cfg.get("k"),
+        "layer": cfg.get("layer"),
+        "level": cfg.get("level"),
+        "arch": cfg.get("arch"),
+        "d_sae": cfg.get("d_sae"),
+        "k": cfg.get("k"),
         **{key: evaluation.get(key) for key, _ in METRICS},
         "sources": {},
     }
@@ -68,15 +74,22 @@ def collect(unit: Path) -> dict[str, Any]:
         n = block.get("n_features")
         cats = {cat: _count(v) for cat, v in (block.get("by_category") or {}).items()}
         row["sources"][source] = {
-            "n_features": n, "n_associated": block.get("n_features_associated"),
-            "fraction": (block["n_features_associated"] / n
-                         if n and block.get("n_features_associated") is not None else None),
-            "by_category": {c: {"n": v, "fraction": (v / n if n and v is not None else None)}
-                            for c, v in cats.items()},
+            "n_features": n,
+            "n_associated": block.get("n_features_associated"),
+            "fraction": (
+                block["n_features_associated"] / n
+                if n and block.get("n_features_associated") is not None
+                else None
+            ),
+            "by_category": {
+                c: {"n": v, "fraction": (v / n if n and v is not None else None)}
+                for c, v in cats.items()
+            },
             # distinct concepts found; for the SAE also with as many features as the baselines
             "n_concepts": (block.get("concepts") or {}).get("n_concepts_associated"),
             "n_concepts_matched": (block.get("concepts") or {}).get(
-                "n_concepts_associated_matched"),
+                "n_concepts_associated_matched"
+            ),
         }
     explain = summary.get("explain", {})
     row["explain"] = {}
@@ -87,10 +100,14 @@ def collect(unit: Path) -> dict[str, Any]:
 
 
 def compare(
-    run_dirs: Annotated[list[Path], typer.Argument(help="Run directories (plmsae run/demo) or "
-                                                        "their L<layer> directories.")],
-    html: Annotated[Path | None, typer.Option("--html", help="Also write an HTML page with the "
-                                                             "table and an SVG chart.")] = None,
+    run_dirs: Annotated[
+        list[Path],
+        typer.Argument(help="Run directories (plmsae run/demo) or their L<layer> directories."),
+    ],
+    html: Annotated[
+        Path | None,
+        typer.Option("--html", help="Also write an HTML page with the table and an SVG chart."),
+    ] = None,
 ) -> list[dict[str, Any]]:
     """Compare layers and models: SAE fidelity, features associated by category, explanation scores."""
     rows = [collect(u) for d in run_dirs for u in find_units(d)]
@@ -137,18 +154,33 @@ def _print_table(rows: list[dict]) -> None:
 
     cats = _categories(rows)
     t = Table(title="plmsae compare: SAE features associated (q < 0.05, precision >= 0.5)")
-    for col in ("model", "layer", "level", *(name for _, name in METRICS), "SAE assoc.",
-                "neuron assoc.", "random assoc.", *cats, *CONCEPT_COLUMNS, "median r SAE",
-                "median r neuron"):
+    for col in (
+        "model",
+        "layer",
+        "level",
+        *(name for _, name in METRICS),
+        "SAE assoc.",
+        "neuron assoc.",
+        "random assoc.",
+        *cats,
+        *CONCEPT_COLUMNS,
+        "median r SAE",
+        "median r neuron",
+    ):
         t.add_column(col, justify="left" if col in ("model", "level") else "right")
     for r in rows:
         src = r["sources"]
-        t.add_row(resc(str(r["model"])), _fmt(r["layer"]), _fmt(r["level"]),
-                  *(_fmt(r[key]) for key, _ in METRICS),
-                  *(_fmt(src[s]["fraction"], pct=True) for s in ("sae", "neuron", "random")),
-                  *(_fmt(src["sae"]["by_category"].get(c, {}).get("fraction"), pct=True)
-                    for c in cats),
-                  *_concept_cells(src), _fmt(r["explain"]["sae"]), _fmt(r["explain"]["neuron"]))
+        t.add_row(
+            resc(str(r["model"])),
+            _fmt(r["layer"]),
+            _fmt(r["level"]),
+            *(_fmt(r[key]) for key, _ in METRICS),
+            *(_fmt(src[s]["fraction"], pct=True) for s in ("sae", "neuron", "random")),
+            *(_fmt(src["sae"]["by_category"].get(c, {}).get("fraction"), pct=True) for c in cats),
+            *_concept_cells(src),
+            _fmt(r["explain"]["sae"]),
+            _fmt(r["explain"]["neuron"]),
+        )
     Console().print(t)
 
 
@@ -159,14 +191,18 @@ def chart_svg(rows: list[dict]) -> str:
     plot_h = height - bottom - top
     fracs = [r["sources"][s]["fraction"] or 0 for r in rows for s in colours]
     ymax = max([0.05, *fracs]) * 1.1
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-             f'role="img" aria-label="fraction of features associated">']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'role="img" aria-label="fraction of features associated">'
+    ]
     for i in range(5):
         v = ymax * i / 4
         y = top + plot_h * (1 - v / ymax)
-        parts.append(f'<line x1="{left}" x2="{width - 10}" y1="{y:.1f}" y2="{y:.1f}" '
-                     f'stroke="#e2e8f0"/><text x="{left - 6}" y="{y + 4:.1f}" font-size="11" '
-                     f'text-anchor="end">{v:.0%}</text>')
+        parts.append(
+            f'<line x1="{left}" x2="{width - 10}" y1="{y:.1f}" y2="{y:.1f}" '
+            f'stroke="#e2e8f0"/><text x="{left - 6}" y="{y + 4:.1f}" font-size="11" '
+            f'text-anchor="end">{v:.0%}</text>'
+        )
     group_w = (width - left - 10) / max(1, len(rows))
     for gi, r in enumerate(rows):
         x0 = left + gi * group_w + 10
@@ -174,41 +210,69 @@ def chart_svg(rows: list[dict]) -> str:
         for si, (s, colour) in enumerate(colours.items()):
             v = r["sources"][s]["fraction"] or 0
             h = plot_h * v / ymax
-            parts.append(f'<rect x="{x0 + si * bar_w:.1f}" y="{top + plot_h - h:.1f}" '
-                         f'width="{bar_w - 2:.1f}" height="{h:.1f}" fill="{colour}">'
-                         f'<title>{escape(s)}: {v:.1%}</title></rect>')
+            parts.append(
+                f'<rect x="{x0 + si * bar_w:.1f}" y="{top + plot_h - h:.1f}" '
+                f'width="{bar_w - 2:.1f}" height="{h:.1f}" fill="{colour}">'
+                f"<title>{escape(s)}: {v:.1%}</title></rect>"
+            )
         label = escape(f"L{r['layer']} {r['level'] or ''}")
-        parts.append(f'<text x="{x0 + (group_w - 20) / 2:.1f}" y="{height - bottom + 16}" '
-                     f'font-size="11" text-anchor="middle">{label}</text>')
+        parts.append(
+            f'<text x="{x0 + (group_w - 20) / 2:.1f}" y="{height - bottom + 16}" '
+            f'font-size="11" text-anchor="middle">{label}</text>'
+        )
     for si, (s, colour) in enumerate(colours.items()):
-        parts.append(f'<rect x="{left + si * 90}" y="{height - 22}" width="10" height="10" '
-                     f'fill="{colour}"/><text x="{left + si * 90 + 14}" y="{height - 13}" '
-                     f'font-size="11">{escape(s)}</text>')
+        parts.append(
+            f'<rect x="{left + si * 90}" y="{height - 22}" width="10" height="10" '
+            f'fill="{colour}"/><text x="{left + si * 90 + 14}" y="{height - 13}" '
+            f'font-size="11">{escape(s)}</text>'
+        )
     parts.append("</svg>")
     return "".join(parts)
 
 
 def render_html(rows: list[dict]) -> str:
     cats = _categories(rows)
-    head = ["model", "layer", "level", *(n for _, n in METRICS), "SAE assoc.", "neuron assoc.",
-            "random assoc.", *cats, *CONCEPT_COLUMNS, "median r SAE", "median r neuron"]
+    head = [
+        "model",
+        "layer",
+        "level",
+        *(n for _, n in METRICS),
+        "SAE assoc.",
+        "neuron assoc.",
+        "random assoc.",
+        *cats,
+        *CONCEPT_COLUMNS,
+        "median r SAE",
+        "median r neuron",
+    ]
     body = []
     for r in rows:
         src = r["sources"]
-        cells = [r["model"], _fmt(r["layer"]), _fmt(r["level"]),
-                 *(_fmt(r[k]) for k, _ in METRICS),
-                 *(_fmt(src[s]["fraction"], pct=True) for s in ("sae", "neuron", "random")),
-                 *(_fmt(src["sae"]["by_category"].get(c, {}).get("fraction"), pct=True)
-                   for c in cats),
-                 *_concept_cells(src), _fmt(r["explain"]["sae"]), _fmt(r["explain"]["neuron"])]
+        cells = [
+            r["model"],
+            _fmt(r["layer"]),
+            _fmt(r["level"]),
+            *(_fmt(r[k]) for k, _ in METRICS),
+            *(_fmt(src[s]["fraction"], pct=True) for s in ("sae", "neuron", "random")),
+            *(_fmt(src["sae"]["by_category"].get(c, {}).get("fraction"), pct=True) for c in cats),
+            *_concept_cells(src),
+            _fmt(r["explain"]["sae"]),
+            _fmt(r["explain"]["neuron"]),
+        ]
         body.append("<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in cells) + "</tr>")
-    return ("<!doctype html><html><head><meta charset='utf-8'><title>plmsae compare</title>"
-            "<style>body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:"
-            "collapse}td,th{border:1px solid #cbd5e0;padding:4px 8px;text-align:right}"
-            "td:first-child{text-align:left}</style></head><body><h1>plmsae compare</h1>"
-            "<p>Fraction of features with at least one concept at q &lt; 0.05 and precision "
-            "&ge; 0.5 on the test split, for SAE features, raw neurons and random directions. "
-            "Concepts: distinct concepts with such a feature; in brackets, the SAE restricted "
-            "to as many random features as the baselines have (median of 20 draws).</p>"
-            + chart_svg(rows) + "<table><tr>" + "".join(f"<th>{escape(h)}</th>" for h in head)
-            + "</tr>" + "".join(body) + "</table></body></html>\n")
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>plmsae compare</title>"
+        "<style>body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:"
+        "collapse}td,th{border:1px solid #cbd5e0;padding:4px 8px;text-align:right}"
+        "td:first-child{text-align:left}</style></head><body><h1>plmsae compare</h1>"
+        "<p>Fraction of features with at least one concept at q &lt; 0.05 and precision "
+        "&ge; 0.5 on the test split, for SAE features, raw neurons and random directions. "
+        "Concepts: distinct concepts with such a feature; in brackets, the SAE restricted "
+        "to as many random features as the baselines have (median of 20 draws).</p>"
+        + chart_svg(rows)
+        + "<table><tr>"
+        + "".join(f"<th>{escape(h)}</th>" for h in head)
+        + "</tr>"
+        + "".join(body)
+        + "</table></body></html>\n"
+    )

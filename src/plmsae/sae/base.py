@@ -46,7 +46,9 @@ class SAEConfig:
     d_in: int
     d_sae: int
     d_out: int | None = None  # width of the target (transcoders); None = d_in
-    k: int | None = None  # topk / batchtopk / matryoshka: active latents per token (average for batch*)
+    k: int | None = (
+        None  # topk / batchtopk / matryoshka: active latents per token (average for batch*)
+    )
     threshold: float | None = None  # batchtopk / matryoshka: inference threshold on pre-activations
     l1_coefficient: float | None = None  # relu: L1 weight (times decoder row norms)
     l0_coefficient: float | None = None  # jumprelu: L0 weight
@@ -77,11 +79,14 @@ class SAEConfig:
 
     def __post_init__(self):
         if self.arch not in ARCHS:
-            raise InputError(f"unknown SAE architecture {self.arch!r}.",
-                             fix=f"use one of {', '.join(ARCHS)}.")
+            raise InputError(
+                f"unknown SAE architecture {self.arch!r}.", fix=f"use one of {', '.join(ARCHS)}."
+            )
         if self.normalisation not in NORMALISATIONS:
-            raise InputError(f"unknown normalisation {self.normalisation!r}.",
-                             fix=f"use one of {', '.join(NORMALISATIONS)}.")
+            raise InputError(
+                f"unknown normalisation {self.normalisation!r}.",
+                fix=f"use one of {', '.join(NORMALISATIONS)}.",
+            )
         if self.d_out is None:
             self.d_out = self.d_in
 
@@ -95,11 +100,18 @@ class SAEConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any], path: Path | None = None) -> "SAEConfig":
         if d.get("format") != FORMAT:
-            raise InputError("not a plmsae SAE config (no \"format\": \"plmsae-sae\").", path=path,
-                             fix="point to a directory written by `plmsae train`.")
+            raise InputError(
+                'not a plmsae SAE config (no "format": "plmsae-sae").',
+                path=path,
+                fix="point to a directory written by `plmsae train`.",
+            )
         if int(d.get("format_version", 0)) > FORMAT_VERSION:
-            raise InputError(f"SAE format version {d['format_version']} is newer than this plmsae "
-                             f"reads ({FORMAT_VERSION}).", path=path, fix="upgrade plmsae.")
+            raise InputError(
+                f"SAE format version {d['format_version']} is newer than this plmsae "
+                f"reads ({FORMAT_VERSION}).",
+                path=path,
+                fix="upgrade plmsae.",
+            )
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
@@ -181,7 +193,8 @@ class SAE(nn.Module):
                     "this SAE normalises each input by its own mean and std (layernorm), so "
                     "decode(z) needs those statistics.",
                     fix="call decode(z, stats=...) with the stats returned by "
-                        "encode(x, return_stats=True), or call sae(x).")
+                    "encode(x, return_stats=True), or call sae(x).",
+                )
             mu, std = stats
             return y * std + mu
         return y
@@ -247,8 +260,14 @@ class SAE(nn.Module):
         return path
 
     @staticmethod
-    def load(path: str | Path, *, model: Any = None, layer: int | None = None,
-             d_in: int | None = None, device: str | torch.device = "cpu") -> "SAE":
+    def load(
+        path: str | Path,
+        *,
+        model: Any = None,
+        layer: int | None = None,
+        d_in: int | None = None,
+        device: str | torch.device = "cpu",
+    ) -> "SAE":
         """Load a checkpoint directory, refusing a mismatch with what the caller will feed it.
 
         ``model``: a model name/path, a ``ModelSpec``/``LoadedModel`` or a spec dict; ``layer``:
@@ -258,8 +277,11 @@ class SAE(nn.Module):
         _register_archs()
         path = Path(path)
         if not (path / CFG_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
-            raise InputError(f"no SAE checkpoint here (need {CFG_FILE} and {WEIGHTS_FILE}).",
-                             path=path, fix="point to the --out directory of `plmsae train`.")
+            raise InputError(
+                f"no SAE checkpoint here (need {CFG_FILE} and {WEIGHTS_FILE}).",
+                path=path,
+                fix="point to the --out directory of `plmsae train`.",
+            )
         cfg = SAEConfig.from_dict(read_json(path / CFG_FILE), path / CFG_FILE)
         check_compatible(cfg, path, model=model, layer=layer, d_in=d_in)
         sae = SAE.REGISTRY[cfg.arch](cfg)
@@ -267,9 +289,11 @@ class SAE(nn.Module):
         expected = {k: tuple(v.shape) for k, v in sae.state_dict().items()}
         got = {k: tuple(v.shape) for k, v in state.items()}
         if expected != got:
-            raise InputError(f"weights do not match cfg.json (expected {expected}, found {got}).",
-                             path=path / WEIGHTS_FILE,
-                             fix="the checkpoint is damaged or mixed up; re-train or re-export it.")
+            raise InputError(
+                f"weights do not match cfg.json (expected {expected}, found {got}).",
+                path=path / WEIGHTS_FILE,
+                fix="the checkpoint is damaged or mixed up; re-train or re-export it.",
+            )
         sae.load_state_dict(state)
         return sae.to(device)
 
@@ -308,28 +332,48 @@ def _same_model(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return ra is None or rb is None or ra == rb
 
 
-def check_compatible(cfg: SAEConfig, path: Path | str | None, *, model: Any = None,
-                     layer: int | None = None, d_in: int | None = None) -> None:
+def check_compatible(
+    cfg: SAEConfig,
+    path: Path | str | None,
+    *,
+    model: Any = None,
+    layer: int | None = None,
+    d_in: int | None = None,
+) -> None:
     """Raise :class:`InputError` when an SAE does not belong to this model / layer / width."""
     if d_in is not None and int(d_in) != cfg.d_in:
-        raise InputError(f"this SAE reads {cfg.d_in}-d activations but the data are {d_in}-d.",
-                         path=path, fix="use an SAE trained on the same model and layer.")
+        raise InputError(
+            f"this SAE reads {cfg.d_in}-d activations but the data are {d_in}-d.",
+            path=path,
+            fix="use an SAE trained on the same model and layer.",
+        )
     if layer is not None and cfg.layer is not None and int(layer) != cfg.layer:
-        raise InputError(f"this SAE was trained on layer {cfg.layer}, not layer {layer}.",
-                         path=path, fix=f"use layer {cfg.layer} or an SAE trained on layer {layer}.")
+        raise InputError(
+            f"this SAE was trained on layer {cfg.layer}, not layer {layer}.",
+            path=path,
+            fix=f"use layer {cfg.layer} or an SAE trained on layer {layer}.",
+        )
     want = _model_identity(model)
     if want is not None and cfg.model:
-        if want.get("d_model") is not None and int(want["d_model"]) != cfg.d_in \
-                and not cfg.is_transcoder:
-            raise InputError(f"this SAE reads {cfg.d_in}-d activations but model "
-                             f"{want.get('id')} has width {want['d_model']}.", path=path,
-                             fix="use an SAE trained on this model.")
+        if (
+            want.get("d_model") is not None
+            and int(want["d_model"]) != cfg.d_in
+            and not cfg.is_transcoder
+        ):
+            raise InputError(
+                f"this SAE reads {cfg.d_in}-d activations but model "
+                f"{want.get('id')} has width {want['d_model']}.",
+                path=path,
+                fix="use an SAE trained on this model.",
+            )
         if not _same_model(want, cfg.model):
             raise InputError(
                 f"this SAE was trained on model {cfg.model.get('id')!r} (revision "
                 f"{cfg.model.get('revision')}), not on {want.get('id')!r} (revision "
-                f"{want.get('revision')}).", path=path,
-                fix="use the model the SAE was trained on, or an SAE trained on this model.")
+                f"{want.get('revision')}).",
+                path=path,
+                fix="use the model the SAE was trained on, or an SAE trained on this model.",
+            )
 
 
 @dataclass

@@ -7,7 +7,8 @@ exactly the global batches of a single-process run with ``batch_size * world_siz
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -16,8 +17,14 @@ from torch import Tensor
 class TensorStore:
     """``TensorStore(x [N, d], y=None, meta=None)``; ``y`` is a transcoder target ``[N, d_out]``."""
 
-    def __init__(self, x: Tensor, y: Tensor | None = None, meta: dict[str, Any] | None = None,
-                 layer: int = 0, target_layer: int | None = None):
+    def __init__(
+        self,
+        x: Tensor,
+        y: Tensor | None = None,
+        meta: dict[str, Any] | None = None,
+        layer: int = 0,
+        target_layer: int | None = None,
+    ):
         self.x = torch.as_tensor(x, dtype=torch.float32)
         self.y = None if y is None else torch.as_tensor(y, dtype=torch.float32)
         self.meta = dict(meta or {})
@@ -29,10 +36,19 @@ class TensorStore:
     def __len__(self) -> int:
         return self.n_tokens
 
-    def batches(self, batch_size: int, *, level: str = "residue", layer: int | None = None,
-                target_layer: int | None = None, shuffle: bool = True, seed: int = 0,
-                rank: int = 0, world_size: int = 1, epochs: int | None = None
-                ) -> Iterator[Tensor | tuple[Tensor, Tensor]]:
+    def batches(
+        self,
+        batch_size: int,
+        *,
+        level: str = "residue",
+        layer: int | None = None,
+        target_layer: int | None = None,
+        shuffle: bool = True,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        epochs: int | None = None,
+    ) -> Iterator[Tensor | tuple[Tensor, Tensor]]:
         n, gb = self.n_tokens, batch_size * world_size
         if gb > n:
             raise ValueError(f"global batch {gb} is larger than the {n} rows held")
@@ -41,7 +57,7 @@ class TensorStore:
             g = torch.Generator().manual_seed(seed * 100_003 + epoch)
             order = torch.randperm(n, generator=g) if shuffle else torch.arange(n)
             for start in range(0, n - gb + 1, gb):
-                rows = order[start + rank * batch_size: start + (rank + 1) * batch_size]
+                rows = order[start + rank * batch_size : start + (rank + 1) * batch_size]
                 if target_layer is not None:
                     yield self.x[rows], self.y[rows]
                 else:

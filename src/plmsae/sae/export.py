@@ -23,19 +23,30 @@ from plmsae._util import InputError, atomic_path, write_json
 from plmsae.sae.base import SAE
 
 FORMATS = ("saelens",)
-SAELENS_ARCH = {"topk": "topk", "relu": "standard", "jumprelu": "jumprelu",
-                "batchtopk": "jumprelu", "matryoshka": "jumprelu"}
+SAELENS_ARCH = {
+    "topk": "topk",
+    "relu": "standard",
+    "jumprelu": "jumprelu",
+    "batchtopk": "jumprelu",
+    "matryoshka": "jumprelu",
+}
 
 
 def _saelens(sae: SAE) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     cfg = sae.cfg
     if cfg.is_transcoder:
-        raise InputError("transcoders cannot be exported to SAELens yet.",
-                         fix="export autoencoders only, or use the plmsae checkpoint directly.")
+        raise InputError(
+            "transcoders cannot be exported to SAELens yet.",
+            fix="export autoencoders only, or use the plmsae checkpoint directly.",
+        )
     s = cfg.norm_scale if cfg.normalisation == "scalar" else 1.0
     with torch.no_grad():
-        tensors = {"W_enc": (sae.W_enc * s).t().contiguous(), "b_enc": sae.b_enc.clone(),
-                   "W_dec": (sae.W_dec / s).contiguous(), "b_dec": sae.b_dec / s}
+        tensors = {
+            "W_enc": (sae.W_enc * s).t().contiguous(),
+            "b_enc": sae.b_enc.clone(),
+            "W_dec": (sae.W_dec / s).contiguous(),
+            "b_dec": sae.b_dec / s,
+        }
         if cfg.arch == "jumprelu":
             tensors["threshold"] = sae.log_threshold.exp()
         elif cfg.arch in ("batchtopk", "matryoshka"):

@@ -30,8 +30,10 @@ class MatryoshkaSAE(BatchTopKSAE):
         if p != sorted(set(p)) or p[-1] != cfg.d_sae or p[0] < 1:
             from plmsae._util import InputError
 
-            raise InputError(f"matryoshka prefixes {p} must increase and end at d_sae={cfg.d_sae}.",
-                             fix="pass increasing sizes, the last equal to --latents.")
+            raise InputError(
+                f"matryoshka prefixes {p} must increase and end at d_sae={cfg.d_sae}.",
+                fix="pass increasing sizes, the last equal to --latents.",
+            )
         super().__init__(cfg)
 
     def training_loss(self, x_n: Tensor, y_n: Tensor, state: TrainState) -> tuple[Tensor, dict]:
@@ -43,5 +45,13 @@ class MatryoshkaSAE(BatchTopKSAE):
             recon_m = sparse_decode(idx, vals * (idx < m), self.W_dec) + self.b_dec
             prefix_loss = prefix_loss + (y_n - recon_m).pow(2).sum() * state.loss_scale / B
         n = len(inner) + 1
-        return self._finish(idx, vals, xc, pre, y_n, state,
-                            extra_loss=prefix_loss / n if inner else None, recon_weight=1.0 / n)
+        return self._finish(
+            idx,
+            vals,
+            xc,
+            pre,
+            y_n,
+            state,
+            extra_loss=prefix_loss / n if inner else None,
+            recon_weight=1.0 / n,
+        )

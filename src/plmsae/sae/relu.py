@@ -7,7 +7,6 @@ The decoder is not norm-constrained: the penalty makes the scale of z and W_dec 
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from plmsae.sae.base import SAE, TrainState
@@ -30,5 +29,4 @@ class ReLUSAE(SAE):
         B = x_n.shape[0]
         loss = (err_sq + coef * l1) * state.loss_scale / B
         active = z.detach() > 0
-        return loss, {"err_sq": err_sq.detach(), "l0": active.sum() / B,
-                      "fired": active.sum(0)}
+        return loss, {"err_sq": err_sq.detach(), "l0": active.sum() / B, "fired": active.sum(0)}

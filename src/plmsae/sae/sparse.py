@@ -26,8 +26,13 @@ def _sampled_rowdot(idx: Tensor, a: Tensor, W: Tensor) -> Tensor:
     B, k = idx.shape
     if a.device.type == "cpu":
         crow = torch.arange(0, B * k + 1, k, device=idx.device, dtype=torch.int64)
-        S = torch.sparse_csr_tensor(crow, idx.reshape(-1), torch.zeros(B * k, dtype=a.dtype),
-                                    size=(B, W.shape[0]), check_invariants=False)
+        S = torch.sparse_csr_tensor(
+            crow,
+            idx.reshape(-1),
+            torch.zeros(B * k, dtype=a.dtype),
+            size=(B, W.shape[0]),
+            check_invariants=False,
+        )
         return torch.sparse.sampled_addmm(S, a, W.t(), beta=0.0).values().view(B, k)
     # GPU: a batched gather-dot is fast and supports every dtype
     return torch.bmm(W[idx], a.unsqueeze(-1)).squeeze(-1)
@@ -55,8 +60,13 @@ def _transpose_pattern(idx: Tensor, n_rows: int) -> tuple[Tensor, Tensor, Tensor
 def _scatter_rows(idx: Tensor, coef: Tensor, a: Tensor, n_rows: int) -> Tensor:
     """``G[i] = sum_{b,j: idx[b,j]=i} coef[b,j] * a[b]`` ([n_rows, d]) as CSR^T x dense."""
     order, crow, cols = _transpose_pattern(idx, n_rows)
-    S_t = torch.sparse_csr_tensor(crow, cols, coef.reshape(-1)[order].to(a.dtype),
-                                  size=(n_rows, a.shape[0]), check_invariants=False)
+    S_t = torch.sparse_csr_tensor(
+        crow,
+        cols,
+        coef.reshape(-1)[order].to(a.dtype),
+        size=(n_rows, a.shape[0]),
+        check_invariants=False,
+    )
     return S_t @ a
 
 

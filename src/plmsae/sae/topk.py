@@ -79,9 +79,17 @@ class TopKFamily(SAE):
             W[:, :-1] = self.W_enc
             W[:, -1] = self.b_enc
 
-    def _finish(self, idx: Tensor, vals: Tensor, xc: Tensor, pre: Tensor, y_n: Tensor,
-                state: TrainState, extra_loss: Tensor | None = None,
-                recon_weight: float = 1.0) -> tuple[Tensor, dict]:
+    def _finish(
+        self,
+        idx: Tensor,
+        vals: Tensor,
+        xc: Tensor,
+        pre: Tensor,
+        y_n: Tensor,
+        state: TrainState,
+        extra_loss: Tensor | None = None,
+        recon_weight: float = 1.0,
+    ) -> tuple[Tensor, dict]:
         recon = sparse_decode(idx, vals, self.W_dec) + self.b_dec
         residual = y_n - recon
         err_sq = residual.pow(2).sum()
@@ -94,8 +102,12 @@ class TopKFamily(SAE):
             loss = loss + aux
         active = vals.detach() > 0
         counts = torch.bincount(idx[active], minlength=self.cfg.d_sae)
-        info = {"err_sq": err_sq.detach(), "l0": active.sum() / B, "fired": counts,
-                "auxk": aux.detach() if aux is not None else None}
+        info = {
+            "err_sq": err_sq.detach(),
+            "l0": active.sum() / B,
+            "fired": counts,
+            "auxk": aux.detach() if aux is not None else None,
+        }
         return loss, info
 
 

@@ -21,17 +21,34 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated, Any, Iterator
+from typing import Annotated, Any
 
 import torch
 import typer
 
-from plmsae._util import InputError, atomic_path, atomic_write, progress, read_json, sha256_file, \
-    sha256_json, write_json
-from plmsae.sae.base import ARCHS, CFG_FILE, NORMALISATIONS, SAE, SAEConfig, TrainState, \
-    WEIGHTS_FILE, default_lr
+from plmsae._util import (
+    InputError,
+    atomic_path,
+    atomic_write,
+    progress,
+    read_json,
+    sha256_file,
+    sha256_json,
+    write_json,
+)
+from plmsae.sae.base import (
+    ARCHS,
+    CFG_FILE,
+    NORMALISATIONS,
+    SAE,
+    WEIGHTS_FILE,
+    SAEConfig,
+    TrainState,
+    default_lr,
+)
 
 CKPT_DIR = "checkpoint"
 METRICS_FILE = "metrics.jsonl"
@@ -112,13 +129,21 @@ def _dist_env() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", "0")), ws, int(os.environ.get("LOCAL_RANK", "0"))
 
 
-def _batches(src, settings: TrainSettings, rank: int, world_size: int, seed_offset: int = 0
-             ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+def _batches(
+    src, settings: TrainSettings, rank: int, world_size: int, seed_offset: int = 0
+) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
     """(x, y) batches of this rank; y is None for autoencoders."""
-    it = src.batches(settings.batch_size // world_size, level=settings.level, layer=settings.layer,
-                     target_layer=settings.target_layer, shuffle=True,
-                     seed=settings.seed + seed_offset, rank=rank, world_size=world_size,
-                     epochs=None)
+    it = src.batches(
+        settings.batch_size // world_size,
+        level=settings.level,
+        layer=settings.layer,
+        target_layer=settings.target_layer,
+        shuffle=True,
+        seed=settings.seed + seed_offset,
+        rank=rank,
+        world_size=world_size,
+        epochs=None,
+    )
     for b in it:
         if isinstance(b, (tuple, list)):
             x, y = b
@@ -147,8 +172,11 @@ def _estimate_normalisation(sae: SAE, src, settings: TrainSettings, device) -> f
     cfg = sae.cfg
     if cfg.normalisation == "scalar":
         cfg.norm_scale = float(math.sqrt(d_in) / x.norm(dim=1).mean().clamp_min(1e-12))
-        cfg.target_norm_scale = (float(math.sqrt(d_out) / y.norm(dim=1).mean().clamp_min(1e-12))
-                                 if cfg.is_transcoder else cfg.norm_scale)
+        cfg.target_norm_scale = (
+            float(math.sqrt(d_out) / y.norm(dim=1).mean().clamp_min(1e-12))
+            if cfg.is_transcoder
+            else cfg.norm_scale
+        )
     y_n = sae.normalise(y)[0] if not cfg.is_transcoder else sae.normalise_target(y)
     mean = y_n.mean(0)
     sae.b_dec.copy_(mean)
@@ -168,8 +196,9 @@ def _fit_encoder_scale(sae: SAE, x: torch.Tensor, target: torch.Tensor, n: int =
     pre = sae.pre_acts(x_n)
     if sae.cfg.k:
         vals, idx = pre.topk(min(sae.cfg.k, pre.shape[1]), dim=-1, sorted=False)
-        recon = torch.nn.functional.embedding_bag(idx, sae.W_dec, per_sample_weights=vals.relu(),
-                                                  mode="sum")
+        recon = torch.nn.functional.embedding_bag(
+            idx, sae.W_dec, per_sample_weights=vals.relu(), mode="sum"
+        )
     else:
         recon = pre.relu() @ sae.W_dec
     denom = float(recon.pow(2).sum())
@@ -180,8 +209,13 @@ def _fit_encoder_scale(sae: SAE, x: torch.Tensor, target: torch.Tensor, n: int =
 
 
 # ------------------------------------------------------------------------------ checkpoints
-def _save_checkpoint(path: Path, sae: SAE, opt: torch.optim.Optimizer, state: dict[str, Any],
-                     tokens_since_fired: torch.Tensor) -> None:
+def _save_checkpoint(
+    path: Path,
+    sae: SAE,
+    opt: torch.optim.Optimizer,
+    state: dict[str, Any],
+    tokens_since_fired: torch.Tensor,
+) -> None:
     from safetensors.torch import save_file
 
     path.mkdir(parents=True, exist_ok=True)
@@ -199,23 +233,30 @@ def _save_checkpoint(path: Path, sae: SAE, opt: torch.optim.Optimizer, state: di
         tensors["rng.cuda"] = torch.cuda.get_rng_state(sae.device)
     with atomic_path(path / "state.safetensors") as tmp:
         save_file(tensors, str(tmp))
-    meta = {**state, "param_groups": groups, "param_order": [names[id(p)] for g in opt.param_groups
-                                                             for p in g["params"]],
-            "cfg": sae.cfg.to_dict(), "state_sha256": sha256_file(path / "state.safetensors")}
+    meta = {
+        **state,
+        "param_groups": groups,
+        "param_order": [names[id(p)] for g in opt.param_groups for p in g["params"]],
+        "cfg": sae.cfg.to_dict(),
+        "state_sha256": sha256_file(path / "state.safetensors"),
+    }
     write_json(path / "state.json", meta)  # written last: its presence marks a whole checkpoint
 
 
-def _load_checkpoint(path: Path, sae: SAE, opt: torch.optim.Optimizer, device
-                     ) -> tuple[dict[str, Any], torch.Tensor] | None:
+def _load_checkpoint(
+    path: Path, sae: SAE, opt: torch.optim.Optimizer, device
+) -> tuple[dict[str, Any], torch.Tensor] | None:
     from safetensors.torch import load_file
 
     if not (path / "state.json").is_file() or not (path / "state.safetensors").is_file():
         return None
     meta = read_json(path / "state.json")
     if sha256_file(path / "state.safetensors") != meta.get("state_sha256"):
-        raise InputError("checkpoint weights do not match their recorded checksum.",
-                         path=path / "state.safetensors",
-                         fix="delete the checkpoint directory to start training again.")
+        raise InputError(
+            "checkpoint weights do not match their recorded checksum.",
+            path=path / "state.safetensors",
+            fix="delete the checkpoint directory to start training again.",
+        )
     t = load_file(str(path / "state.safetensors"))
     sae.cfg = SAEConfig.from_dict(meta["cfg"])
     sae.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
@@ -223,8 +264,11 @@ def _load_checkpoint(path: Path, sae: SAE, opt: torch.optim.Optimizer, device
     params = dict(sae.named_parameters())
     opt_state = {}
     for i, name in enumerate(meta["param_order"]):
-        st = {key.split(".")[-1]: v.to(device) if v.dim() else v
-              for key, v in t.items() if key.startswith(f"opt.{name}.")}
+        st = {
+            key.split(".")[-1]: v.to(device) if v.dim() else v
+            for key, v in t.items()
+            if key.startswith(f"opt.{name}.")
+        }
         if st:
             opt_state[i] = st
     opt.load_state_dict({"state": opt_state, "param_groups": meta["param_groups"]})
@@ -238,8 +282,11 @@ def _load_checkpoint(path: Path, sae: SAE, opt: torch.optim.Optimizer, device
 def _truncate_metrics(path: Path, step: int) -> None:
     if not path.exists():
         return
-    keep = [line for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= step]
+    keep = [
+        line
+        for line in path.read_text().splitlines()
+        if line.strip() and json.loads(line).get("step", 0) <= step
+    ]
     with atomic_write(path, "w") as fh:
         fh.write("".join(line + "\n" for line in keep))
 
@@ -250,52 +297,96 @@ def train(
     out: Annotated[Path, typer.Option("--out", help="Output directory for the SAE.")],
     arch: Annotated[str, typer.Option(help=f"Architecture: {', '.join(ARCHS)}.")] = "topk",
     latents: Annotated[int, typer.Option(help="Number of latents (d_sae).")] = 20_000,
-    k: Annotated[int | None, typer.Option(
-        help="Active latents per token (topk, batchtopk, matryoshka). Default: 16 for residue, "
-             "64 for protein level (the paper).")] = None,
+    k: Annotated[
+        int | None,
+        typer.Option(
+            help="Active latents per token (topk, batchtopk, matryoshka). Default: 16 for residue, "
+            "64 for protein level (the paper)."
+        ),
+    ] = None,
     level: Annotated[str, typer.Option(help="residue or protein (mean-pooled).")] = "residue",
-    layer: Annotated[int | None, typer.Option(
-        help="Layer to train on (0 = embeddings); default: the store's only layer.")] = None,
-    target_layer: Annotated[int | None, typer.Option(
-        help="Train a transcoder from --layer to this layer.")] = None,
-    transcoder_target: Annotated[str, typer.Option(
-        help="Transcoder target: 'next' (the target layer) or 'difference' (target - input, "
-             "the paper).")] = "next",
-    normalisation: Annotated[str, typer.Option(
-        help="Input normalisation: 'scalar' (E||x|| = sqrt(d)), 'layernorm' (per sample, the "
-             "paper) or 'none'.")] = "scalar",
+    layer: Annotated[
+        int | None,
+        typer.Option(help="Layer to train on (0 = embeddings); default: the store's only layer."),
+    ] = None,
+    target_layer: Annotated[
+        int | None, typer.Option(help="Train a transcoder from --layer to this layer.")
+    ] = None,
+    transcoder_target: Annotated[
+        str,
+        typer.Option(
+            help="Transcoder target: 'next' (the target layer) or 'difference' (target - input, "
+            "the paper)."
+        ),
+    ] = "next",
+    normalisation: Annotated[
+        str,
+        typer.Option(
+            help="Input normalisation: 'scalar' (E||x|| = sqrt(d)), 'layernorm' (per sample, the "
+            "paper) or 'none'."
+        ),
+    ] = "scalar",
     batch_size: Annotated[int, typer.Option(help="Global batch size in tokens.")] = 4096,
-    lr: Annotated[float | None, typer.Option(
-        help="Peak learning rate; default 2e-4 / sqrt(latents / 2^14).")] = None,
-    tokens: Annotated[int | None, typer.Option(
-        help="Training budget in tokens (residues or proteins); default one pass over the "
-             "store.")] = None,
-    warmup_steps: Annotated[int | None, typer.Option(
-        help="Learning-rate warm-up steps; default min(1000, 5% of steps).")] = None,
-    decay_fraction: Annotated[float, typer.Option(
-        help="Fraction of the steps at the end over which the learning rate decays to 0.")] = 0.2,
+    lr: Annotated[
+        float | None, typer.Option(help="Peak learning rate; default 2e-4 / sqrt(latents / 2^14).")
+    ] = None,
+    tokens: Annotated[
+        int | None,
+        typer.Option(
+            help="Training budget in tokens (residues or proteins); default one pass over the "
+            "store."
+        ),
+    ] = None,
+    warmup_steps: Annotated[
+        int | None,
+        typer.Option(help="Learning-rate warm-up steps; default min(1000, 5% of steps)."),
+    ] = None,
+    decay_fraction: Annotated[
+        float,
+        typer.Option(
+            help="Fraction of the steps at the end over which the learning rate decays to 0."
+        ),
+    ] = 0.2,
     seed: Annotated[int, typer.Option(help="Seed for initialisation and data order.")] = 0,
-    auxk_alpha: Annotated[float, typer.Option(
-        help="Weight of the AuxK dead-latent loss (topk family).")] = 1 / 32,
-    dead_tokens: Annotated[int | None, typer.Option(
-        help="A latent is dead after this many tokens without firing; default 200 steps.")] = None,
+    auxk_alpha: Annotated[
+        float, typer.Option(help="Weight of the AuxK dead-latent loss (topk family).")
+    ] = 1 / 32,
+    dead_tokens: Annotated[
+        int | None,
+        typer.Option(
+            help="A latent is dead after this many tokens without firing; default 200 steps."
+        ),
+    ] = None,
     l1_coefficient: Annotated[float | None, typer.Option(help="relu: L1 weight.")] = None,
     l0_coefficient: Annotated[float | None, typer.Option(help="jumprelu: L0 weight.")] = None,
-    matryoshka_prefix: Annotated[list[int] | None, typer.Option(
-        "--matryoshka-prefix", help="matryoshka: nested sizes (repeat); default d/16..d.")] = None,
-    select_dtype: Annotated[str, typer.Option(
-        help="dtype of the matmul that selects active latents (topk family): float32, bfloat16, "
-             "or auto (bfloat16 on GPU and on CPUs with AVX512-BF16/AMX).")] = "auto",
+    matryoshka_prefix: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--matryoshka-prefix", help="matryoshka: nested sizes (repeat); default d/16..d."
+        ),
+    ] = None,
+    select_dtype: Annotated[
+        str,
+        typer.Option(
+            help="dtype of the matmul that selects active latents (topk family): float32, bfloat16, "
+            "or auto (bfloat16 on GPU and on CPUs with AVX512-BF16/AMX)."
+        ),
+    ] = "auto",
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
-    checkpoint_every: Annotated[int, typer.Option(
-        help="Steps between checkpoints (0 = only at the end).")] = 500,
+    checkpoint_every: Annotated[
+        int, typer.Option(help="Steps between checkpoints (0 = only at the end).")
+    ] = 500,
     log_every: Annotated[int, typer.Option(help="Steps between metrics.jsonl lines.")] = 10,
-    keep_checkpoint: Annotated[bool, typer.Option(
-        help="Keep OUT/checkpoint after training finishes.")] = False,
-    overwrite: Annotated[bool, typer.Option(
-        help="Start again even if OUT holds a run with other settings.")] = False,
-    stop_after_steps: Annotated[int | None, typer.Option(
-        hidden=True, help="Stop (as if killed) after this many steps; for tests.")] = None,
+    keep_checkpoint: Annotated[
+        bool, typer.Option(help="Keep OUT/checkpoint after training finishes.")
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Start again even if OUT holds a run with other settings.")
+    ] = False,
+    stop_after_steps: Annotated[
+        int | None,
+        typer.Option(hidden=True, help="Stop (as if killed) after this many steps; for tests."),
+    ] = None,
 ) -> tuple[SAE, dict[str, Any]]:
     """Train a sparse autoencoder (or transcoder) on an activation store.
 
@@ -307,41 +398,61 @@ def train(
     if level not in ("residue", "protein"):
         raise InputError(f"unknown --level {level!r}.", fix="use residue or protein.")
     if normalisation not in NORMALISATIONS:
-        raise InputError(f"unknown --normalisation {normalisation!r}.",
-                         fix=f"use one of {', '.join(NORMALISATIONS)}.")
+        raise InputError(
+            f"unknown --normalisation {normalisation!r}.",
+            fix=f"use one of {', '.join(NORMALISATIONS)}.",
+        )
     if transcoder_target not in ("next", "difference"):
-        raise InputError(f"unknown --transcoder-target {transcoder_target!r}.",
-                         fix="use next or difference.")
+        raise InputError(
+            f"unknown --transcoder-target {transcoder_target!r}.", fix="use next or difference."
+        )
     if target_layer is not None and normalisation == "layernorm":
-        raise InputError("transcoders cannot use per-sample layer norm (the target's statistics "
-                         "are unknown at inference).", fix="use --normalisation scalar or none.")
+        raise InputError(
+            "transcoders cannot use per-sample layer norm (the target's statistics "
+            "are unknown at inference).",
+            fix="use --normalisation scalar or none.",
+        )
     out = Path(out)
     src, store_path = _open_store(store)
     rank, world_size, local_rank = _dist_env()
     if batch_size % world_size:
-        raise InputError(f"--batch-size {batch_size} is not divisible by the {world_size} ranks.",
-                         fix=f"use a multiple of {world_size}.")
+        raise InputError(
+            f"--batch-size {batch_size} is not divisible by the {world_size} ranks.",
+            fix=f"use a multiple of {world_size}.",
+        )
 
     layers = list(getattr(src, "layers", []) or [])
     if layer is None:
         if len(layers) == 1 or (target_layer is not None and len(layers) == 2):
             layer = layers[0]
         elif layers:
-            raise InputError(f"the store holds layers {layers}; say which to train on.",
-                             path=store_path, fix="pass --layer N.")
+            raise InputError(
+                f"the store holds layers {layers}; say which to train on.",
+                path=store_path,
+                fix="pass --layer N.",
+            )
     elif layers and layer not in layers:
-        raise InputError(f"the store has no layer {layer} (it has {layers}).", path=store_path,
-                         fix=f"pass --layer with one of {layers}.")
+        raise InputError(
+            f"the store has no layer {layer} (it has {layers}).",
+            path=store_path,
+            fix=f"pass --layer with one of {layers}.",
+        )
     if target_layer is not None and layers and target_layer not in layers:
-        raise InputError(f"the store has no layer {target_layer} (it has {layers}).",
-                         path=store_path, fix="embed the target layer too.")
+        raise InputError(
+            f"the store has no layer {target_layer} (it has {layers}).",
+            path=store_path,
+            fix="embed the target layer too.",
+        )
     if k is None and arch in ("topk", "batchtopk", "matryoshka"):
         k = 16 if level == "residue" else 64
     n_available = int(getattr(src, "n_tokens", 0) if level == "residue" else len(src))
     if tokens is None:
         if not n_available:
-            raise InputError("the store does not say how many tokens it holds.", path=store_path,
-                             fix="pass --tokens.")
+            raise InputError(
+                "the store does not say how many tokens it holds.",
+                path=store_path,
+                fix="pass --tokens.",
+            )
         tokens = n_available
     total_steps = max(1, tokens // batch_size)
     if warmup_steps is None:
@@ -354,19 +465,33 @@ def train(
     if select_dtype == "auto":
         select_dtype = "bfloat16" if dev.type == "cuda" or _cpu_has_fast_bf16() else "float32"
     if select_dtype not in ("float32", "bfloat16"):
-        raise InputError(f"unknown --select-dtype {select_dtype!r}.",
-                         fix="use float32, bfloat16 or auto.")
+        raise InputError(
+            f"unknown --select-dtype {select_dtype!r}.", fix="use float32, bfloat16 or auto."
+        )
 
     settings = TrainSettings(
-        arch=arch, latents=latents, k=k, level=level, layer=layer, target_layer=target_layer,
-        transcoder_target=transcoder_target, normalisation=normalisation, batch_size=batch_size,
-        lr=lr if lr is not None else default_lr(latents), tokens=tokens,
-        warmup_steps=warmup_steps, decay_fraction=decay_fraction, seed=seed,
+        arch=arch,
+        latents=latents,
+        k=k,
+        level=level,
+        layer=layer,
+        target_layer=target_layer,
+        transcoder_target=transcoder_target,
+        normalisation=normalisation,
+        batch_size=batch_size,
+        lr=lr if lr is not None else default_lr(latents),
+        tokens=tokens,
+        warmup_steps=warmup_steps,
+        decay_fraction=decay_fraction,
+        seed=seed,
         auxk_alpha=auxk_alpha if arch in ("topk", "batchtopk", "matryoshka") else 0.0,
         dead_tokens=dead_tokens if dead_tokens is not None else DEFAULT_DEAD_STEPS * batch_size,
-        l1_coefficient=l1_coefficient, l0_coefficient=l0_coefficient,
-        matryoshka_prefixes=matryoshka_prefix or None, select_dtype=select_dtype,
-        world_size=world_size)
+        l1_coefficient=l1_coefficient,
+        l0_coefficient=l0_coefficient,
+        matryoshka_prefixes=matryoshka_prefix or None,
+        select_dtype=select_dtype,
+        world_size=world_size,
+    )
     settings_hash = sha256_json(asdict(settings))
 
     # finished already?
@@ -376,16 +501,22 @@ def train(
             sae = SAE.load(out, device=dev)
             return sae, dict(sae.cfg.metrics)
         if not overwrite:
-            raise InputError("OUT already holds an SAE trained with other settings.", path=out,
-                             fix="choose another --out or pass --overwrite.")
+            raise InputError(
+                "OUT already holds an SAE trained with other settings.",
+                path=out,
+                fix="choose another --out or pass --overwrite.",
+            )
     ckpt = out / CKPT_DIR
     if (ckpt / "state.json").is_file():
         prev = read_json(ckpt / "state.json").get("settings_hash")
         if prev != settings_hash:
             if not overwrite:
-                raise InputError("OUT/checkpoint belongs to a run with other settings.", path=ckpt,
-                                 fix="re-run with the same arguments to resume, choose another "
-                                     "--out, or pass --overwrite.")
+                raise InputError(
+                    "OUT/checkpoint belongs to a run with other settings.",
+                    path=ckpt,
+                    fix="re-run with the same arguments to resume, choose another "
+                    "--out, or pass --overwrite.",
+                )
             if rank == 0:
                 shutil.rmtree(ckpt)
 
@@ -403,27 +534,43 @@ def train(
     spec = meta.get("model")
     d_in = int(getattr(src, "d_model", 0) or 0)
     torch.manual_seed(seed)
-    probe = next(_batches(src, TrainSettings(**{**asdict(settings), "batch_size": world_size}),
-                          0, world_size))
+    probe = next(
+        _batches(
+            src, TrainSettings(**{**asdict(settings), "batch_size": world_size}), 0, world_size
+        )
+    )
     d_in = probe[0].shape[1]
     d_out = probe[1].shape[1] if probe[1] is not None else d_in
     cfg = SAEConfig(
-        arch=arch, d_in=d_in, d_sae=latents, d_out=d_out, k=k,
-        l1_coefficient=l1_coefficient, l0_coefficient=l0_coefficient,
-        matryoshka_prefixes=settings.matryoshka_prefixes, auxk_alpha=settings.auxk_alpha,
-        dead_tokens=settings.dead_tokens, normalisation=normalisation, level=level,
-        pooling=(meta.get("pooling", "mean") if level == "protein" else None), model=spec,
-        layer=layer, target_layer=target_layer,
+        arch=arch,
+        d_in=d_in,
+        d_sae=latents,
+        d_out=d_out,
+        k=k,
+        l1_coefficient=l1_coefficient,
+        l0_coefficient=l0_coefficient,
+        matryoshka_prefixes=settings.matryoshka_prefixes,
+        auxk_alpha=settings.auxk_alpha,
+        dead_tokens=settings.dead_tokens,
+        normalisation=normalisation,
+        level=level,
+        pooling=(meta.get("pooling", "mean") if level == "protein" else None),
+        model=spec,
+        layer=layer,
+        target_layer=target_layer,
         transcoder_target=transcoder_target if target_layer is not None else None,
         hook_point=_hook_point(layer, (spec or {}).get("n_layers")),
-        store=str(store_path) if store_path else None, plmsae_version=_version())
+        store=str(store_path) if store_path else None,
+        plmsae_version=_version(),
+    )
     gen = torch.Generator().manual_seed(seed)
     sae = SAE.create(cfg, generator=gen)
     sae.select_dtype = select_dtype
     loss_scale = _estimate_normalisation(sae, src, settings, "cpu")
     sae.to(dev)
-    opt = torch.optim.Adam(sae.parameters(), lr=settings.lr, betas=(0.9, 0.999),
-                           **_adam_kwargs(dev))
+    opt = torch.optim.Adam(
+        sae.parameters(), lr=settings.lr, betas=(0.9, 0.999), **_adam_kwargs(dev)
+    )
     tokens_since_fired = torch.zeros(latents, dtype=torch.int64, device=dev)
     step, elapsed = 0, 0.0
     resumed = _load_checkpoint(ckpt, sae, opt, dev)
@@ -433,8 +580,10 @@ def train(
     sae.select_dtype = select_dtype
     sae._W_sel = None
     if rank == 0:
-        _truncate_metrics(out / METRICS_FILE, step) if resumed else \
-            (out.mkdir(parents=True, exist_ok=True), (out / METRICS_FILE).unlink(missing_ok=True))
+        _truncate_metrics(out / METRICS_FILE, step) if resumed else (
+            out.mkdir(parents=True, exist_ok=True),
+            (out / METRICS_FILE).unlink(missing_ok=True),
+        )
     module = _LossModule(sae)
     if distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -452,8 +601,11 @@ def train(
     bar = progress() if rank == 0 else contextlib.nullcontext()
     try:
         with bar as pbar:
-            task = pbar.add_task(f"train {arch}", total=total_steps, completed=step, rate="") \
-                if pbar is not None else None
+            task = (
+                pbar.add_task(f"train {arch}", total=total_steps, completed=step, rate="")
+                if pbar is not None
+                else None
+            )
             while step < total_steps:
                 if stop_after_steps is not None and step >= stop_after_steps:
                     raise _Stopped(step)
@@ -474,10 +626,15 @@ def train(
                 opt.step()
                 sae.after_step()
                 fired = info["fired"].to(torch.int64)
-                stats = torch.stack([info["err_sq"].float(), info["l0"].float() * x.shape[0],
-                                     loss.detach().float() * x.shape[0],
-                                     (y_n - y_n.mean(0)).pow(2).sum().detach().float(),
-                                     torch.tensor(float(x.shape[0]), device=dev)])
+                stats = torch.stack(
+                    [
+                        info["err_sq"].float(),
+                        info["l0"].float() * x.shape[0],
+                        loss.detach().float() * x.shape[0],
+                        (y_n - y_n.mean(0)).pow(2).sum().detach().float(),
+                        torch.tensor(float(x.shape[0]), device=dev),
+                    ]
+                )
                 if distributed:
                     dist.all_reduce(fired)
                     dist.all_reduce(stats)
@@ -493,30 +650,62 @@ def train(
                     now = time.perf_counter()
                     tps = (step * batch_size - tok_start) / max(now - t_start, 1e-9)
                     if step % log_every == 0 or step == total_steps:
-                        dead_frac = float((tokens_since_fired >= settings.dead_tokens)
-                                          .float().mean())
-                        rec = {"step": step, "tokens": step * batch_size, "lr": cur_lr,
-                               "loss": float(stats[2]) / n_tok, "fve": fve, "l0": l0,
-                               "dead_fraction": dead_frac, "tokens_per_s": tps}
+                        dead_frac = float(
+                            (tokens_since_fired >= settings.dead_tokens).float().mean()
+                        )
+                        rec = {
+                            "step": step,
+                            "tokens": step * batch_size,
+                            "lr": cur_lr,
+                            "loss": float(stats[2]) / n_tok,
+                            "fve": fve,
+                            "l0": l0,
+                            "dead_fraction": dead_frac,
+                            "tokens_per_s": tps,
+                        }
                         if info.get("auxk") is not None:
                             rec["auxk_loss"] = float(info["auxk"])
                         log_fh.write(json.dumps(rec) + "\n")
                         log_fh.flush()
-                    pbar.update(task, completed=step,
-                                rate=f"{tps:,.0f} tok/s  FVE {ema['fve']:.3f}  L0 {ema['l0']:.1f}")
-                if checkpoint_every and step % checkpoint_every == 0 and step < total_steps \
-                        and rank == 0:
-                    _save_checkpoint(ckpt, sae, opt, {
-                        "step": step, "tokens": step * batch_size, "settings_hash": settings_hash,
-                        "loss_scale": loss_scale,
-                        "elapsed_s": elapsed + time.perf_counter() - t_start},
-                        tokens_since_fired)
+                    pbar.update(
+                        task,
+                        completed=step,
+                        rate=f"{tps:,.0f} tok/s  FVE {ema['fve']:.3f}  L0 {ema['l0']:.1f}",
+                    )
+                if (
+                    checkpoint_every
+                    and step % checkpoint_every == 0
+                    and step < total_steps
+                    and rank == 0
+                ):
+                    _save_checkpoint(
+                        ckpt,
+                        sae,
+                        opt,
+                        {
+                            "step": step,
+                            "tokens": step * batch_size,
+                            "settings_hash": settings_hash,
+                            "loss_scale": loss_scale,
+                            "elapsed_s": elapsed + time.perf_counter() - t_start,
+                        },
+                        tokens_since_fired,
+                    )
     except _Stopped:
         if rank == 0:
-            _save_checkpoint(ckpt, sae, opt, {
-                "step": step, "tokens": step * batch_size, "settings_hash": settings_hash,
-                "loss_scale": loss_scale, "elapsed_s": elapsed + time.perf_counter() - t_start},
-                tokens_since_fired)
+            _save_checkpoint(
+                ckpt,
+                sae,
+                opt,
+                {
+                    "step": step,
+                    "tokens": step * batch_size,
+                    "settings_hash": settings_hash,
+                    "loss_scale": loss_scale,
+                    "elapsed_s": elapsed + time.perf_counter() - t_start,
+                },
+                tokens_since_fired,
+            )
         raise
     finally:
         if log_fh is not None:
@@ -524,15 +713,26 @@ def train(
 
     seconds = elapsed + time.perf_counter() - t_start
     dead_fraction = float((tokens_since_fired >= settings.dead_tokens).float().mean())
-    metrics = {"fve": ema.get("fve"), "l0": ema.get("l0"), "dead_fraction": dead_fraction,
-               "steps": step, "tokens": step * batch_size, "seconds": seconds,
-               "tokens_per_s": (step * batch_size - tok_start) / max(time.perf_counter() - t_start,
-                                                                    1e-9),
-               "note": "fve and l0 are moving averages over the last training batches"}
-    sae.cfg.training = {"settings": asdict(settings), "settings_hash": settings_hash,
-                        "tokens": step * batch_size, "steps": step, "seconds": seconds,
-                        "device": str(dev), "world_size": world_size,
-                        "dead_latents_never_fired_in_last_tokens": settings.dead_tokens}
+    metrics = {
+        "fve": ema.get("fve"),
+        "l0": ema.get("l0"),
+        "dead_fraction": dead_fraction,
+        "steps": step,
+        "tokens": step * batch_size,
+        "seconds": seconds,
+        "tokens_per_s": (step * batch_size - tok_start) / max(time.perf_counter() - t_start, 1e-9),
+        "note": "fve and l0 are moving averages over the last training batches",
+    }
+    sae.cfg.training = {
+        "settings": asdict(settings),
+        "settings_hash": settings_hash,
+        "tokens": step * batch_size,
+        "steps": step,
+        "seconds": seconds,
+        "device": str(dev),
+        "world_size": world_size,
+        "dead_latents_never_fired_in_last_tokens": settings.dead_tokens,
+    }
     sae.cfg.metrics = {"train": metrics}
     sae.eval()
     if rank == 0:
