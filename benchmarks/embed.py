@@ -7,7 +7,7 @@ the same layer's per-residue activations in float32:
 - baseline: ``EsmModel.from_pretrained`` + tokenizer, fixed-size batches in input order padded to
   the longest (``--baseline-batch-size``, default 16), ``torch.no_grad``, full model with
   ``output_hidden_states=True``, per-residue rows copied out (BOS/EOS dropped);
-- plmsae: ``plmsae.embed.embed.embed`` writing a complete store (length-sorted batches under a
+- plmsae: ``plmsae.embedding.embedder.embed`` writing a complete store (length-sorted batches under a
   token budget, blocks above the layer not run, ``inference_mode``), timed end to end including
   the FASTA passes and the shard writes.
 
@@ -84,8 +84,8 @@ def baseline(
 def run_plmsae(
     lm, fasta: Path, layer: int, batch_tokens: int, workdir: Path, tag: str, device="cpu"
 ):
-    from plmsae.embed.embed import embed
-    from plmsae.embed.store import ActivationStore
+    from plmsae.embedding.embedder import embed
+    from plmsae.embedding.store import ActivationStore
 
     t0 = time.perf_counter()
     out = embed(
@@ -123,7 +123,7 @@ def main(argv=None) -> dict:
     import os
 
     os.environ.setdefault("PLMSAE_NO_PROGRESS", "1")
-    from plmsae.embed.model import load_model
+    from plmsae.embedding.model import load_model
 
     lm = load_model(args.model, device=args.device)
     layer = lm.spec.n_layers if args.layer is None else args.layer
@@ -145,7 +145,7 @@ def main(argv=None) -> dict:
         "torch": torch.__version__,
         "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(),
     }
-    from plmsae.embed.embed import forward_layers
+    from plmsae.embedding.embedder import forward_layers
 
     forward_layers(lm, [[0] + [5] * 100 + [2]] * 4, [layer])  # warm-up (CUDA init, allocator)
     with tempfile.TemporaryDirectory(prefix="plmsae-bench-") as tmp:

@@ -2,7 +2,7 @@
 
     python benchmarks/report_pages.py [--features 20000] [--proteins 2000] [--json]
 
-Builds a synthetic association directory (tests/report/synthetic.py, the design.md format) with
+Builds a synthetic association directory (tests/atlas/synthetic.py, the design.md format) with
 N SAE features, writes the report without tracks (tracks cost SAE encoding, not page writing),
 and reports pages/s, sizes, and (when /usr/bin/chromium exists) the time the index takes to
 load its table data and to apply a search over all rows in headless Chromium.
@@ -76,7 +76,7 @@ def main() -> None:
     a = ap.parse_args()
     from synthetic import make_assoc_dir
 
-    from plmsae.report.report import report
+    from plmsae.atlas.report import report
 
     work = a.workdir or Path(tempfile.mkdtemp(prefix="plmsae-report-bench-"))
     assoc = work / f"assoc_{a.features}_{a.proteins}"

@@ -58,7 +58,7 @@ def synthetic(n: int, d: int = D_IN, n_dirs: int = 4000, active: int = 24, seed:
 
 
 def real(store_path: str, n: int, layer: int | None):
-    from plmsae.embed.store import ActivationStore
+    from plmsae.embedding.store import ActivationStore
 
     st = ActivationStore(store_path)
     xs, got = [], 0

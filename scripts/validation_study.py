@@ -159,7 +159,7 @@ def heldout_fve(
     from plmsae._util import atomic_write
     from plmsae.data.demo import SOURCE_FASTA, STANDARD_SEQUENCE
     from plmsae.data.fasta import iter_fasta
-    from plmsae.embed.embed import embed
+    from plmsae.embedding.embedder import embed
     from plmsae.sae.evaluate import evaluate
 
     fasta = out / "heldout.fasta"

@@ -5,8 +5,8 @@ import sys
 
 
 def test_stage_functions_are_functions_even_after_subpackage_imports():
-    import plmsae.embed.store
-    import plmsae.report.report
+    import plmsae.embedding.store
+    import plmsae.atlas.report
 
     assert callable(plmsae.embed) and plmsae.embed.__name__ == "embed"
     assert callable(plmsae.report) and plmsae.report.__name__ == "report"

@@ -24,17 +24,17 @@ _EXPORTS = {
     "read_fasta": "plmsae.data.fasta",
     "read_annotations": "plmsae.data.annotations",
     "Ontology": "plmsae.data.ontology",
-    "embed": "plmsae.embed.embed",
-    "ActivationStore": "plmsae.embed.store",
-    "load_model": "plmsae.embed.model",
+    "embed": "plmsae.embedding.embedder",
+    "ActivationStore": "plmsae.embedding.store",
+    "load_model": "plmsae.embedding.model",
     "SAE": "plmsae.sae.base",
     "train": "plmsae.sae.train",
     "evaluate": "plmsae.sae.evaluate",
     "export": "plmsae.sae.export",
     "associate": "plmsae.analysis.associate",
     "explain": "plmsae.interpret.explain",
-    "report": "plmsae.report.report",
-    "annotate": "plmsae.report.annotate",
+    "report": "plmsae.atlas.report",
+    "annotate": "plmsae.atlas.annotate",
     "demo": "plmsae.pipeline.demo",
     "run": "plmsae.pipeline.run",
     "compare": "plmsae.pipeline.compare",
@@ -49,13 +49,3 @@ def __getattr__(name: str):
         globals()[name] = obj
         return obj
     raise AttributeError(f"module 'plmsae' has no attribute {name!r}")
-
-
-# The subpackages plmsae.embed and plmsae.report share their names with the stage functions.
-# Importing a subpackage binds it as an attribute of this package the first time only, so import
-# these two light packages now and drop that binding: plmsae.embed / plmsae.report then always
-# mean the functions, and `from plmsae.embed.store import ...` keeps working.
-for _pkg in ("embed", "report"):
-    importlib.import_module(f"plmsae.{_pkg}")
-    globals().pop(_pkg, None)
-del _pkg

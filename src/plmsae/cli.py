@@ -30,14 +30,14 @@ app = typer.Typer(
 
 # (command name, module, function). Order is the pipeline order shown by --help.
 COMMANDS = [
-    ("embed", "plmsae.embed.embed", "embed"),
+    ("embed", "plmsae.embedding.embedder", "embed"),
     ("train", "plmsae.sae.train", "train"),
     ("evaluate", "plmsae.sae.evaluate", "evaluate"),
     ("export", "plmsae.sae.export", "export"),
     ("associate", "plmsae.analysis.associate", "associate"),
     ("explain", "plmsae.interpret.explain", "explain"),
-    ("report", "plmsae.report.report", "report"),
-    ("annotate", "plmsae.report.annotate", "annotate"),
+    ("report", "plmsae.atlas.report", "report"),
+    ("annotate", "plmsae.atlas.annotate", "annotate"),
     ("demo", "plmsae.pipeline.demo", "demo"),
     ("run", "plmsae.pipeline.run", "run"),
     ("compare", "plmsae.pipeline.compare", "compare"),

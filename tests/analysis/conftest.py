@@ -49,8 +49,8 @@ def assoc_inputs(tmp_path_factory, tiny_esm_dir, family_fasta):
     # the SAE stage lands in its own commits; until then these end-to-end tests cannot run
     pytest.importorskip("plmsae.sae.base", reason="plmsae.sae is not in this checkout yet")
     from plmsae.analysis.activations import protein_activations
-    from plmsae.embed.embed import embed
-    from plmsae.embed.store import ActivationStore
+    from plmsae.embedding.embedder import embed
+    from plmsae.embedding.store import ActivationStore
     from plmsae.sae.base import SAE, SAEConfig
 
     d = tmp_path_factory.mktemp("assoc_inputs")

@@ -191,7 +191,7 @@ def test_cli(assoc_inputs, tmp_path):
 def test_protein_level_sae_encodes_pooled_vectors(assoc_inputs, tmp_path):
     import torch
 
-    from plmsae.embed.store import ActivationStore
+    from plmsae.embedding.store import ActivationStore
     from plmsae.sae.base import SAE, SAEConfig
 
     store = ActivationStore(assoc_inputs["store"])

@@ -21,8 +21,8 @@ def test_associate_on_swissprot(shared_data, tmp_path, monkeypatch):
     from plmsae.analysis import splits
     from plmsae.analysis.associate import associate
     from plmsae.data.annotations import read_annotations
-    from plmsae.embed.embed import embed
-    from plmsae.embed.model import load_model
+    from plmsae.embedding.embedder import embed
+    from plmsae.embedding.model import load_model
     from plmsae.sae.base import SAE, SAEConfig
 
     monkeypatch.setenv("PLMSAE_CACHE", str(tmp_path / "cache"))

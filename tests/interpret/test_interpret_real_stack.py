@@ -15,8 +15,8 @@ def real_assoc(tmp_path_factory, tiny_esm_dir, family_fasta):
     import torch
 
     from plmsae.analysis.associate import associate
-    from plmsae.embed.embed import embed
-    from plmsae.embed.store import ActivationStore
+    from plmsae.embedding.embedder import embed
+    from plmsae.embedding.store import ActivationStore
     from plmsae.sae.base import SAE, SAEConfig
 
     d = tmp_path_factory.mktemp("explain_real")

@@ -15,7 +15,7 @@ from plmsae.sae.evaluate import _hook_module, evaluate, reconstruction_metrics
 def tiny_store(tiny_esm_dir, tmp_path_factory):
     import random
 
-    from plmsae.embed.embed import embed
+    from plmsae.embedding.embedder import embed
 
     rnd = random.Random(0)
     d = tmp_path_factory.mktemp("tiny_store")
@@ -32,7 +32,7 @@ def tiny_store(tiny_esm_dir, tmp_path_factory):
 
 
 def _sae_dir(path, store, layer, kind):
-    from plmsae.embed.store import ActivationStore
+    from plmsae.embedding.store import ActivationStore
 
     spec = ActivationStore(store).meta["model"]
     d = 32
@@ -69,7 +69,7 @@ def test_identity_recovers_all_and_zero_none(layer, tiny_store, tiny_esm_dir, tm
 
 @pytest.mark.parametrize("layer", [0, 1, 3])
 def test_hook_module_output_is_hidden_state(layer, tiny_esm_dir):
-    from plmsae.embed.model import load_model
+    from plmsae.embedding.model import load_model
 
     lm = load_model(str(tiny_esm_dir))
     enc = lm.tokenizer(["MKTAYIAKQR"], return_tensors="pt")

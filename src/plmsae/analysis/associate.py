@@ -482,7 +482,7 @@ def _maybe_hash(path) -> str | None:
 
 
 def _open_store(store):
-    from plmsae.embed.store import ActivationStore
+    from plmsae.embedding.store import ActivationStore
 
     if isinstance(store, ActivationStore):
         return store, getattr(store, "path", None)

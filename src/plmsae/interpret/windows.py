@@ -40,7 +40,7 @@ class ResidueWindows:
         self.sequences: dict[str, str] = {}
         try:
             from plmsae.data.fasta import iter_fasta
-            from plmsae.embed.store import ActivationStore
+            from plmsae.embedding.store import ActivationStore
             from plmsae.sae.base import SAE
 
             store_path, sae_path = run.get("store"), run.get("sae")

@@ -53,12 +53,12 @@ def _stage_function(name: str) -> Callable:
     import importlib
 
     module = {
-        "embed": "plmsae.embed.embed",
+        "embed": "plmsae.embedding.embedder",
         "train": "plmsae.sae.train",
         "evaluate": "plmsae.sae.evaluate",
         "associate": "plmsae.analysis.associate",
         "explain": "plmsae.interpret.explain",
-        "report": "plmsae.report.report",
+        "report": "plmsae.atlas.report",
     }[name]
     return getattr(importlib.import_module(module), name)
 

@@ -1,4 +1,4 @@
-"""An in-memory activation source with the :class:`plmsae.embed.store.ActivationStore` batch
+"""An in-memory activation source with the :class:`plmsae.embedding.store.ActivationStore` batch
 contract, for tensors you already hold (tests, benchmarks, notebooks).
 
 Rank ``r`` of ``world_size`` gets slice ``r`` of every global batch, so a multi-process run sees

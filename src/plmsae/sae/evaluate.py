@@ -264,7 +264,7 @@ def evaluate(
                 "not applicable: only residue-level autoencoders replace a layer's activations"
             )
         else:
-            from plmsae.embed.model import load_model
+            from plmsae.embedding.model import load_model
 
             loaded = model if hasattr(model, "spec") else load_model(model, device=device)
             check_compatible(cfg, sae_path, model=loaded.spec)

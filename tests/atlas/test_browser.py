@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from synthetic import EVIL, make_assoc_dir, random_sequence
 
-from plmsae.report import report as rep
+from plmsae.atlas import report as rep
 
 pytestmark = pytest.mark.slow
 

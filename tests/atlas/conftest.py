@@ -1,4 +1,4 @@
-"""Fixtures for the report tests: a synthetic association directory (tests/report/synthetic.py)."""
+"""Fixtures for the report tests: a synthetic association directory (tests/atlas/synthetic.py)."""
 
 from __future__ import annotations
 

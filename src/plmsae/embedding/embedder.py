@@ -108,12 +108,12 @@ def embed(
     Per-residue activations and per-protein means of the chosen layers; re-running the same
     command resumes an interrupted run. Open the result with plmsae.ActivationStore(OUT).
     """
-    # Python callers may pass an already loaded plmsae.embed.model.LoadedModel as ``model``.
+    # Python callers may pass an already loaded plmsae.embedding.model.LoadedModel as ``model``.
     import torch
 
     from plmsae import __version__
     from plmsae.data.fasta import iter_fasta
-    from plmsae.embed.model import LoadedModel, load_model
+    from plmsae.embedding.model import LoadedModel, load_model
 
     fasta, out = Path(fasta), Path(out)
     if dtype not in STORAGE_DTYPES:

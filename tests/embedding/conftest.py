@@ -17,7 +17,7 @@ def _isolated(monkeypatch, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_lm(tiny_esm_dir):
-    from plmsae.embed.model import load_model
+    from plmsae.embedding.model import load_model
 
     return load_model(str(tiny_esm_dir))
 
@@ -25,6 +25,6 @@ def tiny_lm(tiny_esm_dir):
 @pytest.fixture()
 def tiny_store(tmp_path, tiny_fasta, tiny_lm) -> Path:
     """Layers 0, 1 and 3 (last) of the tiny model, shards of >= 200 residues (3 shards)."""
-    from plmsae.embed.embed import embed
+    from plmsae.embedding.embedder import embed
 
     return embed(tiny_fasta, tmp_path / "store", model=tiny_lm, layers=[3, 0, 1], shard_size=200)

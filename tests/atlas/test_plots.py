@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 
-from plmsae.report.plots import (
+from plmsae.atlas.plots import (
     active_spans,
     fmt,
     format_spans,
@@ -68,7 +68,7 @@ def test_fmt():
 
 
 def test_metric_rows_prefer_evaluation():
-    from plmsae.report.report import _metric_rows
+    from plmsae.atlas.report import _metric_rows
 
     rows = _metric_rows({"train": {"fve": 0.8, "l0": 16.0, "note": "x"}, "evaluate": {"fve": 0.75}})
     assert [(r["name"], r["value"]) for r in rows] == [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from plmsae._util import InputError
-from plmsae.report.annotate import read_query
+from plmsae.atlas.annotate import read_query
 
 
 def test_read_query_sequence():

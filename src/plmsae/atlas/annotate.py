@@ -111,13 +111,13 @@ def annotate(
     cfg = SAEConfig.from_dict(read_json(sae_dir / CFG_FILE), sae_dir / CFG_FILE)
     atlas = None
     if assoc is not None:
-        from plmsae.report.report import load_atlas
+        from plmsae.atlas.report import load_atlas
 
         atlas = load_atlas(assoc, activations=False, significant_only=True)
 
     import torch
 
-    from plmsae.embed.model import load_model
+    from plmsae.embedding.model import load_model
     from plmsae.sae.base import SAE
 
     lm = load_model(model or _model_name(cfg, sae_dir), device=device)
@@ -156,7 +156,7 @@ def annotate(
             if z_prot[f] <= 0:
                 break
             track = None if z_res is None else z_res[:, f].copy()
-            from plmsae.report.plots import active_spans
+            from plmsae.atlas.plots import active_spans
 
             info = labels.get(f, {})
             feats.append(
@@ -284,7 +284,7 @@ def _model_name(cfg, sae_dir: Path) -> str:
 def embed_residues(lm, proteins: list, layer: int) -> list[np.ndarray]:
     """Per-residue activations ``float32 [L, d]`` of each protein at ``layer``, computed exactly as
     ``plmsae embed`` computes them (same batching, windows for long sequences)."""
-    from plmsae.embed.embed import compute_activations
+    from plmsae.embedding.embedder import compute_activations
 
     tensors = compute_activations(lm, proteins, [layer], batch_tokens=8192, dtype="float32")
     res = tensors[f"residues.{layer}"].float().numpy()
@@ -294,7 +294,7 @@ def embed_residues(lm, proteins: list, layer: int) -> list[np.ndarray]:
 
 def _labels(atlas, d_sae: int) -> dict[int, dict]:
     """feature -> label, description, best associated concept and density from the atlas."""
-    from plmsae.report.report import explanation_of
+    from plmsae.atlas.report import explanation_of
 
     out: dict[int, dict] = {}
     for r in atlas.features.itertuples(index=False):
@@ -322,7 +322,7 @@ def print_results(results: list[dict], context: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from plmsae.report.plots import fmt, format_spans
+    from plmsae.atlas.plots import fmt, format_spans
 
     console = Console()
     console.print(
@@ -399,8 +399,8 @@ def write_html(results: list[dict], context: dict, out: Path, site: Path | None 
     from markupsafe import Markup
 
     from plmsae import __version__
-    from plmsae.report.plots import format_spans, track_svg
-    from plmsae.report.report import HERE, environment
+    from plmsae.atlas.plots import format_spans, track_svg
+    from plmsae.atlas.report import HERE, environment
 
     proteins = []
     for r in results:
@@ -455,7 +455,7 @@ def _atlas_link(site: Path | None, feature: int, out: Path) -> str | None:
         return None
     from urllib.parse import quote
 
-    from plmsae.report.report import page_name
+    from plmsae.atlas.report import page_name
 
     target = Path(site) / "features" / page_name(feature)
     if not target.is_file():

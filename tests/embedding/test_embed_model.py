@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from plmsae._util import InputError, PlmsaeError
-from plmsae.embed import model as model_mod
-from plmsae.embed.model import load_model, resolve_model
+from plmsae.embedding import model as model_mod
+from plmsae.embedding.model import load_model, resolve_model
 
 
 def test_local_directory_with_mlm_head(tiny_lm, tiny_esm_dir):

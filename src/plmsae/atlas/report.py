@@ -335,7 +335,7 @@ def environment():
     """The jinja2 environment of the atlas: autoescape always on, templates from the package."""
     import jinja2
 
-    from plmsae.report.plots import fmt
+    from plmsae.atlas.plots import fmt
 
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(HERE / "templates"),
@@ -455,7 +455,7 @@ def residue_tracks(
     """
     import torch
 
-    from plmsae.embed.store import ActivationStore
+    from plmsae.embedding.store import ActivationStore
     from plmsae.sae.base import SAE
 
     store = ActivationStore(store_path)
@@ -931,7 +931,7 @@ def _metric_rows(metrics: dict) -> list[dict]:
 
 def _comparison(atlas: Atlas) -> dict:
     """Rows for the SAE vs neurons vs random table and bar chart, from summary.json."""
-    from plmsae.report.plots import summary_svg
+    from plmsae.atlas.plots import summary_svg
 
     sources = [s for s in ("sae", "neuron", "random") if isinstance(atlas.summary.get(s), dict)]
     cats: list[str] = []
@@ -1012,7 +1012,7 @@ def _feature_context(
     res: list[dict],
     prot: dict[str, list],
 ) -> dict:
-    from plmsae.report.plots import active_spans, format_spans, histogram_svg, track_svg
+    from plmsae.atlas.plots import active_spans, format_spans, histogram_svg, track_svg
 
     n_prot = len(prot["id"])
     acts = atlas.activations

@@ -8,7 +8,7 @@ final ``emb_layer_norm_after`` applied and the others do not.
 
 Context: ESM-2 was trained on at most 1024 tokens including BOS (``<cls>``) and EOS, i.e. 1022
 residues (``ModelSpec.max_tokens``). How longer proteins are handled is decided in
-:mod:`plmsae.embed.embed` (overlapping windows stitched back).
+:mod:`plmsae.embedding.embedder` (overlapping windows stitched back).
 
 Model resolution (:func:`resolve_model`):
 

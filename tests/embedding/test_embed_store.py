@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from plmsae._util import InputError
-from plmsae.embed.embed import embed
-from plmsae.embed.store import ActivationStore
+from plmsae.embedding.embedder import embed
+from plmsae.embedding.store import ActivationStore
 
 
 def _all_rows(store, layer, level="residue"):
