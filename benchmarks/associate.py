@@ -224,7 +224,9 @@ def pipeline(n_proteins: int, n_features: int, seed: int, tmp: Path) -> dict:
     import torch
 
     from plmsae.analysis.associate import associate
-    from plmsae.sae.base import SAE, SAEConfig
+    from plmsae.sae.architectures import create_sae
+    from plmsae.sae.base import SAEConfig
+    from plmsae.sae.checkpoint import save_sae
 
     subset = tmp / "pipeline_go.tsv"
     ids = []
@@ -238,7 +240,7 @@ def pipeline(n_proteins: int, n_features: int, seed: int, tmp: Path) -> dict:
     lengths = np.clip(rng.lognormal(np.log(300), 0.6, len(ids)), 30, 1022).astype(int).tolist()
     store = synthetic_store(tmp / "store", ids, lengths, 320, 6, seed)
     torch.manual_seed(seed)
-    sae = SAE.create(
+    sae = create_sae(
         SAEConfig(
             arch="topk",
             d_in=320,
@@ -249,7 +251,7 @@ def pipeline(n_proteins: int, n_features: int, seed: int, tmp: Path) -> dict:
             model={"id": "synthetic", "d_model": 320},
         )
     )
-    sae.save(tmp / "sae")
+    save_sae(sae, tmp / "sae")
     t0 = time.perf_counter()
     out = associate(
         tmp / "sae",

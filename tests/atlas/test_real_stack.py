@@ -23,7 +23,9 @@ def stack(tiny_esm_dir, tmp_path_factory):
     from plmsae.data.fasta import read_fasta
     from plmsae.embedding.embedder import embed
     from plmsae.embedding.model import load_model
-    from plmsae.sae.base import SAE, SAEConfig
+    from plmsae.sae.architectures import create_sae
+    from plmsae.sae.base import SAEConfig
+    from plmsae.sae.checkpoint import save_sae
 
     base = tmp_path_factory.mktemp("stack")
     fasta = base / "tiny.fasta"
@@ -46,8 +48,8 @@ def stack(tiny_esm_dir, tmp_path_factory):
         level="residue",
         normalisation="none",
     )
-    sae = SAE.create(cfg, generator=torch.Generator().manual_seed(0))
-    sae.save(base / "sae")
+    sae = create_sae(cfg, generator=torch.Generator().manual_seed(0))
+    save_sae(sae, base / "sae")
     proteins = read_fasta(fasta)
     assoc = make_assoc_dir(
         base / "assoc",
@@ -76,7 +78,7 @@ def test_residue_tracks_match_sae_encode(stack):
     import torch
 
     from plmsae.embedding.store import ActivationStore
-    from plmsae.sae.base import SAE
+    from plmsae.sae.checkpoint import load_sae
 
     needed = {stack["proteins"][0].id: {1, 5}, stack["proteins"][2].id: {5}}
     tracks = residue_tracks(stack["sae"], stack["store"], needed, layer=LAYER, batch_tokens=50)
@@ -85,7 +87,7 @@ def test_residue_tracks_match_sae_encode(stack):
         (5, stack["proteins"][0].id),
         (5, stack["proteins"][2].id),
     }
-    store, sae = ActivationStore(stack["store"]), SAE.load(stack["sae"])
+    store, sae = ActivationStore(stack["store"]), load_sae(stack["sae"])
     for (f, pid), t in tracks.items():
         with torch.no_grad():
             z = sae.encode(torch.from_numpy(store.residues(pid, LAYER))).numpy()
@@ -110,9 +112,9 @@ def test_report_draws_real_tracks(stack, tmp_path):
 def test_annotate_sequence(stack, tmp_path, capsys):
     import torch
 
-    from plmsae.embedding.store import ActivationStore
     from plmsae.atlas.annotate import annotate
-    from plmsae.sae.base import SAE
+    from plmsae.embedding.store import ActivationStore
+    from plmsae.sae.checkpoint import load_sae
 
     p = stack["proteins"][2]
     site = tmp_path / "site"
@@ -131,7 +133,7 @@ def test_annotate_sequence(stack, tmp_path, capsys):
     # the same numbers as encoding the stored activations of this protein (same embedding code)
     with torch.no_grad():
         z = (
-            SAE.load(stack["sae"])
+            load_sae(stack["sae"])
             .encode(torch.from_numpy(ActivationStore(stack["store"]).residues(p.id, LAYER)))
             .numpy()
         )
@@ -192,19 +194,19 @@ def test_annotate_protein_level_sae(stack, tmp_path):
     import torch
 
     from plmsae._util import read_json, write_json
-    from plmsae.embedding.store import ActivationStore
     from plmsae.atlas.annotate import annotate
-    from plmsae.sae.base import SAE
+    from plmsae.embedding.store import ActivationStore
+    from plmsae.sae.checkpoint import load_sae, save_sae
 
     d = tmp_path / "sae_protein"
-    SAE.load(stack["sae"]).save(d)
+    save_sae(load_sae(stack["sae"]), d)
     cfg = read_json(d / "cfg.json")
     write_json(d / "cfg.json", cfg | {"level": "protein", "pooling": "mean"})
     p = stack["proteins"][1]
     [r] = annotate(p.sequence, sae=d, top=4, html=tmp_path / "p.html", quiet=True)
     with torch.no_grad():
         z = (
-            SAE.load(d)
+            load_sae(d)
             .encode(torch.from_numpy(ActivationStore(stack["store"]).pooled(p.id, LAYER))[None])[0]
             .numpy()
         )

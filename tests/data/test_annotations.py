@@ -270,7 +270,7 @@ def test_sniff(tmp_path):
     assert sniff_format(FILES / "uniprot.tsv") == "uniprot_tsv"
     assert sniff_format(write(tmp_path, "\nP1\tGO:0000001;GO:0000002\n")) == "go_tsv"
     headerless_gaf = "\n".join(
-        l for l in (FILES / "mini.gaf").read_text().splitlines() if not l.startswith("!")
+        line for line in (FILES / "mini.gaf").read_text().splitlines() if not line.startswith("!")
     )
     assert sniff_format(write(tmp_path, headerless_gaf, "h.gaf")) == "gaf"
 

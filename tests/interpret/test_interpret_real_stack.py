@@ -17,7 +17,9 @@ def real_assoc(tmp_path_factory, tiny_esm_dir, family_fasta):
     from plmsae.analysis.associate import associate
     from plmsae.embedding.embedder import embed
     from plmsae.embedding.store import ActivationStore
-    from plmsae.sae.base import SAE, SAEConfig
+    from plmsae.sae.architectures import create_sae
+    from plmsae.sae.base import SAEConfig
+    from plmsae.sae.checkpoint import save_sae
 
     d = tmp_path_factory.mktemp("explain_real")
     fasta = d / "proteins.fasta"
@@ -25,12 +27,12 @@ def real_assoc(tmp_path_factory, tiny_esm_dir, family_fasta):
     store_dir = embed(fasta, d / "store", model=str(tiny_esm_dir), layers=[2])
     store = ActivationStore(store_dir)
     torch.manual_seed(0)
-    sae = SAE.create(
+    sae = create_sae(
         SAEConfig(
             arch="topk", d_in=32, d_sae=48, k=6, layer=2, level="residue", model=store.meta["model"]
         )
     )
-    sae.save(d / "sae")
+    save_sae(sae, d / "sae")
     rows = ["Entry\tProtein names\tGene Ontology (GO)\tProtein families"]
     for i, pid in enumerate(ids):
         fam = i // 4

@@ -166,7 +166,7 @@ def test_prompt_lists_most_specific_go_terms(tmp_path):
 
     from synthetic_assoc import write_assoc_dir
 
-    from plmsae.interpret.assocdir import AssocDir
+    from plmsae.analysis.assocdir import AssocDir
     from plmsae.interpret.prompts import ProteinText
 
     d = write_assoc_dir(tmp_path / "a", n_proteins=60)

@@ -156,7 +156,7 @@ def test_full_disk_keeps_finished_outputs(finished, tmp_path, monkeypatch):
     assert "No space left on device" in out and "free disk space" in out
     monkeypatch.undo()
     assert digest(finished) == before
-    leftovers = [p for p in tmp_path.rglob("*.tmp*")]
+    leftovers = list(tmp_path.rglob("*.tmp*"))
     assert leftovers == []
 
 

@@ -7,7 +7,9 @@ import torch
 from _synth import structured
 
 from plmsae._util import InputError
-from plmsae.sae.base import ARCHS, SAE, SAEConfig, TrainState
+from plmsae.sae.architectures import create_sae
+from plmsae.sae.base import ARCHS, SAEConfig, TrainState
+from plmsae.sae.checkpoint import load_sae, save_sae
 
 
 def make(arch, **kw):
@@ -22,7 +24,7 @@ def make(arch, **kw):
         layer=2,
         **kw,
     )
-    sae = SAE.create(cfg)
+    sae = create_sae(cfg)
     with torch.no_grad():
         sae.b_enc.normal_(0, 0.1)
         sae.b_dec.normal_(0, 0.1)
@@ -110,7 +112,7 @@ def test_jumprelu_threshold_gets_gradient():
 @pytest.mark.parametrize("norm", ["scalar", "layernorm", "none"])
 def test_normalisation_is_undone(norm):
     cfg = SAEConfig(arch="relu", d_in=8, d_sae=16, normalisation=norm, norm_scale=0.25)
-    sae = SAE.create(cfg)
+    sae = create_sae(cfg)
     with torch.no_grad():  # exact identity through [I; -I]
         eye = torch.eye(8)
         sae.W_enc.copy_(torch.cat([eye, -eye]))
@@ -127,10 +129,10 @@ def test_normalisation_is_undone(norm):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_save_load_bit_exact(arch, tmp_path):
     sae = make(arch)
-    sae.save(tmp_path / "s")
+    save_sae(sae, tmp_path / "s")
     cfg = json.loads((tmp_path / "s" / "cfg.json").read_text())
     assert cfg["arch"] == arch and cfg["d_in"] == 16 and cfg["layer"] == 2
-    back = SAE.load(tmp_path / "s")
+    back = load_sae(tmp_path / "s")
     for (n, a), (_, b) in zip(sae.state_dict().items(), back.state_dict().items()):
         assert torch.equal(a, b), n
     x = torch.randn(9, 16)
@@ -139,24 +141,24 @@ def test_save_load_bit_exact(arch, tmp_path):
 
 
 def test_load_refuses_mismatch(tmp_path):
-    make("topk").save(tmp_path / "s")
-    SAE.load(tmp_path / "s", model={"id": "test/model", "revision": "r1"}, layer=2, d_in=16)
+    save_sae(make("topk"), tmp_path / "s")
+    load_sae(tmp_path / "s", model={"id": "test/model", "revision": "r1"}, layer=2, d_in=16)
     with pytest.raises(InputError, match="layer 2, not layer 3"):
-        SAE.load(tmp_path / "s", layer=3)
+        load_sae(tmp_path / "s", layer=3)
     with pytest.raises(InputError, match="reads 16-d"):
-        SAE.load(tmp_path / "s", d_in=32)
+        load_sae(tmp_path / "s", d_in=32)
     with pytest.raises(InputError, match="trained on model 'test/model'"):
-        SAE.load(tmp_path / "s", model="facebook/esm2_t12_35M_UR50D")
+        load_sae(tmp_path / "s", model="facebook/esm2_t12_35M_UR50D")
     with pytest.raises(InputError, match="revision"):
-        SAE.load(tmp_path / "s", model={"id": "test/model", "revision": "other"})
+        load_sae(tmp_path / "s", model={"id": "test/model", "revision": "other"})
     with pytest.raises(InputError, match="no SAE checkpoint"):
-        SAE.load(tmp_path)
+        load_sae(tmp_path)
 
 
 def test_plmsae_top_level_api(tmp_path):
     import plmsae
 
-    make("topk").save(tmp_path / "s")
-    sae = plmsae.SAE.load(tmp_path / "s")
+    save_sae(make("topk"), tmp_path / "s")
+    sae = plmsae.load_sae(tmp_path / "s")
     x = torch.tensor(structured(n=10, d=16).numpy())
     assert sae.decode(sae.encode(x)).shape == x.shape

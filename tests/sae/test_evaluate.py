@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from plmsae._util import InputError
-from plmsae.sae.base import SAE, SAEConfig
+from plmsae.sae.architectures import create_sae
+from plmsae.sae.base import SAEConfig
+from plmsae.sae.checkpoint import save_sae
 from plmsae.sae.data import TensorStore
 from plmsae.sae.evaluate import _hook_module, evaluate, reconstruction_metrics
 
@@ -36,7 +38,7 @@ def _sae_dir(path, store, layer, kind):
 
     spec = ActivationStore(store).meta["model"]
     d = 32
-    sae = SAE.create(
+    sae = create_sae(
         SAEConfig(arch="relu", d_in=d, d_sae=2 * d, normalisation="none", model=spec, layer=layer)
     )
     with torch.no_grad():  # relu(x) - relu(-x) = x exactly
@@ -45,7 +47,7 @@ def _sae_dir(path, store, layer, kind):
         sae.W_dec.copy_(torch.cat([eye, -eye]) if kind == "identity" else torch.zeros(2 * d, d))
         sae.b_enc.zero_()
         sae.b_dec.zero_()
-    return sae.save(path)
+    return save_sae(sae, path)
 
 
 @pytest.mark.parametrize("layer", [2, 3])  # 3 = last layer: after emb_layer_norm_after
@@ -109,7 +111,7 @@ def test_evaluate_refuses_other_layer(tiny_store, tmp_path):
 
 def test_reconstruction_metrics_counts():
     x = torch.randn(300, 8)
-    sae = SAE.create(SAEConfig(arch="topk", d_in=8, d_sae=1000, k=2))
+    sae = create_sae(SAEConfig(arch="topk", d_in=8, d_sae=1000, k=2))
     r = reconstruction_metrics(sae.eval(), TensorStore(x).batches(64, epochs=1), tokens=250)
     assert r["n_tokens"] == 250 and r["l0"] <= 2
     h = r["density_histogram"]

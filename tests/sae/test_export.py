@@ -15,7 +15,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from plmsae.sae.base import SAE, SAEConfig
+from plmsae.sae.architectures import create_sae
+from plmsae.sae.base import SAEConfig
 from plmsae.sae.export import export
 
 
@@ -50,7 +51,7 @@ SCRIPT = textwrap.dedent("""
 
 def _make(arch, norm):
     torch.manual_seed(0)
-    sae = SAE.create(
+    sae = create_sae(
         SAEConfig(
             arch=arch,
             d_in=24,

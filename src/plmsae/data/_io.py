@@ -28,8 +28,6 @@ def open_text(path: str | os.PathLike, what: str) -> TextIO:
         )
     with open(path, "rb") as fh:
         magic = fh.read(2)
-    if magic == _GZIP_MAGIC:
-        raw = gzip.open(path, "rb")
-    else:
-        raw = open(path, "rb")
+    # the caller owns (and closes) the returned handle
+    raw = gzip.open(path, "rb") if magic == _GZIP_MAGIC else open(path, "rb")  # noqa: SIM115
     return io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline=None)

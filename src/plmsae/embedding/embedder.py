@@ -269,7 +269,7 @@ def _resolve_layers(layers: list[int] | None, n_layers: int) -> list[int]:
             "(0 = embedding output, i = after block i).",
             fix=f"choose --layer between 0 and {n_layers}.",
         )
-    return sorted(set(int(x) for x in layers))
+    return sorted({int(x) for x in layers})
 
 
 def _check_out_dir(out: Path, meta: dict, identity: dict) -> None:

@@ -30,8 +30,8 @@ import scipy.sparse as sp
 import typer
 
 from plmsae._util import InputError, atomic_path, progress, read_json, write_json
+from plmsae.analysis.assocdir import AssocDir
 from plmsae.interpret import offline as offline_mod
-from plmsae.interpret.assocdir import AssocDir
 from plmsae.interpret.prompts import (
     ProteinText,
     ReplyError,

@@ -12,7 +12,7 @@ from pathlib import Path
 import jinja2
 import numpy as np
 
-from plmsae.interpret.assocdir import AssocDir
+from plmsae.analysis.assocdir import AssocDir
 
 TEMPLATE_DIR = Path(__file__).parent / "prompts"
 _VERSION_RE = re.compile(r"\{#-?\s*version:\s*(\S+)\s*-?#\}")

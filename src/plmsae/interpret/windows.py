@@ -41,14 +41,16 @@ class ResidueWindows:
         try:
             from plmsae.data.fasta import iter_fasta
             from plmsae.embedding.store import ActivationStore
-            from plmsae.sae.base import SAE
+            from plmsae.sae.checkpoint import (
+                load_sae,
+            )
 
             store_path, sae_path = run.get("store"), run.get("sae")
             if not store_path or not Path(store_path).is_dir():
                 raise FileNotFoundError(f"activation store {store_path!r} not found")
             self.store = ActivationStore(store_path)
             self.layer = run.get("layer")
-            self.sae = SAE.load(sae_path) if sae_path and Path(sae_path).is_dir() else None
+            self.sae = load_sae(sae_path) if sae_path and Path(sae_path).is_dir() else None
             fasta = Path(self.store.meta["input"]["path"])
             if not fasta.exists():
                 raise FileNotFoundError(f"input FASTA {fasta} not found")

@@ -10,10 +10,10 @@ An SAE maps an activation ``x [..., d_in]`` to non-negative codes ``z [..., d_sa
 Weights use the ``nn.Linear`` layout: ``W_enc [d_sae, d_in]`` and ``W_dec [d_sae, d_out]`` (row
 ``i`` of ``W_dec`` is latent ``i``'s direction), so sparse decoding is one ``embedding_bag``.
 
-A checkpoint is a directory with ``sae.safetensors`` and ``cfg.json`` (:class:`SAEConfig`): the
-architecture, sizes, k or threshold, normalisation and its constants, level and pooling, the model
-spec, layer and hook point, BOS/EOS handling, training settings and metrics, plmsae version.
-:meth:`SAE.load` refuses a checkpoint made for another model, width or layer.
+:class:`SAEConfig` is everything needed to use an SAE safely (architecture, sizes, k or threshold,
+normalisation and its constants, level and pooling, the model spec, layer and hook point, BOS/EOS
+handling, training settings and metrics, plmsae version); :mod:`plmsae.sae.checkpoint` writes and
+reads it with the weights, :mod:`plmsae.sae.architectures` maps ``arch`` to its class.
 """
 
 from __future__ import annotations
@@ -27,12 +27,10 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from plmsae._util import InputError, atomic_path, read_json, write_json
+from plmsae._util import InputError
 
 ARCHS = ("topk", "batchtopk", "relu", "jumprelu", "matryoshka")
 NORMALISATIONS = ("scalar", "layernorm", "none")
-CFG_FILE = "cfg.json"
-WEIGHTS_FILE = "sae.safetensors"
 FORMAT = "plmsae-sae"
 FORMAT_VERSION = 1
 LN_EPS = 1e-5
@@ -118,15 +116,9 @@ class SAEConfig:
 
 class SAE(nn.Module):
     """Base sparse autoencoder. Subclasses set ``arch`` and implement :meth:`activation` and
-    :meth:`training_loss`; registering happens by subclassing (see :data:`REGISTRY`)."""
+    :meth:`training_loss`; :data:`plmsae.sae.architectures.ARCHITECTURES` lists them."""
 
     arch: ClassVar[str] = ""
-    REGISTRY: ClassVar[dict[str, type["SAE"]]] = {}
-
-    def __init_subclass__(cls, **kw):
-        super().__init_subclass__(**kw)
-        if cls.arch:
-            SAE.REGISTRY[cls.arch] = cls
 
     def __init__(self, cfg: SAEConfig):
         super().__init__()
@@ -139,15 +131,6 @@ class SAE(nn.Module):
         self._last_stats: tuple[Tensor, Tensor] | None = None
 
     # ---------------------------------------------------------------- construction
-    @staticmethod
-    def create(cfg: SAEConfig, generator: torch.Generator | None = None) -> "SAE":
-        """A freshly initialised SAE of ``cfg.arch``: unit-norm random decoder rows, encoder =
-        decoder transposed (autoencoders) or an independent draw (transcoders)."""
-        _register_archs()
-        sae = SAE.REGISTRY[cfg.arch](cfg)
-        sae.reset_parameters(generator)
-        return sae
-
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         d_sae, d_in, d_out = self.cfg.d_sae, self.cfg.d_in, self.cfg.d_out
@@ -246,134 +229,13 @@ class SAE(nn.Module):
     def before_step(self) -> None:
         """Called before each optimiser step, after gradients are final."""
 
-    # ---------------------------------------------------------------- checkpoints
-    def save(self, path: str | Path) -> Path:
-        """Write ``sae.safetensors`` and ``cfg.json`` into directory ``path`` (atomically)."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        with atomic_path(path / WEIGHTS_FILE) as tmp:
-            save_file(tensors, str(tmp), metadata={"format": FORMAT, "arch": self.cfg.arch})
-        write_json(path / CFG_FILE, self.cfg.to_dict())
-        return path
-
-    @staticmethod
-    def load(
-        path: str | Path,
-        *,
-        model: Any = None,
-        layer: int | None = None,
-        d_in: int | None = None,
-        device: str | torch.device = "cpu",
-    ) -> "SAE":
-        """Load a checkpoint directory, refusing a mismatch with what the caller will feed it.
-
-        ``model``: a model name/path, a ``ModelSpec``/``LoadedModel`` or a spec dict; ``layer``:
-        the layer the activations come from; ``d_in``: their width."""
-        from safetensors.torch import load_file
-
-        _register_archs()
-        path = Path(path)
-        if not (path / CFG_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
-            raise InputError(
-                f"no SAE checkpoint here (need {CFG_FILE} and {WEIGHTS_FILE}).",
-                path=path,
-                fix="point to the --out directory of `plmsae train`.",
-            )
-        cfg = SAEConfig.from_dict(read_json(path / CFG_FILE), path / CFG_FILE)
-        check_compatible(cfg, path, model=model, layer=layer, d_in=d_in)
-        sae = SAE.REGISTRY[cfg.arch](cfg)
-        state = load_file(str(path / WEIGHTS_FILE))
-        expected = {k: tuple(v.shape) for k, v in sae.state_dict().items()}
-        got = {k: tuple(v.shape) for k, v in state.items()}
-        if expected != got:
-            raise InputError(
-                f"weights do not match cfg.json (expected {expected}, found {got}).",
-                path=path / WEIGHTS_FILE,
-                fix="the checkpoint is damaged or mixed up; re-train or re-export it.",
-            )
-        sae.load_state_dict(state)
-        return sae.to(device)
+    def sync_config(self) -> None:
+        """Copy learned constants into ``cfg`` before a checkpoint is written (BatchTopK: its
+        inference threshold)."""
 
     @property
     def device(self) -> torch.device:
         return self.W_enc.device
-
-
-def _register_archs() -> None:
-    """Import the architecture modules (each registers its subclass)."""
-    import importlib
-
-    for name in ARCHS:
-        importlib.import_module(f"plmsae.sae.{name}")
-
-
-def _model_identity(model: Any) -> dict[str, Any] | None:
-    """(id, revision, d_model, n_layers) of whatever the caller passed as ``model``."""
-    if model is None:
-        return None
-    if hasattr(model, "spec"):
-        model = model.spec
-    if dataclasses.is_dataclass(model):
-        model = dataclasses.asdict(model)
-    if isinstance(model, dict):
-        return model
-    return {"id": str(model)}
-
-
-def _same_model(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    ids_a = {str(a.get("id")), str(a.get("path"))} - {"None"}
-    ids_b = {str(b.get("id")), str(b.get("path"))} - {"None"}
-    if not ids_a & ids_b:
-        return False
-    ra, rb = a.get("revision"), b.get("revision")
-    return ra is None or rb is None or ra == rb
-
-
-def check_compatible(
-    cfg: SAEConfig,
-    path: Path | str | None,
-    *,
-    model: Any = None,
-    layer: int | None = None,
-    d_in: int | None = None,
-) -> None:
-    """Raise :class:`InputError` when an SAE does not belong to this model / layer / width."""
-    if d_in is not None and int(d_in) != cfg.d_in:
-        raise InputError(
-            f"this SAE reads {cfg.d_in}-d activations but the data are {d_in}-d.",
-            path=path,
-            fix="use an SAE trained on the same model and layer.",
-        )
-    if layer is not None and cfg.layer is not None and int(layer) != cfg.layer:
-        raise InputError(
-            f"this SAE was trained on layer {cfg.layer}, not layer {layer}.",
-            path=path,
-            fix=f"use layer {cfg.layer} or an SAE trained on layer {layer}.",
-        )
-    want = _model_identity(model)
-    if want is not None and cfg.model:
-        if (
-            want.get("d_model") is not None
-            and int(want["d_model"]) != cfg.d_in
-            and not cfg.is_transcoder
-        ):
-            raise InputError(
-                f"this SAE reads {cfg.d_in}-d activations but model "
-                f"{want.get('id')} has width {want['d_model']}.",
-                path=path,
-                fix="use an SAE trained on this model.",
-            )
-        if not _same_model(want, cfg.model):
-            raise InputError(
-                f"this SAE was trained on model {cfg.model.get('id')!r} (revision "
-                f"{cfg.model.get('revision')}), not on {want.get('id')!r} (revision "
-                f"{want.get('revision')}).",
-                path=path,
-                fix="use the model the SAE was trained on, or an SAE trained on this model.",
-            )
 
 
 @dataclass

@@ -28,9 +28,8 @@ class BatchTopKSAE(TopKFamily):
     def activation(self, pre: Tensor) -> Tensor:
         return pre * (pre > self.threshold.clamp_min(0.0))
 
-    def save(self, path):
+    def sync_config(self) -> None:
         self.cfg.threshold = float(self.threshold)
-        return super().save(path)
 
     def _batch_select(self, pre: Tensor) -> tuple[Tensor, Tensor]:
         """Padded ``(idx [B, kmax], mask [B, kmax])`` of the batch's ``B * k`` largest."""

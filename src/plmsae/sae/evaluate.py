@@ -26,7 +26,8 @@ import torch.nn.functional as F
 import typer
 
 from plmsae._util import InputError, read_json, write_json
-from plmsae.sae.base import CFG_FILE, SAE, check_compatible
+from plmsae.sae.base import SAE
+from plmsae.sae.checkpoint import CFG_FILE, check_compatible, load_sae
 
 DENSITY_EDGES = [-8.0 + 0.5 * i for i in range(17)]  # log10 firing density, -8 .. 0
 
@@ -34,7 +35,7 @@ DENSITY_EDGES = [-8.0 + 0.5 * i for i in range(17)]  # log10 firing density, -8 
 def _open_sae(sae: Any, device) -> tuple[SAE, Path | None]:
     if isinstance(sae, SAE):
         return sae.to(device), None
-    return SAE.load(sae, device=device), Path(sae)
+    return load_sae(sae, device=device), Path(sae)
 
 
 @torch.no_grad()

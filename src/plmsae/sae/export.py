@@ -21,6 +21,7 @@ import typer
 
 from plmsae._util import InputError, atomic_path, write_json
 from plmsae.sae.base import SAE
+from plmsae.sae.checkpoint import load_sae
 
 FORMATS = ("saelens",)
 SAELENS_ARCH = {
@@ -89,7 +90,7 @@ def export(
 
     if format not in FORMATS:
         raise InputError(f"unknown --format {format!r}.", fix=f"use one of {', '.join(FORMATS)}.")
-    model = sae if isinstance(sae, SAE) else SAE.load(sae)
+    model = sae if isinstance(sae, SAE) else load_sae(sae)
     cfg, tensors = _saelens(model)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

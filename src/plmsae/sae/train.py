@@ -39,16 +39,16 @@ from plmsae._util import (
     sha256_json,
     write_json,
 )
+from plmsae.sae.architectures import create_sae
 from plmsae.sae.base import (
     ARCHS,
-    CFG_FILE,
     NORMALISATIONS,
     SAE,
-    WEIGHTS_FILE,
     SAEConfig,
     TrainState,
     default_lr,
 )
+from plmsae.sae.checkpoint import CFG_FILE, WEIGHTS_FILE, load_sae, save_sae
 
 CKPT_DIR = "checkpoint"
 METRICS_FILE = "metrics.jsonl"
@@ -223,7 +223,7 @@ def _save_checkpoint(
     names = {id(p): n for n, p in sae.named_parameters()}
     groups = []
     for g in opt.state_dict()["param_groups"]:
-        groups.append({k: v for k, v in g.items()})
+        groups.append(dict(g.items()))
     for p in (p for g in opt.param_groups for p in g["params"]):
         for key, val in opt.state.get(p, {}).items():
             tensors[f"opt.{names[id(p)]}.{key}"] = torch.as_tensor(val).detach().cpu().contiguous()
@@ -498,7 +498,7 @@ def train(
     if (out / CFG_FILE).is_file() and (out / WEIGHTS_FILE).is_file():
         done = read_json(out / CFG_FILE)
         if done.get("training", {}).get("settings_hash") == settings_hash:
-            sae = SAE.load(out, device=dev)
+            sae = load_sae(out, device=dev)
             return sae, dict(sae.cfg.metrics)
         if not overwrite:
             raise InputError(
@@ -564,7 +564,7 @@ def train(
         plmsae_version=_version(),
     )
     gen = torch.Generator().manual_seed(seed)
-    sae = SAE.create(cfg, generator=gen)
+    sae = create_sae(cfg, generator=gen)
     sae.select_dtype = select_dtype
     loss_scale = _estimate_normalisation(sae, src, settings, "cpu")
     sae.to(dev)
@@ -736,7 +736,7 @@ def train(
     sae.cfg.metrics = {"train": metrics}
     sae.eval()
     if rank == 0:
-        sae.save(out)
+        save_sae(sae, out)
         if not keep_checkpoint and ckpt.exists():
             shutil.rmtree(ckpt)
     if distributed:

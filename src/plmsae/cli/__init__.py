@@ -95,6 +95,9 @@ for _name, _module, _func in COMMANDS:
 @app.callback()
 def _root() -> None:
     """Sparse autoencoders on protein language models."""
+    from plmsae._util import show_progress
+
+    show_progress()
 
 
 @app.command("version")
