@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from plmsae._util import InputError
-from plmsae.pipeline.run import RunConfig
+from plmsae.pipeline.run import PipelineConfig
 
 BASE = """
 out = "run"
@@ -25,7 +25,7 @@ def write(tmp_path, text):
 
 
 def test_paths_resolve_relative_to_the_config(tmp_path):
-    cfg = RunConfig.from_toml(write(tmp_path, BASE + "[train]\nlatents = 64\nk = 4\n"))
+    cfg = PipelineConfig.from_toml(write(tmp_path, BASE + "[train]\nlatents = 64\nk = 4\n"))
     assert cfg.out == (tmp_path / "run").resolve()
     assert cfg.fasta == (tmp_path / "p.fasta").resolve()
     assert cfg.layers == [2, 4]
@@ -35,25 +35,25 @@ def test_paths_resolve_relative_to_the_config(tmp_path):
 
 def test_unknown_stage_option_is_named_with_the_valid_ones(tmp_path):
     with pytest.raises(InputError) as e:
-        RunConfig.from_toml(write(tmp_path, BASE + "[train]\nlatentz = 64\n"))
+        PipelineConfig.from_toml(write(tmp_path, BASE + "[train]\nlatentz = 64\n"))
     msg = str(e.value)
     assert "cfg.toml" in msg and "latentz" in msg and "latents" in msg
 
 
 def test_pipeline_managed_option_is_refused(tmp_path):
     with pytest.raises(InputError, match="set by the pipeline"):
-        RunConfig.from_toml(write(tmp_path, BASE + "[train]\nlayer = 3\n"))
+        PipelineConfig.from_toml(write(tmp_path, BASE + "[train]\nlayer = 3\n"))
 
 
 def test_missing_data_and_bad_layers(tmp_path):
     with pytest.raises(InputError, match=r"\[data\] ontology"):
-        RunConfig.from_toml(write(tmp_path, BASE.replace('ontology = "go.obo"\n', "")))
+        PipelineConfig.from_toml(write(tmp_path, BASE.replace('ontology = "go.obo"\n', "")))
     with pytest.raises(InputError, match="layers"):
-        RunConfig.from_toml(write(tmp_path, BASE.replace("[2, 4]", "[]")))
+        PipelineConfig.from_toml(write(tmp_path, BASE.replace("[2, 4]", "[]")))
     with pytest.raises(InputError, match="not valid TOML"):
-        RunConfig.from_toml(write(tmp_path, BASE + "[train\n"))
+        PipelineConfig.from_toml(write(tmp_path, BASE + "[train\n"))
     with pytest.raises(InputError, match="not found"):
-        RunConfig.from_toml(tmp_path / "nope.toml")
+        PipelineConfig.from_toml(tmp_path / "nope.toml")
 
 
 def test_example_configs_parse(tmp_path):
@@ -61,5 +61,5 @@ def test_example_configs_parse(tmp_path):
 
     root = Path(__file__).resolve().parents[2]
     for p in sorted((root / "examples").glob("*.toml")):
-        cfg = RunConfig.from_toml(p)
+        cfg = PipelineConfig.from_toml(p)
         assert cfg.layers, p

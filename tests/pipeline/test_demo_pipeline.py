@@ -16,7 +16,7 @@ def test_demo_runs_every_stage_and_reuses_them(tmp_path, monkeypatch):
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)  # offline explainer
     out = tmp_path / "demo"
     result = demo(out=out)
-    s = result["summary"]
+    s = result.summary
     assert "ESM-2 8M" in s["model"]
     assert s["evaluation"]["l0"] == pytest.approx(16, abs=0.5)
     assert s["evaluation"]["fve"] > 0.5

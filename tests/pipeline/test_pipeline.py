@@ -10,7 +10,7 @@ import json
 import pytest
 
 from plmsae.pipeline.compare import compare
-from plmsae.pipeline.run import RunConfig, run_pipeline
+from plmsae.pipeline.run import PipelineConfig, run_pipeline
 
 
 @pytest.fixture()
@@ -26,7 +26,7 @@ def small_data(tmp_path):
 
 def _config(tmp_path, small_data, tiny_esm_dir, latents=64):
     fasta, ann, obo = small_data
-    return RunConfig.from_dict(
+    return PipelineConfig.from_dict(
         {
             "out": str(tmp_path / "run"),
             "data": {"fasta": str(fasta), "annotations": str(ann), "ontology": str(obo)},
@@ -63,7 +63,7 @@ def test_run_reuses_and_recomputes_only_what_changed(tmp_path, small_data, tiny_
         summary = json.loads((run / f"L{layer}" / "assoc" / "summary.json").read_text())
         assert summary["sae"]["n_features"] == 64
         assert (run / f"L{layer}" / "assoc" / "explanations.parquet").exists()
-        assert result["layers"][layer]["index"].exists()
+        assert result.layers[layer].index.exists()
     before = _mtimes(run)
     assert len(before) == 1 + 4
 
@@ -79,7 +79,7 @@ def test_run_reuses_and_recomputes_only_what_changed(tmp_path, small_data, tiny_
     summary = json.loads((run / "L2" / "assoc" / "summary.json").read_text())
     assert summary["sae"]["n_features"] == 32
 
-    rows = compare([run], html=tmp_path / "compare.html")
+    rows = compare([run], html=tmp_path / "compare.html").rows
     assert [r["layer"] for r in rows] == [2]
     assert all(r["sources"]["sae"]["n_features"] == 32 for r in rows)
     explain = json.loads((run / "L2" / "assoc" / "summary.json").read_text())["explain"]

@@ -38,7 +38,7 @@ def finished(tmp_path_factory, tiny_esm_dir):
     records = gzip.open(demo_paths().fasta, "rt").read().split(">")[1:41]
     fasta = d / "p.fasta"
     fasta.write_text("".join(">" + r for r in records))
-    code, out = cli("embed", fasta, "--model", tiny_esm_dir, "--layer", 2, "--out", d / "store")
+    code, out = cli("embed", fasta, "--model", tiny_esm_dir, "--layers", 2, "--out", d / "store")
     assert code == 0, out
     code, out = cli(
         "train",

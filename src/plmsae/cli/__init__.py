@@ -1,23 +1,46 @@
-"""The ``plmsae`` command line: a thin typer app over the stage functions.
+"""The ``plmsae`` command line: one command per stage, built from the stage's config.
 
-Each stage function carries its own typer annotations (``Annotated[..., typer.Option(...)]``), so
-the CLI command and the Python function have the same name and the same options by
-construction. Errors that plmsae raises for the user (:class:`plmsae._util.PlmsaeError`) are
-printed as one clear message with exit code 2, without a traceback.
+Every command's options are the fields of its config dataclass (:mod:`plmsae.config`), so the
+CLI, the Python function and TOML keys share one spelling. The CLI owns what the library does
+not do: printing results (the printers below), progress bars and INFO logs on stderr, and exit
+codes (:mod:`plmsae.cli.errors`).
 """
 
 from __future__ import annotations
 
-import errno
-import functools
-import importlib
 import inspect
+import logging
 import sys
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.logging import RichHandler
+from rich.markup import escape
 
-from plmsae._util import PlmsaeError
+from plmsae.cli.associate import show_associate
+from plmsae.cli.atlas import show_annotate, show_report
+from plmsae.cli.build import build_command
+from plmsae.cli.embed import show_embed
+from plmsae.cli.explain import show_explain
+from plmsae.cli.pipeline import show_compare, show_demo, show_run
+from plmsae.cli.sae import show_evaluate, show_export, show_train
+from plmsae.stages import STAGES
+
+PRINTERS: dict[str, Callable[[Any, Console], None]] = {
+    "embed": show_embed,
+    "train": show_train,
+    "evaluate": show_evaluate,
+    "export": show_export,
+    "associate": show_associate,
+    "explain": show_explain,
+    "report": show_report,
+    "annotate": show_annotate,
+    "demo": show_demo,
+    "run": show_run,
+    "compare": show_compare,
+}
 
 app = typer.Typer(
     name="plmsae",
@@ -28,84 +51,49 @@ app = typer.Typer(
     add_completion=False,
 )
 
-# (command name, module, function). Order is the pipeline order shown by --help.
-COMMANDS = [
-    ("embed", "plmsae.embedding.embedder", "embed"),
-    ("train", "plmsae.sae.train", "train"),
-    ("evaluate", "plmsae.sae.evaluate", "evaluate"),
-    ("export", "plmsae.sae.export", "export"),
-    ("associate", "plmsae.analysis.associate", "associate"),
-    ("explain", "plmsae.interpret.explain", "explain"),
-    ("report", "plmsae.atlas.report", "report"),
-    ("annotate", "plmsae.atlas.annotate", "annotate"),
-    ("demo", "plmsae.pipeline.demo", "demo"),
-    ("run", "plmsae.pipeline.run", "run"),
-    ("compare", "plmsae.pipeline.compare", "compare"),
-]
+
+def _short_help(doc: str) -> str:
+    """The first sentence of a config's docstring, for the command list."""
+    first = " ".join(inspect.cleandoc(doc).split("\n\n")[0].split())
+    return escape(first.split(". ")[0].rstrip(".") + ".")
 
 
-_WRITE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+for _name, _fn in STAGES.items():
+    app.command(_name, short_help=_short_help(_fn.config.__doc__ or ""))(
+        build_command(_fn.config, _fn.run, PRINTERS[_name])
+    )
 
 
-def _user_errors_to_exit(fn):
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            fn(*args, **kwargs)  # the stage's return value is for Python callers, not the shell
-        except PlmsaeError as e:
-            Console(stderr=True).print("[bold red]error:[/] " + _escape(str(e)), highlight=False)
-            raise typer.Exit(code=2) from None
-        except OSError as e:
-            # A full disk or a read-only / forbidden output directory: say which file and what
-            # to do. Finished outputs are intact (every stage writes atomically).
-            if e.errno not in _WRITE_ERRNOS:
-                raise
-            fix = (
-                "free disk space"
-                if e.errno in (errno.ENOSPC, errno.EDQUOT)
-                else "choose a writable output directory"
-            )
-            Console(stderr=True).print(
-                "[bold red]error:[/] "
-                + _escape(
-                    f"{e.filename or ''}: {e.strerror}. Fix: {fix} "
-                    "and re-run the same command; finished outputs "
-                    "are kept."
-                ),
-                highlight=False,
-            )
-            raise typer.Exit(code=2) from None
+def _version(value: bool) -> None:
+    if value:
+        from plmsae import __version__
 
-    return wrapper
-
-
-def _escape(text: str) -> str:
-    from rich.markup import escape
-
-    return escape(text)
-
-
-for _name, _module, _func in COMMANDS:
-    _fn = getattr(importlib.import_module(_module), _func)
-    _short = " ".join(inspect.cleandoc(_fn.__doc__ or "").split("\n\n")[0].split())
-    _short = _short.split(". ")[0].rstrip(".") + "."  # the first sentence, for the command list
-    app.command(_name, short_help=_short)(_user_errors_to_exit(_fn))
+        print(f"plmsae {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bars or INFO messages.")
+    ] = False,
+) -> None:
     """Sparse autoencoders on protein language models."""
     from plmsae._util import show_progress
 
-    show_progress()
-
-
-@app.command("version")
-def version() -> None:
-    """Print the plmsae version."""
-    from plmsae import __version__
-
-    print(__version__)
+    show_progress(not quiet)
+    handler = RichHandler(
+        console=Console(stderr=True), show_time=False, show_path=False, markup=False
+    )
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("plmsae")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    logger.propagate = False
 
 
 def main() -> None:  # pragma: no cover - console entry point

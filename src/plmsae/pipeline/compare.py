@@ -11,33 +11,18 @@ a page with the same table and an SVG chart.
 
 from __future__ import annotations
 
+import dataclasses
 from html import escape
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import typer
-
-from plmsae._util import InputError, atomic_write, read_json
+from plmsae._util import atomic_write, read_json
+from plmsae.analysis.assocdir import SOURCES, SUMMARY
+from plmsae.config import StageConfig, argument, option, stage_function
+from plmsae.pipeline.rundir import EVALUATION, find_units
+from plmsae.sae.checkpoint import CFG_FILE
 
 METRICS = (("fve", "FVE"), ("l0", "L0"), ("dead_fraction", "dead"), ("loss_recovered", "loss rec."))
-
-
-def find_units(run_dir: Path) -> list[Path]:
-    """The ``L{layer}`` directories of a run dir (or the directory itself if it is one)."""
-    run_dir = Path(run_dir)
-    if (run_dir / "assoc").is_dir() and (run_dir / "sae").is_dir():
-        return [run_dir]
-    units = sorted(
-        (p for p in run_dir.glob("L*") if (p / "sae").is_dir()),
-        key=lambda p: int(p.name[1:]) if p.name[1:].isdigit() else 0,
-    )
-    if not units:
-        raise InputError(
-            "no finished layer found (expected L<layer>/sae and L<layer>/assoc).",
-            path=run_dir,
-            fix="give a directory written by `plmsae run` or `plmsae demo`, after it finished.",
-        )
-    return units
 
 
 def _count(block: Any) -> int | None:
@@ -52,10 +37,10 @@ def _count(block: Any) -> int | None:
 
 def collect(unit: Path) -> dict[str, Any]:
     """One row: identity, fidelity and association figures of one layer's run."""
-    cfg = read_json(unit / "sae" / "cfg.json")
-    ev_path = unit / "sae" / "evaluation.json"
+    cfg = read_json(unit / "sae" / CFG_FILE)
+    ev_path = unit / "sae" / EVALUATION
     evaluation = read_json(ev_path) if ev_path.exists() else cfg.get("metrics", {})
-    summ_path = unit / "assoc" / "summary.json"
+    summ_path = unit / "assoc" / SUMMARY
     summary = read_json(summ_path) if summ_path.exists() else {}
     model = cfg.get("model", {})
     row: dict[str, Any] = {
@@ -69,7 +54,7 @@ def collect(unit: Path) -> dict[str, Any]:
         **{key: evaluation.get(key) for key, _ in METRICS},
         "sources": {},
     }
-    for source in ("sae", "neuron", "random"):
+    for source in SOURCES:
         block = summary.get(source, {})
         n = block.get("n_features")
         cats = {cat: _count(v) for cat, v in (block.get("by_category") or {}).items()}
@@ -99,24 +84,35 @@ def collect(unit: Path) -> dict[str, Any]:
     return row
 
 
-def compare(
-    run_dirs: Annotated[
-        list[Path],
-        typer.Argument(help="Run directories (plmsae run/demo) or their L<layer> directories."),
-    ],
-    html: Annotated[
-        Path | None,
-        typer.Option("--html", help="Also write an HTML page with the table and an SVG chart."),
-    ] = None,
-) -> list[dict[str, Any]]:
-    """Compare layers and models: SAE fidelity, features associated by category, explanation scores."""
-    rows = [collect(u) for d in run_dirs for u in find_units(d)]
-    _print_table(rows)
-    if html is not None:
-        with atomic_write(html, "w") as fh:
+@dataclasses.dataclass
+class CompareConfig(StageConfig):
+    """Compare layers and models: SAE fidelity, features associated by category, distinct
+    concepts found, and explanation scores, side by side."""
+
+    run_dirs: list[Path] = argument(
+        help="Run directories (plmsae run/demo) or their L<layer> directories."
+    )
+    html: Path | None = option(
+        None, help="Also write an HTML page with the table and an SVG chart."
+    )
+
+
+@dataclasses.dataclass
+class CompareResult:
+    """One row per layer of each run (see :func:`collect`), and the HTML page if written."""
+
+    rows: list[dict[str, Any]]
+    html: Path | None = None
+
+
+@stage_function(CompareConfig)
+def compare(cfg: CompareConfig) -> CompareResult:
+    """Compare layers and models of finished runs."""
+    rows = [collect(u) for d in cfg.run_dirs for u in find_units(d)]
+    if cfg.html is not None:
+        with atomic_write(cfg.html, "w") as fh:
             fh.write(render_html(rows))
-        print(f"wrote {html}")
-    return rows
+    return CompareResult(rows=rows, html=cfg.html)
 
 
 def _categories(rows: list[dict]) -> list[str]:
@@ -147,18 +143,14 @@ def _concept_cells(src: dict) -> list[str]:
     return [first, _fmt(src["neuron"].get("n_concepts")), _fmt(src["random"].get("n_concepts"))]
 
 
-def _print_table(rows: list[dict]) -> None:
-    from rich.console import Console
-    from rich.markup import escape as resc
-    from rich.table import Table
-
+def table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """The comparison as a header and text cells, for the terminal and the HTML page."""
     cats = _categories(rows)
-    t = Table(title="plmsae compare: SAE features associated (q < 0.05, precision >= 0.5)")
-    for col in (
+    head = [
         "model",
         "layer",
         "level",
-        *(name for _, name in METRICS),
+        *(n for _, n in METRICS),
         "SAE assoc.",
         "neuron assoc.",
         "random assoc.",
@@ -166,22 +158,27 @@ def _print_table(rows: list[dict]) -> None:
         *CONCEPT_COLUMNS,
         "median r SAE",
         "median r neuron",
-    ):
-        t.add_column(col, justify="left" if col in ("model", "level") else "right")
+    ]
+    cells = []
     for r in rows:
         src = r["sources"]
-        t.add_row(
-            resc(str(r["model"])),
-            _fmt(r["layer"]),
-            _fmt(r["level"]),
-            *(_fmt(r[key]) for key, _ in METRICS),
-            *(_fmt(src[s]["fraction"], pct=True) for s in ("sae", "neuron", "random")),
-            *(_fmt(src["sae"]["by_category"].get(c, {}).get("fraction"), pct=True) for c in cats),
-            *_concept_cells(src),
-            _fmt(r["explain"]["sae"]),
-            _fmt(r["explain"]["neuron"]),
+        cells.append(
+            [
+                str(r["model"]),
+                _fmt(r["layer"]),
+                _fmt(r["level"]),
+                *(_fmt(r[k]) for k, _ in METRICS),
+                *(_fmt(src[s]["fraction"], pct=True) for s in SOURCES),
+                *(
+                    _fmt(src["sae"]["by_category"].get(c, {}).get("fraction"), pct=True)
+                    for c in cats
+                ),
+                *_concept_cells(src),
+                _fmt(r["explain"]["sae"]),
+                _fmt(r["explain"]["neuron"]),
+            ]
         )
-    Console().print(t)
+    return head, cells
 
 
 def chart_svg(rows: list[dict]) -> str:
@@ -231,35 +228,8 @@ def chart_svg(rows: list[dict]) -> str:
 
 
 def render_html(rows: list[dict]) -> str:
-    cats = _categories(rows)
-    head = [
-        "model",
-        "layer",
-        "level",
-        *(n for _, n in METRICS),
-        "SAE assoc.",
-        "neuron assoc.",
-        "random assoc.",
-        *cats,
-        *CONCEPT_COLUMNS,
-        "median r SAE",
-        "median r neuron",
-    ]
-    body = []
-    for r in rows:
-        src = r["sources"]
-        cells = [
-            r["model"],
-            _fmt(r["layer"]),
-            _fmt(r["level"]),
-            *(_fmt(r[k]) for k, _ in METRICS),
-            *(_fmt(src[s]["fraction"], pct=True) for s in ("sae", "neuron", "random")),
-            *(_fmt(src["sae"]["by_category"].get(c, {}).get("fraction"), pct=True) for c in cats),
-            *_concept_cells(src),
-            _fmt(r["explain"]["sae"]),
-            _fmt(r["explain"]["neuron"]),
-        ]
-        body.append("<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in cells) + "</tr>")
+    head, cells = table(rows)
+    body = ["<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in cells]
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>plmsae compare</title>"
         "<style>body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:"

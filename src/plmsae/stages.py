@@ -1,0 +1,36 @@
+"""The stages of plmsae in pipeline order: one public function each, with the same name and
+options as its CLI command (``fn.config`` is the options dataclass, ``fn.run`` takes one)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from plmsae.analysis.associate import associate
+from plmsae.atlas.annotate import annotate
+from plmsae.atlas.report import report
+from plmsae.embedding.embedder import embed
+from plmsae.interpret.explain import explain
+from plmsae.pipeline.compare import compare
+from plmsae.pipeline.demo import demo
+from plmsae.pipeline.run import run
+from plmsae.sae.evaluate import evaluate
+from plmsae.sae.export import export
+from plmsae.sae.train import train
+
+STAGES: dict[str, Callable[..., Any]] = {
+    fn.__name__: fn
+    for fn in (
+        embed,
+        train,
+        evaluate,
+        export,
+        associate,
+        explain,
+        report,
+        annotate,
+        demo,
+        run,
+        compare,
+    )
+}
