@@ -57,7 +57,7 @@ def build_command(
         )
     )
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-    command.__doc__ = escape(inspect.cleandoc(config.__doc__ or ""))
+    command.__doc__ = help_text(config)
     return command
 
 
@@ -90,6 +90,12 @@ def _parameter(f: dataclasses.Field, hint: Any, item: type | None) -> inspect.Pa
         default=inspect.Parameter.empty if is_required else default,
         annotation=Annotated[hint, opt],
     )
+
+
+def help_text(config: type[StageConfig]) -> str:
+    """The command help: the config's docstring, each paragraph on one line, markup escaped."""
+    paragraphs = inspect.cleandoc(config.__doc__ or "").split("\n\n")
+    return escape("\n\n".join(" ".join(p.split()) for p in paragraphs))
 
 
 def split_list(values: list[str], item: type, name: str) -> list[Any]:
