@@ -64,7 +64,7 @@ def test_anthropic_retries_cache_and_no_key_leak(
     ex = pd.read_parquet(assoc_dir / "explanations.parquet")
     assert (ex["status"] == "ok").all(), ex["status"].tolist()
     assert ex["is_llm"].all() and (ex["explainer"] == "anthropic:claude-sonnet-4-6").all()
-    assert (ex["prompt_version"] == "explain-v1+simulate-v1+reask-v1").all()
+    assert (ex["prompt_version"] == "explain-v2+simulate-v2+reask-v1").all()
     n_calls = 2 * len(ex)
     assert len(fake_llm.requests) == n_calls + 2  # + the 429 and the timeout
     assert all(q["path"] == "/v1/messages" and SENTINEL in q["auth"] for q in fake_llm.requests)

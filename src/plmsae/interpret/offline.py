@@ -28,7 +28,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.optimize import nnls
 
-from plmsae.interpret.prompts import CATEGORY_LABELS
+from plmsae.analysis.assocdir import CATEGORY_NAMES
 
 MAX_CONCEPTS = 3
 MIN_SUPPORT = 3  # a concept must annotate at least this many training proteins
@@ -127,7 +127,7 @@ def fit_offline(
         weights, intercept = np.zeros(0), float(w @ y / w.sum())
     if chosen:
         parts = [
-            f"{concept_names[j]} ({CATEGORY_LABELS.get(concept_categories[j], concept_categories[j])})"
+            f"{concept_names[j]} ({CATEGORY_NAMES.get(concept_categories[j], concept_categories[j])})"
             for j in chosen
         ]
         description = (
