@@ -220,3 +220,11 @@ def test_engine_takes_an_open_assoc_dir_and_writes_the_format(assoc_dir):
     assert list(read_simulations(assoc_dir, "sae").columns) == SIMULATION_COLUMNS
     assert set(read_scores(assoc_dir, "neuron")["source"]) == {"neuron"}
     assert result.summary["sources"]["sae"]["n_features"] == 4
+
+
+def test_too_few_proteins_is_a_clear_error(tmp_path):
+    from synthetic_assoc import write_assoc_dir
+
+    d = write_assoc_dir(tmp_path / "small", n_proteins=30)
+    with pytest.raises(InputError, match="no feature has enough active proteins.*Fix: features"):
+        explain(d, llm="offline", n_bootstrap=10)

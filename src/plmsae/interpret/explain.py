@@ -44,6 +44,7 @@ from plmsae.interpret.explainers import (
 )
 from plmsae.interpret.explanations import (
     EXPLANATION_COLUMNS,
+    EXPLANATIONS,
     LLM_CACHE,
     METHODS,
     SCORE_COLUMNS,
@@ -171,6 +172,11 @@ class ExplainResult:
     @property
     def dry_run(self) -> bool:
         return self.estimate is not None
+
+    @property
+    def stopped_by_budget(self) -> bool:
+        """Whether --max-cost stopped the LLM before every feature was explained."""
+        return bool(self.summary.get("stopped_by_budget"))
 
 
 @dataclass
@@ -418,8 +424,9 @@ class ExplainRun:
         if block.get("stopped_by_budget"):
             log.warning(
                 "stopped before exceeding --max-cost $%s; features not explained are marked "
-                "'budget' in explanations.parquet",
+                "'budget' in %s",
                 self.cfg.max_cost,
+                EXPLANATIONS,
             )
         return files
 

@@ -1,6 +1,9 @@
 """Prompt templates (``prompts/*.txt``, jinja2, each with a version line) and the text
 they are filled with: protein annotations as readable names, enrichment results, and the
-parsers for the replies."""
+parsers for the replies.
+
+A change to what a prompt says (its template, or the text it is filled with, such as the
+category names) bumps the template's version, so that results and cached replies name it."""
 
 from __future__ import annotations
 
@@ -39,6 +42,7 @@ def load_template(name: str) -> tuple[jinja2.Template, str]:
 
 
 def render(name: str, **context) -> str:
+    """The text of template ``name`` filled with ``context``, ending in one newline."""
     return load_template(name)[0].render(**context).strip() + "\n"
 
 
@@ -100,6 +104,8 @@ class ProteinText:
         return out
 
     def record(self, row: int, activation: float | None = None) -> dict:
+        """Protein ``row`` for a template: id, name, activation and its annotations as
+        ``[(category heading, [concept names, most specific first])]``."""
         a = self.ad.annotations
         cols = a.indices[a.indptr[row] : a.indptr[row + 1]]
         cols = cols[~self.generic[cols]]
