@@ -15,6 +15,26 @@ import pytest
 from synthetic_assoc import CONCEPTS, N_PLANTED, bh, write_assoc_dir  # noqa: F401
 
 
+@pytest.fixture()
+def explain_app():
+    """A typer app with the ``explain`` command as the CLI builds it (and a second command, so
+    that ``explain`` stays a subcommand)."""
+    import typer
+
+    from plmsae.cli.build import build_command
+    from plmsae.cli.explain import show_explain
+    from plmsae.interpret.explain import ExplainConfig, explain
+
+    app = typer.Typer()
+    app.command("explain")(build_command(ExplainConfig, explain.run, show_explain))
+
+    @app.command("other")
+    def other() -> None:
+        pass
+
+    return app
+
+
 @pytest.fixture(scope="session")
 def _assoc_template(tmp_path_factory) -> Path:
     return write_assoc_dir(tmp_path_factory.mktemp("assoc_template") / "assoc")

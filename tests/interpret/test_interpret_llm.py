@@ -17,13 +17,27 @@ SENTINEL = "sk-SENTINEL-do-not-leak-0123456789"
 PER_CALL_USD = (1000 * 3.0 + 50 * 15.0) / 1e6  # fake usage at claude-sonnet-4-6 list prices
 
 
+def render(result) -> str:
+    """What the CLI prints for ``result``, at 80 columns."""
+    import io
+
+    from rich.console import Console
+
+    from plmsae.cli.explain import show_explain
+
+    buf = io.StringIO()
+    show_explain(result, Console(file=buf, width=80, highlight=False))
+    return buf.getvalue()
+
+
 def _all_bytes(path):
     return b"".join(p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file())
 
 
-def test_anthropic_retries_cache_and_no_key_leak(assoc_dir, fake_llm, monkeypatch, caplog, capsys):
-    from plmsae.cli import app
-
+def test_anthropic_retries_cache_and_no_key_leak(
+    assoc_dir, fake_llm, monkeypatch, caplog, capsys, explain_app
+):
+    app = explain_app
     caplog.set_level(logging.DEBUG)
     monkeypatch.setenv("ANTHROPIC_API_KEY", SENTINEL)
     monkeypatch.setenv("ANTHROPIC_BASE_URL", fake_llm.url)  # the base URL override is honoured
@@ -31,7 +45,7 @@ def test_anthropic_retries_cache_and_no_key_leak(assoc_dir, fake_llm, monkeypatc
     args = [
         "explain",
         str(assoc_dir),
-        "--source",
+        "--sources",
         "sae",
         "--features",
         "0-3",
@@ -46,10 +60,11 @@ def test_anthropic_retries_cache_and_no_key_leak(assoc_dir, fake_llm, monkeypatc
     ]
     r = CliRunner().invoke(app, args)  # --llm auto: the key is set, so Anthropic
     assert r.exit_code == 0, r.output
+    assert "LLM calls: 8 (0 from the cache, 2 retries)" in r.output and "cost: $0.0" in r.output
     ex = pd.read_parquet(assoc_dir / "explanations.parquet")
     assert (ex["status"] == "ok").all(), ex["status"].tolist()
     assert ex["is_llm"].all() and (ex["explainer"] == "anthropic:claude-sonnet-4-6").all()
-    assert (ex["prompt_version"] == "explain-v1+simulate-v1+reask-v1").all()
+    assert (ex["prompt_version"] == "explain-v2+simulate-v2+reask-v1").all()
     n_calls = 2 * len(ex)
     assert len(fake_llm.requests) == n_calls + 2  # + the 429 and the timeout
     assert all(q["path"] == "/v1/messages" and SENTINEL in q["auth"] for q in fake_llm.requests)
@@ -71,7 +86,7 @@ def test_anthropic_retries_cache_and_no_key_leak(assoc_dir, fake_llm, monkeypatc
         sources=["sae"],
         features=["0-3"],
         n_bootstrap=100,
-    )
+    ).summary
     assert len(fake_llm.requests) == n_before
     assert block2["usage"]["cached"] == block2["usage"]["calls"] == n_calls
     assert block2["usage"]["cost_usd"] == 0
@@ -112,7 +127,7 @@ def test_openai_failures_are_recorded_not_fatal(assoc_dir, fake_llm, monkeypatch
         n_bootstrap=100,
         price="0,0",
     )
-    block = explain(assoc_dir, **kw)
+    block = explain(assoc_dir, **kw).summary
     ex = pd.read_parquet(assoc_dir / "explanations.parquet").set_index("feature")
     assert ex.loc[0, "status"].startswith("failed: explanation call (gave up after 2 attempts")
     assert ex.loc[1, "status"] == "ok" and ex.loc[3, "status"] == "ok"
@@ -139,7 +154,7 @@ def test_openai_failures_are_recorded_not_fatal(assoc_dir, fake_llm, monkeypatch
 
 def test_max_cost_stops_before_exceeding(assoc_dir, fake_llm, monkeypatch):
     monkeypatch.setenv("ANTHROPIC_API_KEY", SENTINEL)
-    block = explain(
+    result = explain(
         assoc_dir,
         llm="anthropic:claude-sonnet-4-6",
         base_url=fake_llm.url,
@@ -149,6 +164,8 @@ def test_max_cost_stops_before_exceeding(assoc_dir, fake_llm, monkeypatch):
         concurrency=3,
         n_bootstrap=100,
     )
+    block = result.summary
+    assert "Stopped before exceeding --max-cost" in render(result)
     n = len(fake_llm.requests)
     assert 0 < n < 16
     assert (
@@ -162,14 +179,16 @@ def test_max_cost_stops_before_exceeding(assoc_dir, fake_llm, monkeypatch):
 
 def test_dry_run_calls_nothing(assoc_dir, fake_llm, monkeypatch, capsys):
     monkeypatch.setenv("ANTHROPIC_API_KEY", SENTINEL)
-    est = explain(
+    result = explain(
         assoc_dir,
         llm="anthropic:claude-haiku-4-5",
         base_url=fake_llm.url,
         n_features=3,
         dry_run=True,
     )
-    out = capsys.readouterr().out
+    assert capsys.readouterr().out == ""  # library code prints nothing
+    est = result.estimate
+    out = render(result)
     assert est["calls"] == 2 * est["features"] == 12 and est["cost_usd"] > 0
     assert "estimated cost" in out and "calls: 12" in out
     assert not fake_llm.requests and not (assoc_dir / "explanations.parquet").exists()
@@ -206,7 +225,7 @@ def test_residue_windows_note_when_store_is_missing(assoc_dir, fake_llm, monkeyp
         features=["0"],
         sources=["sae"],
         n_bootstrap=50,
-    )
+    ).summary
     assert "sequence windows not shown" in block["residue_windows"]
     assert block["sources"]["sae"]["n_scored"] == 1
     prompt = fake_llm.requests[0]["body"]["messages"][0]["content"]

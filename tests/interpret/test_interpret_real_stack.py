@@ -61,7 +61,7 @@ def test_explain_on_a_real_association_run(real_assoc, tmp_path, fake_llm, monke
     from plmsae.interpret.explain import explain
 
     assoc = shutil.copytree(real_assoc, tmp_path / "assoc")
-    block = explain(assoc, llm="offline", n_features=6, n_bootstrap=100)
+    block = explain(assoc, llm="offline", n_features=6, n_bootstrap=100).summary
     ex = pd.read_parquet(assoc / "explanations.parquet")
     assert set(ex["source"]) == {"sae", "neuron"} and (~ex["is_llm"]).all()
     assert (ex["status"].str.startswith(("ok", "skipped"))).all()
@@ -80,7 +80,7 @@ def test_explain_on_a_real_association_run(real_assoc, tmp_path, fake_llm, monke
         features=[f"sae:{','.join(map(str, ok))}"],
         sources=["sae"],
         n_bootstrap=50,
-    )
+    ).summary
     assert block["residue_windows"] == "shown for active explanation proteins"
     prompt = fake_llm.requests[0]["body"]["messages"][0]["content"]
     assert (

@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 
 from plmsae._util import InputError
-from plmsae.interpret.explain import parse_features
 from plmsae.interpret.prompts import ReplyError, parse_explanation, parse_simulation, prompt_version
 from plmsae.interpret.providers import parse_llm, price_for
 from plmsae.interpret.sampling import BANDS, N_INACTIVE, band_sample, scale, split_pools
 from plmsae.interpret.scoring import balanced_accuracy, bootstrap_ci, pearson, summarize
+from plmsae.interpret.selection import parse_features
 
 
 def test_scale_relu_minmax():
@@ -107,7 +107,7 @@ def test_reply_parsers():
 
 
 def test_prompt_version_and_llm_parsing(monkeypatch):
-    assert prompt_version() == "explain-v1+simulate-v1+reask-v1"
+    assert prompt_version() == "explain-v2+simulate-v2+reask-v1"
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     assert parse_llm("auto").provider == "offline"
     monkeypatch.setenv("ANTHROPIC_API_KEY", "x")
@@ -130,6 +130,9 @@ def test_parse_features():
         "neuron": [2, 7],
     }
     assert parse_features([4, 2], ["sae"]) == {"sae": [4, 2]}
+    # a bare number belongs to the source named before it, also in a later item (the CLI splits
+    # "--features neuron:5,7" into ["neuron:5", "7"])
+    assert parse_features(["neuron:5", "7"], ["sae", "neuron"]) == {"neuron": [5, 7]}
     with pytest.raises(InputError, match="--features"):
         parse_features(["sae:x"], ["sae"])
     with pytest.raises(InputError, match="random"):

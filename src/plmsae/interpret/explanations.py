@@ -9,10 +9,12 @@ held-out protein), the ``"explain"`` block of ``summary.json`` and the reply cac
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from plmsae.analysis.assocdir import read_parquet
+from plmsae._util import atomic_path, read_json, write_json
+from plmsae.analysis.assocdir import SUMMARY, read_parquet
 
 EXPLANATIONS = "explanations.parquet"
 SCORES = "scores.parquet"
@@ -54,6 +56,7 @@ def read_scores(assoc_dir: str | Path, source: str | None = None) -> pd.DataFram
 
 
 def read_simulations(assoc_dir: str | Path, source: str | None = None) -> pd.DataFrame:
+    """simulations.parquet (of one source), or an empty table when explain has not run."""
     return _read(Path(assoc_dir) / SIMULATIONS, SIMULATION_COLUMNS, source)
 
 
@@ -64,3 +67,24 @@ def _read(path: Path, columns: list[str], source: str | None) -> pd.DataFrame:
     if source is not None:
         df = df[df["source"] == source].reset_index(drop=True)
     return df
+
+
+def write_explain_outputs(
+    assoc_dir: str | Path,
+    explanations: pd.DataFrame,
+    scores: pd.DataFrame,
+    simulations: pd.DataFrame,
+    block: dict[str, Any],
+) -> list[Path]:
+    """Write the three tables (each atomically) and ``summary.json[SUMMARY_KEY] = block``,
+    keeping the rest of summary.json. Returns the paths written."""
+    d = Path(assoc_dir)
+    paths = []
+    for name, df in ((EXPLANATIONS, explanations), (SCORES, scores), (SIMULATIONS, simulations)):
+        with atomic_path(d / name) as tmp:
+            df.to_parquet(tmp, index=False)
+        paths.append(d / name)
+    summary = read_json(d / SUMMARY) if (d / SUMMARY).exists() else {}
+    summary[SUMMARY_KEY] = block
+    write_json(d / SUMMARY, summary)
+    return [*paths, d / SUMMARY]

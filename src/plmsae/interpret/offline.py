@@ -28,7 +28,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.optimize import nnls
 
-from plmsae.interpret.prompts import CATEGORY_LABELS
+from plmsae.analysis.assocdir import CATEGORY_NAMES
+from plmsae.interpret.scoring import balanced_accuracy, pearson
 
 MAX_CONCEPTS = 3
 MIN_SUPPORT = 3  # a concept must annotate at least this many training proteins
@@ -85,14 +86,29 @@ def _greedy_concepts(a: sp.csc_matrix, y: np.ndarray, w: np.ndarray, k: int) -> 
 
 
 def _best_threshold(pred: np.ndarray, active: np.ndarray) -> float:
-    from plmsae.interpret.scoring import balanced_accuracy
-
     values = np.unique(pred)
     if len(values) < 2 or active.all() or not active.any():
         return float(values[0]) if len(values) else 0.0
     cuts = (values[:-1] + values[1:]) / 2
     accs = [balanced_accuracy(pred > c, active) for c in cuts]
     return float(cuts[int(np.argmax(accs))])
+
+
+def describe(
+    chosen: list[int], concept_names: list[str], concept_categories: list[str]
+) -> tuple[str, str]:
+    """(label, description) naming the chosen concepts (column indices) and their categories."""
+    if not chosen:
+        return (
+            "no annotation match",
+            "No annotation concept tracks this feature on the training proteins.",
+        )
+    parts = [
+        f"{concept_names[j]} ({CATEGORY_NAMES.get(concept_categories[j], concept_categories[j])})"
+        for j in chosen
+    ]
+    listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    return concept_names[chosen[0]], f"Proteins annotated with {listed}."
 
 
 def fit_offline(
@@ -125,24 +141,9 @@ def fit_offline(
         weights, intercept = coef[:-1][keep], float(coef[-1])
     else:
         weights, intercept = np.zeros(0), float(w @ y / w.sum())
-    if chosen:
-        parts = [
-            f"{concept_names[j]} ({CATEGORY_LABELS.get(concept_categories[j], concept_categories[j])})"
-            for j in chosen
-        ]
-        description = (
-            "Proteins annotated with "
-            + (parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1])
-            + "."
-        )
-        label = concept_names[chosen[0]]
-    else:
-        description = "No annotation concept tracks this feature on the training proteins."
-        label = "no annotation match"
+    label, description = describe(chosen, concept_names, concept_categories)
     model = OfflineExplanation(chosen, weights, intercept, 0.0, float("nan"), label, description)
     pred = model.predict(a)
-    from plmsae.interpret.scoring import pearson
-
     model.train_r = pearson(pred, y)
     model.threshold = _best_threshold(pred, y > 0)
     return model

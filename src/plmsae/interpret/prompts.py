@@ -1,6 +1,9 @@
 """Prompt templates (``prompts/*.txt``, jinja2, each with a version line) and the text
 they are filled with: protein annotations as readable names, enrichment results, and the
-parsers for the replies."""
+parsers for the replies.
+
+A change to what a prompt says (its template, or the text it is filled with, such as the
+category names) bumps the template's version, so that results and cached replies name it."""
 
 from __future__ import annotations
 
@@ -12,21 +15,14 @@ from pathlib import Path
 import jinja2
 import numpy as np
 
-from plmsae.analysis.assocdir import AssocDir
+from plmsae.analysis.assocdir import CATEGORY_NAMES, AssocDir
 
 TEMPLATE_DIR = Path(__file__).parent / "prompts"
 _VERSION_RE = re.compile(r"\{#-?\s*version:\s*(\S+)\s*-?#\}")
 
-# display order and wording of annotation categories in prompts
-CATEGORY_LABELS = {
-    "family": "Family",
-    "GO:MF": "GO molecular function",
-    "GO:BP": "GO biological process",
-    "GO:CC": "GO cellular component",
-    "GO": "GO",
-    "location": "Subcellular location",
-    "residue": "Sequence features",
-}
+#: the order in which a protein's annotation categories are listed in prompts (other categories
+#: follow alphabetically); they are named as in :data:`plmsae.analysis.assocdir.CATEGORY_NAMES`
+PROMPT_CATEGORY_ORDER = ("family", "GO:MF", "GO:BP", "GO:CC", "GO", "location", "residue")
 MAX_PER_CATEGORY = 8  # most specific concepts shown per category and protein
 MAX_ENRICHMENT = 6  # enrichment rows shown per feature
 GENERIC_FRACTION = 0.5  # concepts on more than this fraction of proteins are too general to show
@@ -46,6 +42,7 @@ def load_template(name: str) -> tuple[jinja2.Template, str]:
 
 
 def render(name: str, **context) -> str:
+    """The text of template ``name`` filled with ``context``, ending in one newline."""
     return load_template(name)[0].render(**context).strip() + "\n"
 
 
@@ -74,7 +71,7 @@ class ProteinText:
             ],
             dtype=object,
         )
-        cats = list(CATEGORY_LABELS) + sorted(set(self.category) - set(CATEGORY_LABELS))
+        cats = list(PROMPT_CATEGORY_ORDER) + sorted(set(self.category) - set(PROMPT_CATEGORY_ORDER))
         self.cat_order = {k: i for i, k in enumerate(cats)}
         self.ancestors = self._go_ancestors(ad, ids)
         self.note = (
@@ -107,6 +104,8 @@ class ProteinText:
         return out
 
     def record(self, row: int, activation: float | None = None) -> dict:
+        """Protein ``row`` for a template: id, name, activation and its annotations as
+        ``[(category heading, [concept names, most specific first])]``."""
         a = self.ad.annotations
         cols = a.indices[a.indptr[row] : a.indptr[row + 1]]
         cols = cols[~self.generic[cols]]
@@ -117,7 +116,7 @@ class ProteinText:
         for j in cols[np.argsort(self.n[cols], kind="stable")]:  # most specific first
             by_cat.setdefault(self.category[j], []).append(j)
         ann = [
-            (CATEGORY_LABELS.get(cat, cat), [self.display[j] for j in js[:MAX_PER_CATEGORY]])
+            (category_heading(cat), [self.display[j] for j in js[:MAX_PER_CATEGORY]])
             for cat, js in sorted(by_cat.items(), key=lambda kv: self.cat_order[kv[0]])
         ]
         p = self.ad.proteins.iloc[row]
@@ -128,6 +127,12 @@ class ProteinText:
             "annotations": ann,
             "activation": None if activation is None else float(activation),
         }
+
+
+def category_heading(category: str) -> str:
+    """A category's name at the start of a prompt line: "Protein family", "GO molecular function"."""
+    name = CATEGORY_NAMES.get(category, category)
+    return name[:1].upper() + name[1:]
 
 
 def enrichment_rows(ad: AssocDir, source: str, feature: int, n: int = MAX_ENRICHMENT) -> list[dict]:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from plmsae._util import InputError, read_json, sha256_json, write_json
 
-log = logging.getLogger("plmsae.interpret")
+log = logging.getLogger(__name__)
 
 DEFAULT_ANTHROPIC_MODEL = "claude-sonnet-4-6"
 
@@ -70,11 +70,14 @@ def price_for(model: str, override: str | None = None) -> tuple[float, float] | 
 
 
 def estimate_tokens(text: str) -> int:
+    """A rough token count of ``text`` (for estimates only)."""
     return math.ceil(len(text) / CHARS_PER_TOKEN)
 
 
 @dataclass(frozen=True)
 class LLMSpec:
+    """Which LLM explains: provider and model (``LLMSpec("offline", "")`` for no LLM)."""
+
     provider: str  # "anthropic" | "openai" | "offline"
     model: str  # "" for offline
 
@@ -119,6 +122,8 @@ class CallFailed(Exception):
 
 @dataclass
 class Reply:
+    """One completion: its text, the tokens and cost reported for it, whether from the cache."""
+
     text: str
     input_tokens: int
     output_tokens: int
@@ -128,6 +133,8 @@ class Reply:
 
 @dataclass
 class Usage:
+    """What a client has spent so far (cached replies cost nothing again)."""
+
     calls: int = 0  # completions asked for (cached or not)
     cached: int = 0  # served from llm_cache/
     requests: int = 0  # HTTP requests sent, retries included
@@ -186,9 +193,11 @@ class LLMClient:
         return self.cache_dir / key[:2] / f"{key}.json"
 
     def is_cached(self, messages: list[dict], max_tokens: int) -> bool:
+        """Whether this exact request has a reply in the cache."""
         return self._cache_path(self._request_body(messages, max_tokens)).exists()
 
     def cost(self, input_tokens: int, output_tokens: int) -> float:
+        """USD for the tokens at the client's price (0 without a price)."""
         if self.price is None:
             return 0.0
         return (input_tokens * self.price[0] + output_tokens * self.price[1]) / 1e6
@@ -199,26 +208,17 @@ class LLMClient:
 
     # -- calls -------------------------------------------------------------------------------
     def complete(self, messages: list[dict], max_tokens: int) -> Reply:
+        """The reply to ``messages``: from the cache, or asked (with retries) and cached.
+
+        Raises BudgetExceeded when the call could take spending over ``max_cost`` (it is then
+        not made), CallFailed after the retries, InputError for a rejected key or model."""
         body = self._request_body(messages, max_tokens)
         path = self._cache_path(body)
         with self._lock:
             self.usage.calls += 1
-        if path.exists():
-            try:
-                hit = read_json(path)
-                with self._lock:
-                    self.usage.cached += 1
-                # tokens and cost of the original call, so a re-run's tables are identical;
-                # this run's spending (self.usage) does not grow
-                return Reply(
-                    hit["text"],
-                    hit["input_tokens"],
-                    hit["output_tokens"],
-                    float(hit.get("cost_usd", 0.0)),
-                    True,
-                )
-            except (InputError, KeyError):
-                log.warning("ignoring damaged cache entry %s", path)
+        hit = self._cached(path)
+        if hit is not None:
+            return hit
         est = self.cost(*self.estimate(messages, max_tokens))
         with self._lock:  # reserve the worst case so concurrent calls cannot overshoot together
             if (
@@ -247,6 +247,27 @@ class LLMClient:
             {**body, "text": text, "input_tokens": n_in, "output_tokens": n_out, "cost_usd": cost},
         )
         return Reply(text, n_in, n_out, cost, False)
+
+    def _cached(self, path: Path) -> Reply | None:
+        """The cached reply at ``path``, with the tokens and cost of the original call (so a
+        re-run's tables are identical; this run's spending does not grow); None when absent."""
+        if not path.exists():
+            return None
+        try:
+            hit = read_json(path)
+            reply = Reply(
+                hit["text"],
+                hit["input_tokens"],
+                hit["output_tokens"],
+                float(hit.get("cost_usd", 0.0)),
+                True,
+            )
+        except (InputError, KeyError):
+            log.warning("ignoring damaged cache entry %s", path)
+            return None
+        with self._lock:
+            self.usage.cached += 1
+        return reply
 
     def _call_with_retries(self, messages, max_tokens):
         sdk = self._ensure_client()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-log = logging.getLogger("plmsae.interpret")
+log = logging.getLogger(__name__)
 
 HALF_WIDTH = 10  # residues shown on each side of the strongest one
 
@@ -62,6 +62,7 @@ class ResidueWindows:
             log.warning("%s", self.note)
 
     def get(self, source: str, feature: int, protein: str) -> str:
+        """The window of ``protein`` for one feature ("" when there is none or it is inactive)."""
         if self.note or protein not in self.sequences or source not in ("sae", "neuron"):
             return ""
         with self._lock:  # the store's shard handles are shared

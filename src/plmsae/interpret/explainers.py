@@ -1,0 +1,229 @@
+"""The two explainers of the explain stage: each turns a prepared :class:`~.selection.Job` into
+one result row (a dict with the columns of ``explanations.parquet``, the two held-out scores and
+the simulated activations).
+
+- :class:`OfflineExplainer`: the statistical explainer of :mod:`.offline` (not an LLM);
+- :class:`LLMExplainer`: an LLM through :class:`~.providers.LLMClient`; it writes the
+  description from the prompt of :mod:`.prompts`, then simulates the held-out proteins from the
+  description alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import numpy as np
+import scipy.sparse as sp
+
+from plmsae.analysis.assocdir import AssocDir
+from plmsae.interpret import offline
+from plmsae.interpret.prompts import (
+    ProteinText,
+    ReplyError,
+    enrichment_rows,
+    model_text,
+    parse_explanation,
+    parse_simulation,
+    prompt_version,
+    render,
+)
+from plmsae.interpret.providers import BudgetExceeded, CallFailed, LLMClient, LLMSpec, Reply
+from plmsae.interpret.sampling import Pools, band_weights, feature_rng
+from plmsae.interpret.scoring import balanced_accuracy, pearson
+from plmsae.interpret.selection import Job
+from plmsae.interpret.windows import ResidueWindows
+
+EXPLAIN_MAX_TOKENS = 400
+OFFLINE = LLMSpec("offline", "")
+OFFLINE_PROMPT_VERSION = "offline-v1"
+OFFLINE_MODEL = "none (statistical, not an LLM)"
+
+T = TypeVar("T")
+
+
+def result_row(job: Job, spec: LLMSpec, **values: Any) -> dict[str, Any]:
+    """One result row for ``job``: explanations.parquet's columns (in order) plus
+    ``simulation_r``, ``detection_bacc`` and ``predictions`` ([n_heldout] or None)."""
+    is_llm = spec.provider != "offline"
+    return {
+        "source": job.source,
+        "feature": int(job.feature),
+        "selection": job.selection,
+        "label": "",
+        "description": "",
+        "explainer": spec.name if is_llm else offline.EXPLAINER,
+        "is_llm": is_llm,
+        "prompt_version": prompt_version() if is_llm else OFFLINE_PROMPT_VERSION,
+        "model": spec.model if is_llm else OFFLINE_MODEL,
+        "status": "ok",
+        "simulation_r": np.nan,
+        "detection_bacc": np.nan,
+        "n_explain": len(job.explain_rows),
+        "n_heldout": len(job.heldout_rows),
+        "input_tokens": 0,
+        "output_tokens": 0,
+        "cost_usd": 0.0,
+        "predictions": None,
+        **values,
+    }
+
+
+class OfflineExplainer:
+    """The offline statistical explainer (:mod:`.offline`) over one association directory."""
+
+    weighted = True  # fit the band-sampled distribution that the scores are computed on
+
+    def __init__(self, ad: AssocDir, pools: Pools):
+        self.ad, self.pools = ad, pools
+        # once, not per feature
+        self.train: sp.csc_matrix = ad.annotations[pools.explain].astype(np.float64).tocsc()
+        self.names = ad.concepts["name"].tolist()
+        self.categories = ad.concepts["category"].astype(str).tolist()
+
+    def run(self, job: Job) -> dict[str, Any]:
+        y = job.scaled[self.pools.explain]
+        m = offline.fit_offline(
+            self.train,
+            y * 10,
+            self.names,
+            self.categories,
+            weight=band_weights(y) if self.weighted else None,
+        )
+        truth = job.scaled[job.heldout_rows] * 10
+        pred = m.predict(self.ad.annotations[job.heldout_rows])
+        return result_row(
+            job,
+            OFFLINE,
+            label=m.label,
+            description=m.description,
+            simulation_r=pearson(pred, truth),
+            detection_bacc=balanced_accuracy(pred > m.threshold, truth > 0),
+            predictions=pred,
+        )
+
+
+class LLMExplainer:
+    """An LLM explains a feature from its explanation proteins, then simulates the held-out
+    proteins from the description alone. Thread-safe: jobs may run concurrently."""
+
+    def __init__(self, ad: AssocDir, client: LLMClient, seed: int):
+        self.ad, self.client, self.seed = ad, client, seed
+        self.text = ProteinText(ad)
+        self.model, self.pooling = model_text(ad)
+        self.windows: ResidueWindows | None = None
+
+    def load_windows(self, jobs: list[Job]) -> str:
+        """For residue-level runs: sequence windows around the strongest residues of the
+        active explanation proteins. Returns a note when they cannot be shown."""
+        if self.ad.level != "residue":
+            return ""
+        ids = {
+            self.ad.proteins["id"].iat[r] for j in jobs for r in j.explain_rows if j.scaled[r] > 0
+        }
+        self.windows = ResidueWindows(self.ad.run, ids)
+        return self.windows.note
+
+    def explain_prompt(self, job: Job) -> str:
+        proteins = []
+        for r in job.explain_rows:
+            rec = self.text.record(r, job.scaled[r] * 10)
+            rec["window"] = (
+                self.windows.get(job.source, job.feature, rec["id"])
+                if self.windows is not None and job.scaled[r] > 0
+                else ""
+            )
+            proteins.append(rec)
+        return render(
+            "explain",
+            model=self.model,
+            pooling=self.pooling,
+            proteins=proteins,
+            enrichment=enrichment_rows(self.ad, job.source, job.feature),
+            windows=self.windows is not None and not self.windows.note,
+        )
+
+    def heldout_order(self, job: Job) -> np.ndarray:
+        """The order the held-out proteins are shown in: shuffled, so that the band order does
+        not give the answer away. [n_heldout] permutation."""
+        return feature_rng(self.seed + 1, job.source, job.feature).permutation(
+            len(job.heldout_rows)
+        )
+
+    def simulate_prompt(self, job: Job, description: str) -> str:
+        rows = job.heldout_rows[self.heldout_order(job)]
+        return render(
+            "simulate",
+            model=self.model,
+            description=description,
+            proteins=[self.text.record(r) for r in rows],
+        )
+
+    @staticmethod
+    def simulate_max_tokens(n: int) -> int:
+        return 16 + 8 * n
+
+    def _complete(self, messages: list[dict], max_tokens: int, usage: dict) -> Reply:
+        reply = self.client.complete(messages, max_tokens)
+        usage["input_tokens"] += reply.input_tokens
+        usage["output_tokens"] += reply.output_tokens
+        usage["cost_usd"] += reply.cost_usd
+        return reply
+
+    def _ask(self, prompt: str, max_tokens: int, parse: Callable[[str], T], usage: dict) -> T:
+        """Ask, and re-ask once when the reply does not parse (then the ReplyError stands)."""
+        messages = [{"role": "user", "content": prompt}]
+        reply = self._complete(messages, max_tokens, usage)
+        try:
+            return parse(reply.text)
+        except ReplyError as e:
+            messages = messages + [
+                {"role": "assistant", "content": reply.text.strip() or "(empty reply)"},
+                {"role": "user", "content": render("reask", problem=str(e))},
+            ]
+        return parse(self._complete(messages, max_tokens, usage).text)
+
+    def run(self, job: Job) -> dict[str, Any]:
+        usage = {"input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0}
+        spec = self.client.spec
+        try:
+            label, description = self._ask(
+                self.explain_prompt(job), EXPLAIN_MAX_TOKENS, parse_explanation, usage
+            )
+        except (ReplyError, CallFailed, BudgetExceeded) as e:
+            return result_row(job, spec, status=status(e, "explanation"), **usage)
+        n = len(job.heldout_rows)
+        try:
+            pred_shuffled = self._ask(
+                self.simulate_prompt(job, description),
+                self.simulate_max_tokens(n),
+                lambda t: parse_simulation(t, n),
+                usage,
+            )
+        except (ReplyError, CallFailed, BudgetExceeded) as e:
+            failed = status(e, "simulation")
+            return result_row(
+                job, spec, label=label, description=description, status=failed, **usage
+            )
+        pred = np.empty(n)
+        pred[self.heldout_order(job)] = pred_shuffled
+        truth = job.scaled[job.heldout_rows] * 10
+        return result_row(
+            job,
+            spec,
+            label=label,
+            description=description,
+            simulation_r=pearson(pred, truth),
+            detection_bacc=balanced_accuracy(pred > 0, truth > 0),
+            predictions=pred,
+            **usage,
+        )
+
+
+def status(e: Exception, step: str) -> str:
+    """The ``status`` of a feature whose ``step`` (explanation or simulation) did not finish."""
+    if isinstance(e, BudgetExceeded):
+        return f"budget: {step} not requested ({e})"
+    if isinstance(e, ReplyError):
+        return f"failed: {step} reply malformed after a re-ask ({e})"
+    return f"failed: {step} call ({e})"
