@@ -61,7 +61,7 @@ class AnnotateConfig(StageConfig):
         "feature's maximum on the protein.",
     )
     out: Path | None = option(
-        None, help="Also write the results as JSON to this file (what --json prints)."
+        None, help="Also write the results (settings, features, tracks) as JSON to this file."
     )
     device: str = option("cpu", help="torch device (cpu, cuda, mps).")
     quiet: bool = option(False, help="Do not print the tables.")
