@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests" / "report")]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests" / "atlas")]
 os.environ.setdefault("PLMSAE_NO_PROGRESS", "1")
 
 

@@ -240,6 +240,7 @@ def make_assoc_dir(
                 {
                     "source": "sae",
                     "feature": f,
+                    "selection": "top-associated",
                     "label": label,
                     "description": desc,
                     "explainer": "offline",

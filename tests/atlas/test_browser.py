@@ -18,7 +18,9 @@ import numpy as np
 import pytest
 from synthetic import EVIL, make_assoc_dir, random_sequence
 
-from plmsae.atlas import report as rep
+from plmsae.atlas import tracks
+from plmsae.atlas.model import load_atlas
+from plmsae.atlas.report import report
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +59,7 @@ def site(tmp_path_factory) -> Path:
     """A 120-feature report with (synthetic) per-residue tracks."""
     base = tmp_path_factory.mktemp("browser")
     assoc = make_assoc_dir(base / "assoc", n_proteins=50, n_features=N_FEATURES, seed=1)
-    atlas = rep.load_atlas(assoc)
+    atlas = load_atlas(assoc)
     lengths = dict(zip(atlas.proteins["id"], atlas.proteins["length"]))
     seqs = {pid: random_sequence(int(n), i) for i, (pid, n) in enumerate(lengths.items())}
 
@@ -73,9 +75,9 @@ def site(tmp_path_factory) -> Path:
     (base / "sae").mkdir()
     (base / "store").mkdir()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(rep, "residue_tracks", fake_tracks)
-        mp.setattr(rep, "read_sequences", lambda fasta, ids: {i: seqs[i] for i in ids})
-        rep.report(assoc, out=base / "site", sae=base / "sae", store=base / "store")
+        mp.setattr(tracks, "residue_tracks", fake_tracks)
+        mp.setattr(tracks, "read_sequences", lambda fasta, ids: {i: seqs[i] for i in ids})
+        report(assoc, out=base / "site", sae=base / "sae", store=base / "store")
     return base / "site"
 
 

@@ -68,11 +68,11 @@ def test_fmt():
 
 
 def test_metric_rows_prefer_evaluation():
-    from plmsae.atlas.report import _metric_rows
+    from plmsae.atlas.site import metric_rows
 
-    rows = _metric_rows({"train": {"fve": 0.8, "l0": 16.0, "note": "x"}, "evaluate": {"fve": 0.75}})
+    rows = metric_rows({"train": {"fve": 0.8, "l0": 16.0, "note": "x"}, "evaluate": {"fve": 0.75}})
     assert [(r["name"], r["value"]) for r in rows] == [
         ("fraction of variance explained", 0.75),
         ("L0 (training)", 16.0),
     ]
-    assert [r["value"] for r in _metric_rows({"fve": 0.9, "dead_fraction": 0.01})] == [0.9, 0.01]
+    assert [r["value"] for r in metric_rows({"fve": 0.9, "dead_fraction": 0.01})] == [0.9, 0.01]

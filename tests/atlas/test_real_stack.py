@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from pathlib import Path
@@ -11,7 +12,8 @@ import numpy as np
 import pytest
 from synthetic import accession, make_assoc_dir, random_sequence
 
-from plmsae.atlas.report import report, residue_tracks
+from plmsae.atlas.report import report
+from plmsae.atlas.tracks import residue_tracks
 
 LAYER = 2
 
@@ -109,10 +111,29 @@ def test_report_draws_real_tracks(stack, tmp_path):
     assert drawn > 0
 
 
-def test_annotate_sequence(stack, tmp_path, capsys):
+def _annotate_app():
+    import typer
+
+    from plmsae.atlas.annotate import AnnotateConfig, annotate
+    from plmsae.cli.atlas import show_annotate
+    from plmsae.cli.build import build_command
+
+    app = typer.Typer()
+    app.command("annotate")(build_command(AnnotateConfig, annotate.run, show_annotate))
+
+    @app.command("other")
+    def other() -> None:  # a second command keeps "annotate" a subcommand
+        pass
+
+    return app
+
+
+def test_annotate_sequence(stack, tmp_path):
     import torch
+    from rich.console import Console
 
     from plmsae.atlas.annotate import annotate
+    from plmsae.cli.atlas import show_annotate
     from plmsae.embedding.store import ActivationStore
     from plmsae.sae.checkpoint import load_sae
 
@@ -124,11 +145,12 @@ def test_annotate_sequence(stack, tmp_path, capsys):
         sae=stack["sae"],
         assoc=stack["assoc"],
         html=tmp_path / "out" / "a.html",
-        json_out=tmp_path / "a.json",
+        out=tmp_path / "a.json",
         top=5,
         site=site,
     )
-    [r] = res
+    assert res.html == tmp_path / "out" / "a.html" and res.out == tmp_path / "a.json"
+    [r] = res.proteins
     assert r["id"] == "query" and r["length"] == len(p.sequence) and 0 < len(r["features"]) <= 5
     # the same numbers as encoding the stored activations of this protein (same embedding code)
     with torch.no_grad():
@@ -160,7 +182,9 @@ def test_annotate_sequence(stack, tmp_path, capsys):
         )
     # labels from the association directory
     assert any(f["label"] for f in r["features"])
-    out = capsys.readouterr().out
+    console = Console(record=True, width=80, file=io.StringIO())
+    show_annotate(res, console)
+    out = console.export_text()
     assert "query" in out and str(r["features"][0]["feature"]) in out
     html = (tmp_path / "out" / "a.html").read_text()
     assert (
@@ -173,21 +197,68 @@ def test_annotate_sequence(stack, tmp_path, capsys):
     assert links and all((tmp_path / "out" / link).resolve().is_file() for link in links)
     saved = json.loads((tmp_path / "a.json").read_text())
     assert saved["proteins"][0]["features"][0]["feature"] == r["features"][0]["feature"]
+    printed = json.loads(json.dumps(res.to_dict()))  # what --json prints
+    assert saved == {"settings": printed["settings"], "proteins": printed["proteins"]}
 
 
 def test_annotate_cli_fasta(stack, tmp_path):
     from typer.testing import CliRunner
 
-    from plmsae.cli import app
-
+    app = _annotate_app()
     r = CliRunner().invoke(
         app, ["annotate", str(stack["fasta"]), "--sae", str(stack["sae"]), "--top", "3"]
     )
     assert r.exit_code == 0, r.output
     for p in stack["proteins"]:
-        assert p.id in r.output
+        assert f"{p.id}  ({len(p.sequence)} residues)" in r.output
+    assert "feature ┃ activation ┃ fires at (≥50% of max)" in r.output
+    assert "Add --assoc ASSOC_DIR to see what these features mean." in r.output
     r = CliRunner().invoke(app, ["annotate", "MKTAYJ", "--sae", str(stack["sae"])])
     assert r.exit_code == 2 and "ESM-2 does not read" in " ".join(r.output.split())
+
+
+def test_annotate_cli_table_with_atlas(stack, tmp_path):
+    from typer.testing import CliRunner
+
+    app = _annotate_app()
+    p = stack["proteins"][2]
+    args = ["annotate", p.sequence, "--sae", str(stack["sae"]), "--assoc", str(stack["assoc"])]
+    r = CliRunner().invoke(app, [*args, "--top", "4"], env={"COLUMNS": "80"})
+    assert r.exit_code == 0, r.output
+    assert "layer 2, SAE with 48 features (residue level)" in " ".join(r.stdout.split())
+    lines = r.stdout.splitlines()
+    q = next(i for i, line in enumerate(lines) if line.startswith("query  ("))
+    assert lines[q].startswith(f"query  ({len(p.sequence)} residues)")
+    head = " ".join(lines[q + 1 : q + 6])
+    for word in ("feature", "activation", "of max", "fires", "label", "concept", "density"):
+        assert word in head  # the column headers (wrapped at 80 columns)
+    assert all(len(line) <= 80 for line in lines)
+    assert "Add --assoc" not in r.stdout
+    r = CliRunner().invoke(app, [*args, "--quiet", "--out", str(tmp_path / "q.json")])
+    assert r.exit_code == 0 and r.stdout == ""
+    saved = json.loads((tmp_path / "q.json").read_text())
+    assert saved["settings"]["assoc"] == str(stack["assoc"]) and len(saved["proteins"]) == 1
+    r = CliRunner().invoke(app, [*args, "--top", "2", "--json"])
+    assert r.exit_code == 0, r.output
+    printed = json.loads(r.stdout)
+    assert len(printed["proteins"][0]["features"]) == 2 and printed["out"] is None
+
+
+def test_annotate_bad_options(stack, tmp_path):
+    from plmsae._util import InputError
+    from plmsae.atlas.annotate import annotate
+
+    with pytest.raises(InputError, match=r"--top 0: must be at least 1\. Fix: pass --top 10"):
+        annotate("MKT", sae=stack["sae"], top=0)
+    with pytest.raises(InputError, match=r"--frac 1\.5: must be in \(0, 1\]\."):
+        annotate("MKT", sae=stack["sae"], frac=1.5)
+    with pytest.raises(InputError, match=r"no SAE checkpoint here .* Fix: point --sae"):
+        annotate("MKT", sae=tmp_path)
+    with pytest.raises(InputError, match=r"--html is a directory\. Fix: give --html a file"):
+        annotate("MKT", sae=stack["sae"], html=tmp_path)
+    (tmp_path / "f.txt").write_text("x")
+    with pytest.raises(InputError, match=r"--out cannot be written: .*f\.txt is a file"):
+        annotate("MKT", sae=stack["sae"], out=tmp_path / "f.txt" / "a.json")
 
 
 def test_annotate_protein_level_sae(stack, tmp_path):
@@ -203,7 +274,7 @@ def test_annotate_protein_level_sae(stack, tmp_path):
     cfg = read_json(d / "cfg.json")
     write_json(d / "cfg.json", cfg | {"level": "protein", "pooling": "mean"})
     p = stack["proteins"][1]
-    [r] = annotate(p.sequence, sae=d, top=4, html=tmp_path / "p.html", quiet=True)
+    [r] = annotate(p.sequence, sae=d, top=4, html=tmp_path / "p.html", quiet=True).proteins
     with torch.no_grad():
         z = (
             load_sae(d)

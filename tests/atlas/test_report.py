@@ -11,8 +11,10 @@ import pytest
 from synthetic import EVIL, EVIL_SCRIPT, make_assoc_dir, random_sequence
 
 from plmsae._util import InputError
-from plmsae.atlas import report as rep
-from plmsae.atlas.report import load_atlas, report, script_json
+from plmsae.atlas import tracks
+from plmsae.atlas.model import load_atlas
+from plmsae.atlas.report import ReportConfig, report
+from plmsae.atlas.site import script_json
 
 
 def atlas_data(site: Path) -> dict:
@@ -24,8 +26,9 @@ def atlas_data(site: Path) -> dict:
 @pytest.fixture(scope="module")
 def site(assoc_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("site") / "site"
-    index = report(assoc_dir, out=out)
-    assert index == out / "index.html"
+    result = report(assoc_dir, out=out)
+    assert result.index == out / "index.html"
+    assert (result.n_pages, result.n_features, result.tracks) == (39, 40, False)
     return out
 
 
@@ -198,8 +201,8 @@ def test_tracks_drawn(assoc_dir, tmp_path, monkeypatch):
 
     (tmp_path / "sae").mkdir()
     (tmp_path / "store").mkdir()
-    monkeypatch.setattr(rep, "residue_tracks", fake_tracks)
-    monkeypatch.setattr(rep, "read_sequences", lambda fasta, ids: {i: seqs[i] for i in ids})
+    monkeypatch.setattr(tracks, "residue_tracks", fake_tracks)
+    monkeypatch.setattr(tracks, "read_sequences", lambda fasta, ids: {i: seqs[i] for i in ids})
     report(
         assoc_dir,
         out=tmp_path / "s",
@@ -230,21 +233,63 @@ def test_protein_level_sae_has_no_tracks(tmp_path):
     assert pages and all("pooled protein embeddings" in p.read_text() for p in pages)
 
 
+def _report_app():
+    import typer
+
+    from plmsae.cli.atlas import show_report
+    from plmsae.cli.build import build_command
+
+    app = typer.Typer()
+    app.command("report")(build_command(ReportConfig, report.run, show_report))
+
+    @app.command("other")
+    def other() -> None:  # a second command keeps "report" a subcommand
+        pass
+
+    return app
+
+
 def test_report_cli(assoc_dir, tmp_path):
     from typer.testing import CliRunner
 
-    from plmsae.cli import app
-
+    app = _report_app()
     r = CliRunner().invoke(
         app, ["report", str(assoc_dir), "--out", str(tmp_path / "s"), "--max-features", "3"]
     )
     assert r.exit_code == 0, r.output
     assert len(list((tmp_path / "s" / "features").iterdir())) == 3
+    text = " ".join(r.output.split())
+    assert "index.html (3 feature pages, 40 features listed)" in text
+    assert "Per-residue tracks are not shown" in text
     r = CliRunner().invoke(app, ["report", str(tmp_path / "nowhere"), "--out", str(tmp_path / "t")])
     assert r.exit_code == 2 and "not a directory" in " ".join(r.output.split())
+    r = CliRunner().invoke(
+        app, ["report", str(assoc_dir), "--out", str(tmp_path / "u"), "--no-tracks", "--json"]
+    )
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output) == {
+        "index": str(tmp_path / "u" / "index.html"),
+        "n_pages": 39,
+        "n_features": 40,
+        "tracks": False,
+        "track_note": "Per-residue tracks were not drawn (report run with --no-tracks).",
+    }
 
 
-def test_unusable_sae_or_store_still_writes_the_atlas(assoc_dir, tmp_path, capsys):
+def test_bad_options_and_out_paths(assoc_dir, tmp_path):
+    with pytest.raises(InputError, match=r"--max-features -1: is negative\. Fix:"):
+        report(assoc_dir, out=tmp_path / "s", max_features=-1)
+    with pytest.raises(InputError, match=r"--top-proteins -2: is negative\. Fix:"):
+        report(assoc_dir, out=tmp_path / "s", top_proteins=-2)
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(InputError, match=r"site: cannot be created: .*file\.txt is a file"):
+        report(assoc_dir, out=tmp_path / "file.txt" / "site")
+    with pytest.raises(InputError, match="not a plmsae report"):
+        report(assoc_dir, out=tmp_path / "file.txt")
+    assert (tmp_path / "file.txt").read_text() == "x"
+
+
+def test_unusable_sae_or_store_still_writes_the_atlas(assoc_dir, tmp_path, caplog):
     (tmp_path / "sae").mkdir()
     (tmp_path / "store").mkdir()
     report(
@@ -258,5 +303,6 @@ def test_unusable_sae_or_store_still_writes_the_atlas(assoc_dir, tmp_path, capsy
     assert len(pages) == 2 and all(
         "Per-residue tracks are not shown: " in p.read_text() for p in pages
     )
-    assert "warning:" in capsys.readouterr().err
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("Per-residue tracks are not shown: " in w for w in warnings)
     assert json.loads((tmp_path / "s" / "site.json").read_text())["tracks"] is False
