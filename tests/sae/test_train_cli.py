@@ -49,7 +49,10 @@ def test_k_larger_than_latents_is_refused_before_writing(tiny_store, tmp_path):
             dict(arch="matryoshka", latents=64, matryoshka_prefixes=[8, 128]),
             "must end at --latents 64",
         ),
-        (dict(arch="matryoshka", latents=64, matryoshka_prefixes=[32, 8, 64]), "must increase"),
+        (
+            dict(arch="matryoshka", latents=64, matryoshka_prefixes=[32, 8, 64]),
+            "must be positive and increasing",
+        ),
         (dict(log_every=0), "--log-every 0: must be at least 1"),
         (dict(tokens=0), "--tokens 0: must be at least 1"),
         (dict(decay_fraction=1.5), "--decay-fraction 1.5: must be between 0 and 1"),
