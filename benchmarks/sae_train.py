@@ -33,7 +33,7 @@ os.environ.setdefault("PLMSAE_NO_PROGRESS", "1")
 
 from plmsae.sae.base import default_lr
 from plmsae.sae.data import TensorStore
-from plmsae.sae.train import lr_at, train
+from plmsae.sae.train import TrainConfig, Trainer, lr_at
 
 D_IN, LATENTS, K, BATCH = 480, 20_000, 64, 4096
 
@@ -79,8 +79,8 @@ def fve(recon: torch.Tensor, x: torch.Tensor) -> float:
 
 def run_plmsae(train_x, test_x, steps, select_dtype):
     with tempfile.TemporaryDirectory() as d:
-        sae, m = train(
-            TensorStore(train_x),
+        cfg = TrainConfig(
+            store=None,
             out=Path(d) / "sae",
             arch="topk",
             latents=LATENTS,
@@ -93,6 +93,7 @@ def run_plmsae(train_x, test_x, steps, select_dtype):
             seed=0,
             log_every=1,
         )
+        sae = Trainer(cfg, TensorStore(train_x)).fit().sae
         rec = [json.loads(line) for line in (Path(d) / "sae" / "metrics.jsonl").open()]
     # the log's tokens_per_s is cumulative from the start; leave out the first step (one-off
     # allocations) as for the other variants

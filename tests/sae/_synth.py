@@ -1,6 +1,8 @@
-"""Synthetic activations for the SAE tests."""
+"""Synthetic activations for the SAE tests, and training on a source held in memory."""
 
 import torch
+
+from plmsae.sae.train import TrainConfig, Trainer, TrainResult
 
 
 def structured(n=6000, d=32, n_features=128, active=3, seed=0, offset=1.0):
@@ -13,3 +15,8 @@ def structured(n=6000, d=32, n_features=128, active=3, seed=0, offset=1.0):
         j = torch.randint(0, n_features, (n,), generator=g)
         codes[torch.arange(n), j] = torch.rand(n, generator=g) * 3 + 1
     return codes @ D + 0.05 * torch.randn(n, d, generator=g) + offset
+
+
+def fit(source, **options) -> TrainResult:
+    """``Trainer(TrainConfig(store=None, **options), source).fit()``."""
+    return Trainer(TrainConfig(store=None, **options), source).fit()

@@ -7,8 +7,8 @@ import torch
 from _synth import structured
 
 from plmsae._util import InputError
-from plmsae.sae.architectures import create_sae
-from plmsae.sae.base import ARCHS, SAEConfig, TrainState
+from plmsae.sae.architectures import ARCHITECTURES, create_sae
+from plmsae.sae.base import SAEConfig, TrainState
 from plmsae.sae.checkpoint import load_sae, save_sae
 
 
@@ -31,7 +31,7 @@ def make(arch, **kw):
     return sae
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", list(ARCHITECTURES))
 def test_shapes_and_nonnegative(arch):
     sae = make(arch)
     x = torch.randn(5, 7, 16)
@@ -126,7 +126,7 @@ def test_normalisation_is_undone(norm):
     assert torch.allclose(sae.decode(z, stats), x, atol=tol)
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", list(ARCHITECTURES))
 def test_save_load_bit_exact(arch, tmp_path):
     sae = make(arch)
     save_sae(sae, tmp_path / "s")
@@ -162,3 +162,13 @@ def test_plmsae_top_level_api(tmp_path):
     sae = plmsae.load_sae(tmp_path / "s")
     x = torch.tensor(structured(n=10, d=16).numpy())
     assert sae.decode(sae.encode(x)).shape == x.shape
+
+
+def test_unknown_architecture_is_named(tmp_path):
+    with pytest.raises(InputError, match="unknown SAE architecture 'gated'.*topk, batchtopk"):
+        create_sae(SAEConfig(arch="gated", d_in=4, d_sae=8))
+    save_sae(make("topk"), tmp_path / "s")
+    raw = json.loads((tmp_path / "s" / "cfg.json").read_text())
+    (tmp_path / "s" / "cfg.json").write_text(json.dumps({**raw, "arch": "gated"}))
+    with pytest.raises(InputError, match="cfg.json: unknown SAE architecture 'gated'"):
+        load_sae(tmp_path / "s")

@@ -7,11 +7,10 @@ import os
 import pytest
 import torch
 import torch.multiprocessing as mp
-from _synth import structured
+from _synth import fit, structured
 from safetensors.torch import load_file, save_file
 
 from plmsae.sae.data import TensorStore
-from plmsae.sae.train import train
 
 KW = dict(
     arch="topk",
@@ -36,7 +35,7 @@ def _worker(rank, world_size, port, tmp):
         LOCAL_RANK=str(rank),
     )
     torch.set_num_threads(1)
-    sae, _ = train(TensorStore(structured(n=3000)), out=f"{tmp}/ddp", **KW)
+    sae = fit(TensorStore(structured(n=3000)), out=f"{tmp}/ddp", **KW).sae
     save_file({k: v.contiguous() for k, v in sae.state_dict().items()}, f"{tmp}/rank{rank}.st")
     torch.distributed.destroy_process_group()
 
@@ -53,11 +52,11 @@ def test_two_gloo_ranks_match_single_process(tmp_path):
     r1 = load_file(str(tmp_path / "rank1.st"))
     for k in r0:
         assert torch.equal(r0[k], r1[k]), k
-    single, _ = train(TensorStore(structured(n=3000)), out=tmp_path / "single", **KW)
+    single = fit(TensorStore(structured(n=3000)), out=tmp_path / "single", **KW).sae
     moved = 0.0
     for k, v in single.state_dict().items():
         assert torch.allclose(r0[k], v, atol=1e-4), (k, (r0[k] - v).abs().max())
-    init, _ = train(TensorStore(structured(n=3000)), out=tmp_path / "init", **{**KW, "tokens": 200})
+    init = fit(TensorStore(structured(n=3000)), out=tmp_path / "init", **{**KW, "tokens": 200}).sae
     moved = max(
         float((init.state_dict()[k] - v).abs().max()) for k, v in single.state_dict().items()
     )

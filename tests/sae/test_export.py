@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from plmsae.sae.architectures import create_sae
 from plmsae.sae.base import SAEConfig
-from plmsae.sae.export import export
+from plmsae.sae.export import write_saelens
 
 
 def _saelens_python():
@@ -75,7 +75,8 @@ def _make(arch, norm):
 
 
 def test_export_writes_saelens_layout(tmp_path):
-    out = export(_make("topk", "scalar"), out=tmp_path / "sl")
+    out = tmp_path / "sl"
+    write_saelens(_make("topk", "scalar"), out)
     import json
 
     cfg = json.loads((out / "cfg.json").read_text())
@@ -107,7 +108,7 @@ def test_saelens_round_trip(tmp_path):
     dirs = []
     for arch, norm in CASES:
         d = tmp_path / f"{arch}_{norm}"
-        export(_make(arch, norm), out=d)
+        write_saelens(_make(arch, norm), d)
         dirs.append(str(d))
     (tmp_path / "run.py").write_text(SCRIPT)
     r = subprocess.run(

@@ -1,4 +1,4 @@
-"""The one base class of every plmsae sparse autoencoder (and transcoder), and its checkpoint.
+"""The one base class of every plmsae sparse autoencoder (and transcoder), and its config.
 
 An SAE maps an activation ``x [..., d_in]`` to non-negative codes ``z [..., d_sae]`` and back::
 
@@ -29,7 +29,6 @@ from torch import Tensor, nn
 
 from plmsae._util import InputError
 
-ARCHS = ("topk", "batchtopk", "relu", "jumprelu", "matryoshka")
 NORMALISATIONS = ("scalar", "layernorm", "none")
 FORMAT = "plmsae-sae"
 FORMAT_VERSION = 1
@@ -38,7 +37,10 @@ LN_EPS = 1e-5
 
 @dataclass
 class SAEConfig:
-    """Everything needed to use an SAE safely; written as ``cfg.json`` next to the weights."""
+    """Everything needed to use an SAE safely; written as ``cfg.json`` next to the weights.
+
+    ``arch`` is checked where its class is looked up
+    (:func:`plmsae.sae.architectures.sae_class`)."""
 
     arch: str
     d_in: int
@@ -76,10 +78,6 @@ class SAEConfig:
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self):
-        if self.arch not in ARCHS:
-            raise InputError(
-                f"unknown SAE architecture {self.arch!r}.", fix=f"use one of {', '.join(ARCHS)}."
-            )
         if self.normalisation not in NORMALISATIONS:
             raise InputError(
                 f"unknown normalisation {self.normalisation!r}.",
@@ -87,6 +85,11 @@ class SAEConfig:
             )
         if self.d_out is None:
             self.d_out = self.d_in
+
+    @property
+    def d_target(self) -> int:
+        """Width of the reconstruction: ``d_out`` (transcoders) or ``d_in``."""
+        return self.d_in if self.d_out is None else self.d_out
 
     @property
     def is_transcoder(self) -> bool:
@@ -123,7 +126,7 @@ class SAE(nn.Module):
     def __init__(self, cfg: SAEConfig):
         super().__init__()
         self.cfg = cfg
-        d_in, d_sae, d_out = cfg.d_in, cfg.d_sae, cfg.d_out
+        d_in, d_sae, d_out = cfg.d_in, cfg.d_sae, cfg.d_target
         self.W_enc = nn.Parameter(torch.empty(d_sae, d_in))
         self.b_enc = nn.Parameter(torch.zeros(d_sae))
         self.W_dec = nn.Parameter(torch.empty(d_sae, d_out))
@@ -133,7 +136,7 @@ class SAE(nn.Module):
     # ---------------------------------------------------------------- construction
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        d_sae, d_in, d_out = self.cfg.d_sae, self.cfg.d_in, self.cfg.d_out
+        d_sae, d_in, d_out = self.cfg.d_sae, self.cfg.d_in, self.cfg.d_target
         W = torch.randn(d_sae, d_out, generator=generator)
         self.W_dec.copy_(W / W.norm(dim=1, keepdim=True))
         if d_out == d_in and not self.cfg.is_transcoder:
@@ -206,9 +209,10 @@ class SAE(nn.Module):
     def decode(self, z: Tensor, stats: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """Reconstruction ``[..., d_out]`` in the input's units. For layer-norm SAEs ``stats``
         defaults to those of the last :meth:`encode` call when the shapes fit."""
-        if stats is None and self.cfg.normalisation == "layernorm" and self._last_stats is not None:
-            if self._last_stats[0].shape[:-1] == z.shape[:-1]:
-                stats = self._last_stats
+        last = self._last_stats
+        layernorm = self.cfg.normalisation == "layernorm"
+        if stats is None and layernorm and last is not None and last[0].shape[:-1] == z.shape[:-1]:
+            stats = last
         y = z.to(self.W_dec.dtype) @ self.W_dec + self.b_dec
         return self.denormalise(y, stats)
 

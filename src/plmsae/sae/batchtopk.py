@@ -20,6 +20,7 @@ THRESHOLD_EMA = 0.99
 
 class BatchTopKSAE(TopKFamily):
     arch = "batchtopk"
+    threshold: Tensor  # buffer: the inference threshold on pre-activations
 
     def __init__(self, cfg):
         super().__init__(cfg)
@@ -34,7 +35,7 @@ class BatchTopKSAE(TopKFamily):
     def _batch_select(self, pre: Tensor) -> tuple[Tensor, Tensor]:
         """Padded ``(idx [B, kmax], mask [B, kmax])`` of the batch's ``B * k`` largest."""
         B, M = pre.shape
-        flat = pre.reshape(-1).topk(B * self.cfg.k, sorted=False).indices.sort().values
+        flat = pre.reshape(-1).topk(B * self.k, sorted=False).indices.sort().values
         rows = torch.div(flat, M, rounding_mode="floor")
         counts = torch.bincount(rows, minlength=B)
         kmax = max(int(counts.max()), 1)

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from plmsae._util import InputError, atomic_path, read_json, write_json
-from plmsae.sae.architectures import ARCHITECTURES
+from plmsae.sae.architectures import sae_class
 from plmsae.sae.base import FORMAT, SAE, SAEConfig
 
 CFG_FILE = "cfg.json"
@@ -71,7 +71,7 @@ def load_sae(
     path = Path(path)
     cfg = read_sae_config(path)
     check_compatible(cfg, path, model=model, layer=layer, d_in=d_in)
-    sae = ARCHITECTURES[cfg.arch](cfg)
+    sae = sae_class(cfg.arch, path / CFG_FILE)(cfg)
     state = load_file(str(path / WEIGHTS_FILE))
     expected = {k: tuple(v.shape) for k, v in sae.state_dict().items()}
     got = {k: tuple(v.shape) for k, v in state.items()}

@@ -1,17 +1,47 @@
-"""An in-memory activation source with the :class:`plmsae.embedding.store.ActivationStore` batch
-contract, for tensors you already hold (tests, benchmarks, notebooks).
+"""What the trainer and the evaluator read activations from: :class:`ActivationSource`, met by
+:class:`plmsae.embedding.store.ActivationStore` (on disk) and :class:`TensorStore` (in memory,
+for tensors you already hold: tests, benchmarks, notebooks).
 
-Rank ``r`` of ``world_size`` gets slice ``r`` of every global batch, so a multi-process run sees
-exactly the global batches of a single-process run with ``batch_size * world_size``.
+Rank ``r`` of ``world_size`` gets slice ``r`` of every global batch of a :class:`TensorStore`, so
+a multi-process run sees exactly the global batches of a single-process run with
+``batch_size * world_size``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
+
+
+class ActivationSource(Protocol):
+    """Activations by layer: ``layers``, width ``d_model``, ``n_tokens`` residues, ``len()``
+    proteins with ``ids``, ``meta`` (the store's meta.json: ``model`` spec, ``input`` FASTA,
+    ``pooling``) and shuffled batches ``[B, d]`` (or ``(x, y)`` pairs with ``target_layer``)."""
+
+    layers: list[int]
+    d_model: int
+    n_tokens: int
+    ids: list[str]
+    meta: dict[str, Any]
+
+    def __len__(self) -> int: ...
+
+    def batches(
+        self,
+        batch_size: int,
+        *,
+        level: str = "residue",
+        layer: int | None = None,
+        target_layer: int | None = None,
+        shuffle: bool = True,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        epochs: int | None = None,
+    ) -> Iterator[Any]: ...
 
 
 class TensorStore:
@@ -52,6 +82,8 @@ class TensorStore:
         n, gb = self.n_tokens, batch_size * world_size
         if gb > n:
             raise ValueError(f"global batch {gb} is larger than the {n} rows held")
+        if target_layer is not None and self.y is None:
+            raise ValueError("this TensorStore holds no transcoder target y")
         epoch = 0
         while epochs is None or epoch < epochs:
             g = torch.Generator().manual_seed(seed * 100_003 + epoch)
@@ -59,7 +91,7 @@ class TensorStore:
             for start in range(0, n - gb + 1, gb):
                 rows = order[start + rank * batch_size : start + (rank + 1) * batch_size]
                 if target_layer is not None:
-                    yield self.x[rows], self.y[rows]
+                    yield self.x[rows], self.y[rows]  # type: ignore[index]
                 else:
                     yield self.x[rows]
             epoch += 1

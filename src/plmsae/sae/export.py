@@ -13,17 +13,22 @@ different hook layout).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import torch
-import typer
 
-from plmsae._util import InputError, atomic_path, write_json
+from plmsae._util import InputError, atomic_path, prepare_out_dir, write_json
+from plmsae.config import StageConfig, argument, option, stage_function
 from plmsae.sae.base import SAE
+from plmsae.sae.batchtopk import BatchTopKSAE
 from plmsae.sae.checkpoint import load_sae
+from plmsae.sae.jumprelu import JumpReLUSAE
 
-FORMATS = ("saelens",)
+SAELENS_CFG = "cfg.json"
+SAELENS_WEIGHTS = "sae_weights.safetensors"
 SAELENS_ARCH = {
     "topk": "topk",
     "relu": "standard",
@@ -33,7 +38,8 @@ SAELENS_ARCH = {
 }
 
 
-def _saelens(sae: SAE) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+def saelens_checkpoint(sae: SAE) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """SAELens' ``cfg.json`` (as a dict) and weights of ``sae``."""
     cfg = sae.cfg
     if cfg.is_transcoder:
         raise InputError(
@@ -48,9 +54,9 @@ def _saelens(sae: SAE) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
             "W_dec": (sae.W_dec / s).contiguous(),
             "b_dec": sae.b_dec / s,
         }
-        if cfg.arch == "jumprelu":
+        if isinstance(sae, JumpReLUSAE):
             tensors["threshold"] = sae.log_threshold.exp()
-        elif cfg.arch in ("batchtopk", "matryoshka"):
+        elif isinstance(sae, BatchTopKSAE):  # and Matryoshka
             tensors["threshold"] = sae.threshold.clamp_min(0).expand(cfg.d_sae).clone()
     spec = cfg.model or {}
     out = {
@@ -80,21 +86,58 @@ def _saelens(sae: SAE) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     return out, {k: v.detach().float().cpu().contiguous() for k, v in tensors.items()}
 
 
-def export(
-    sae: Annotated[Path, typer.Argument(help="SAE directory (plmsae train --out).")],
-    out: Annotated[Path, typer.Option("--out", help="Directory to write.")],
-    format: Annotated[str, typer.Option("--format", help="Target format: saelens.")] = "saelens",
-) -> Path:
-    """Write the SAE in another library's format (SAELens: sae_lens.SAE.load_from_disk(OUT))."""
+def write_saelens(sae: SAE, out: Path) -> list[Path]:
+    """Write ``sae`` as a SAELens checkpoint into directory ``out``; returns the files."""
     from safetensors.torch import save_file
 
-    if format not in FORMATS:
-        raise InputError(f"unknown --format {format!r}.", fix=f"use one of {', '.join(FORMATS)}.")
-    model = sae if isinstance(sae, SAE) else load_sae(sae)
-    cfg, tensors = _saelens(model)
+    cfg, tensors = saelens_checkpoint(sae)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "sae_weights.safetensors") as tmp:
+    with atomic_path(out / SAELENS_WEIGHTS) as tmp:
         save_file(tensors, str(tmp))
-    write_json(out / "cfg.json", cfg)
-    return out
+    write_json(out / SAELENS_CFG, cfg)
+    return [out / SAELENS_CFG, out / SAELENS_WEIGHTS]
+
+
+EXPORTERS: dict[str, Callable[[SAE, Path], list[Path]]] = {"saelens": write_saelens}
+
+
+@dataclass
+class ExportConfig(StageConfig):
+    """Write an SAE in another library's format.
+
+    saelens: cfg.json and sae_weights.safetensors, for sae_lens.SAE.load_from_disk(OUT).
+    The exported SAE gives the same codes and reconstructions as in plmsae.
+    """
+
+    sae: Path | None = argument(help="SAE directory (plmsae train --out).")
+    out: Path = option(help="Directory to write.")
+    format: str = option("saelens", help=f"Target format: {', '.join(EXPORTERS)}.")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.format not in EXPORTERS:
+            raise InputError(
+                f"unknown --format {self.format!r}.", fix=f"use one of {', '.join(EXPORTERS)}."
+            )
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export` wrote: the directory, its format and files."""
+
+    out: Path
+    format: str
+    files: list[Path]
+
+
+@stage_function(ExportConfig)
+def export(cfg: ExportConfig) -> ExportResult:
+    """Export the SAE in ``cfg.sae`` to ``cfg.out`` in ``cfg.format``; returns an
+    :class:`ExportResult`. For an SAE in memory call the writer directly
+    (``write_saelens(sae, out)``)."""
+    if cfg.sae is None:
+        raise InputError("export needs an SAE directory.", fix="pass the SAE directory.")
+    sae = load_sae(cfg.sae)
+    out = prepare_out_dir(cfg.out)
+    return ExportResult(out, cfg.format, EXPORTERS[cfg.format](sae, out))

@@ -39,11 +39,12 @@ class MatryoshkaSAE(BatchTopKSAE):
     def training_loss(self, x_n: Tensor, y_n: Tensor, state: TrainState) -> tuple[Tensor, dict]:
         xc, pre, idx, vals = self._select_values(x_n)
         B = xc.shape[0]
-        prefix_loss = 0.0
-        inner = self.cfg.matryoshka_prefixes[:-1]
+        prefix_loss: Tensor | None = None
+        inner = list(self.cfg.matryoshka_prefixes or [])[:-1]
         for m in inner:
             recon_m = sparse_decode(idx, vals * (idx < m), self.W_dec) + self.b_dec
-            prefix_loss = prefix_loss + (y_n - recon_m).pow(2).sum() * state.loss_scale / B
+            term = (y_n - recon_m).pow(2).sum() * state.loss_scale / B
+            prefix_loss = term if prefix_loss is None else prefix_loss + term
         n = len(inner) + 1
         return self._finish(
             idx,
@@ -52,6 +53,6 @@ class MatryoshkaSAE(BatchTopKSAE):
             pre,
             y_n,
             state,
-            extra_loss=prefix_loss / n if inner else None,
+            extra_loss=prefix_loss / n if prefix_loss is not None else None,
             recon_weight=1.0 / n,
         )

@@ -53,7 +53,7 @@ def _transpose_pattern(idx: Tensor, n_rows: int) -> tuple[Tensor, Tensor, Tensor
     torch.cumsum(counts, 0, out=crow[1:])
     cols = torch.div(order, k, rounding_mode="floor")
     result = (order, crow, cols)
-    idx._plmsae_transpose = (idx._version, result)
+    idx._plmsae_transpose = (idx._version, result)  # type: ignore[attr-defined]
     return result
 
 

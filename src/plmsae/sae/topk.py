@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from plmsae._util import InputError
 from plmsae.sae.base import SAE, TrainState, remove_parallel_grad_, unit_norm_rows_
 from plmsae.sae.sparse import sparse_decode, sparse_encode, to_dense
 
@@ -27,6 +28,13 @@ class TopKFamily(SAE):
 
     #: dtype of the matmul that only *selects* active latents ("float32" or "bfloat16")
     select_dtype: str = "float32"
+
+    @property
+    def k(self) -> int:
+        """Active latents per token (on average for BatchTopK and Matryoshka)."""
+        if self.cfg.k is None:
+            raise InputError(f"a {self.arch} SAE needs k (cfg.json has none).", fix="set k.")
+        return self.cfg.k
 
     def _xc(self, x_n: Tensor) -> Tensor:
         return x_n if self.cfg.is_transcoder else x_n - self.b_dec
@@ -57,7 +65,7 @@ class TopKFamily(SAE):
         dead = state.dead_mask.nonzero().squeeze(1)
         if dead.numel() == 0:
             return None
-        k_aux = max(1, self.cfg.d_out // 2)
+        k_aux = max(1, self.cfg.d_target // 2)
         scale = min(dead.numel() / k_aux, 1.0)
         k_aux = min(k_aux, dead.numel())
         with torch.no_grad():
@@ -117,18 +125,18 @@ class TopKSAE(TopKFamily):
     arch = "topk"
 
     def activation(self, pre: Tensor) -> Tensor:
-        vals, idx = pre.topk(self.cfg.k, dim=-1, sorted=False)
+        vals, idx = pre.topk(self.k, dim=-1, sorted=False)
         return to_dense(idx, vals.relu(), self.cfg.d_sae)
 
     def encode_sparse(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``(vals [..., k], idx [..., k])`` instead of dense codes."""
         x_n, _ = self.normalise(x)
-        vals, idx = self.pre_acts(x_n).topk(self.cfg.k, dim=-1, sorted=False)
+        vals, idx = self.pre_acts(x_n).topk(self.k, dim=-1, sorted=False)
         return vals.relu(), idx
 
     def training_loss(self, x_n: Tensor, y_n: Tensor, state: TrainState) -> tuple[Tensor, dict]:
         xc = self._xc(x_n)
         pre = self._selection_pre(xc)
-        idx = pre.topk(self.cfg.k, dim=-1, sorted=False).indices
+        idx = pre.topk(self.k, dim=-1, sorted=False).indices
         vals = sparse_encode(xc, self.W_enc, self.b_enc, idx).relu()
         return self._finish(idx, vals, xc, pre, y_n, state)
