@@ -69,7 +69,6 @@ if TYPE_CHECKING:
     from plmsae.analysis.activations import Encoder
     from plmsae.analysis.residue import ResidueConcepts, ResidueCounts
     from plmsae.data.annotations import Annotations
-    from plmsae.data.ontology import Ontology
     from plmsae.embedding.store import ActivationStore
     from plmsae.sae.base import SAE
 
@@ -118,12 +117,13 @@ class AssociateConfig(StageConfig):
         3, help="Test a pair only with this many active proteins carrying the concept on test."
     )
     split_method: str = option(
-        "mmseqs", help="mmseqs (homology clusters; random when mmseqs2 is missing) or random."
+        "mmseqs",
+        help="mmseqs (homology clusters; random with a warning when mmseqs2 is missing) or random.",
     )
     min_seq_id: float = option(0.3, help="MMseqs2 clustering identity.")
     coverage: float = option(0.8, help="MMseqs2 clustering coverage (-c, cov-mode 0).")
     split_fractions: list[float] = option(
-        help="train,validation,test fractions of proteins (whole clusters).",
+        help="Fractions of proteins (whole clusters) for train, validation, test.",
         factory=lambda: list(DEFAULT_SPLIT_FRACTIONS),
     )
     fasta: Path | None = option(
@@ -220,9 +220,9 @@ class AssociateResult:
 class Associator:
     """Runs the association stage on loaded inputs (see the module docstring for the steps).
 
-    ``store``, ``sae``, ``annotations`` (read with ``ontology``) must be what ``cfg.store``,
-    ``cfg.sae``, ``cfg.annotations`` and ``cfg.ontology`` name: those paths and the files'
-    checksums are recorded in run.json and decide what a re-run may reuse. ``run()`` does every
+    ``store``, ``sae`` and ``annotations`` (read with the ontology, if any) must be what
+    ``cfg.store``, ``cfg.sae``, ``cfg.annotations`` and ``cfg.ontology`` name: those paths and
+    the files' checksums are recorded in run.json and decide what a re-run may reuse. ``run()`` does every
     step; each step is also a method that leaves its output in an attribute ending in ``_``.
     """
 
@@ -232,9 +232,8 @@ class Associator:
         store: ActivationStore,
         sae: SAE,
         annotations: Annotations,
-        ontology: Ontology | None = None,
     ):
-        self.cfg, self.store, self.annotations, self.ontology = cfg, store, annotations, ontology
+        self.cfg, self.store, self.annotations = cfg, store, annotations
         self.sae = sae.eval()
         self.out = Path(cfg.out)
         self.ids: list[str] = list(store.ids)
@@ -636,7 +635,7 @@ def associate(cfg: AssociateConfig) -> AssociateResult:
     sae = load_sae(cfg.sae, d_in=store.d_model, layer=cfg.layer, model=model)
     ontology = Ontology.load(cfg.ontology) if cfg.ontology is not None else None
     annotations = read_annotations(cfg.annotations, ontology)
-    return Associator(cfg, store, sae, annotations, ontology).run()
+    return Associator(cfg, store, sae, annotations).run()
 
 
 # --- helpers -----------------------------------------------------------------------------------
