@@ -205,7 +205,8 @@ def test_cli(assoc_inputs, tmp_path):
     # the printer: per source features associated, distinct concepts, by category; 80 columns
     assert "SAE features" in res.output and "model neurons" not in res.output
     assert "distinct concepts" in res.output and "GO biological process" in res.output
-    assert "96 proteins" in res.output and str(tmp_path / "cli") in res.output.replace("\n", "")
+    assert "Proteins: 96 (48 validation, 48 test; random split)" in res.output
+    assert str(tmp_path / "cli") in res.output.replace("\n", "")
     assert max(len(line) for line in res.output.splitlines()) <= 80
     res = CliRunner().invoke(_cli(), [*args, "--json"])
     assert res.exit_code == 0, res.output
