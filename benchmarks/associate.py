@@ -223,6 +223,7 @@ def pipeline(n_proteins: int, n_features: int, seed: int, tmp: Path) -> dict:
     latents, k=32) and the real GO annotations of those proteins."""
     import torch
 
+    from plmsae.analysis.assocdir import SUMMARY
     from plmsae.analysis.associate import associate
     from plmsae.sae.architectures import create_sae
     from plmsae.sae.base import SAEConfig
@@ -253,7 +254,7 @@ def pipeline(n_proteins: int, n_features: int, seed: int, tmp: Path) -> dict:
     )
     save_sae(sae, tmp / "sae")
     t0 = time.perf_counter()
-    out = associate(
+    result = associate(
         tmp / "sae",
         store,
         annotations=subset,
@@ -262,10 +263,9 @@ def pipeline(n_proteins: int, n_features: int, seed: int, tmp: Path) -> dict:
         split_method="random",
     )
     seconds = time.perf_counter() - t0
-    summary = json.loads((out / "summary.json").read_text())
-    run = json.loads((out / "run.json").read_text())
+    summary = json.loads((result.out / SUMMARY).read_text())
     return {
-        "pipeline_step_s": run["timings"],
+        "pipeline_step_s": result.timings,
         "pipeline_proteins": len(ids),
         "pipeline_residues": int(sum(lengths)),
         "pipeline_features": n_features,
@@ -279,7 +279,7 @@ def pipeline(n_proteins: int, n_features: int, seed: int, tmp: Path) -> dict:
     }
 
 
-def main(argv=None) -> dict:
+def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -303,10 +303,93 @@ def main(argv=None) -> dict:
         help="instead: time plmsae.associate end to end, e.g. 5000,4096",
     )
     ap.add_argument("--json", action="store_true")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
+
+def against_goatools(args: argparse.Namespace, tmp: Path) -> dict:
+    """Part 1: goatools on a small population and a few features, compared pair by pair."""
     from plmsae.analysis import stats
 
+    ann, onto, subset = load_go(args.goatools_proteins, tmp)
+    ids, mat, terms = namespace_matrix(ann, "GO:BP")
+    raw = raw_terms(subset, onto, ids, "GO:BP")
+    act = synthetic_activity(len(ids), args.goatools_features, 3e-3, 3e-2, args.seed)
+    studies = [
+        [ids[i] for i in act.indices[act.indptr[f] : act.indptr[f + 1]]]
+        for f in range(act.shape[1])
+    ]
+    stats.hypergeom_sf(np.array([2, 3]), 20, 5, 6)  # load the compiled kernels outside timing
+    stats.bh_qvalues_grouped(np.array([0, 0, 1]), np.array([0.1, 0.2, 0.3]))
+    gres, gtimes = run_goatools(ids, raw, DATA / "go-basic-2022-07-01.obo.gz", studies, tmp)
+    t0 = time.perf_counter()
+    ours = stats.enrichment(act, mat, min_both=1)
+    small_s = time.perf_counter() - t0
+    max_rel, n_cmp, count_mismatch = 0.0, 0, 0
+    for f, c, both, p in zip(ours["feature"], ours["concept"], ours["n_both"], ours["p_value"]):
+        g = gres[f].get(terms[c])
+        if g is None:
+            count_mismatch += 1
+            continue
+        sc, sn, pc, pn, gp = g
+        if (sc, sn, pc, pn) != (both, ours["n_active"][f], ours["n_concept"][c], len(ids)):
+            count_mismatch += 1
+        if gp > 1e-300:
+            max_rel = max(max_rel, abs(p - gp) / gp)
+            n_cmp += 1
+    return {
+        "goatools_proteins": len(ids),
+        "goatools_terms": len(terms),
+        "goatools_features": len(studies),
+        "pairs_compared": n_cmp,
+        "pairs_goatools_study_count_ge1": sum(1 for r in gres for v in r.values() if v[0] >= 1),
+        "count_mismatches": count_mismatch,
+        "max_rel_err_vs_goatools": max_rel,
+        "goatools_s_per_feature": float(np.mean(gtimes)),
+        "plmsae_s_per_feature_small": small_s / len(studies),
+    }
+
+
+def at_scale(args: argparse.Namespace, namespaces: list[str], tmp: Path) -> dict:
+    """Part 2: every feature x every term of each namespace, timed end to end."""
+    from plmsae.analysis import stats
+
+    ann, _, _ = load_go(args.n_proteins, tmp)
+    mats = {ns: namespace_matrix(ann, ns) for ns in namespaces}
+    del ann
+    n_all = max(len(m[0]) for m in mats.values())
+    act_all = synthetic_activity(
+        n_all, args.n_features, args.density_min, args.density_max, args.seed + 1
+    ).tocsr()
+    out: dict = {}
+    total, t_enrich, n_pairs, n_sig, n_terms = 0.0, 0.0, 0, 0, 0
+    for ns, (ids, mat, terms) in mats.items():
+        act = act_all[: len(ids)]  # the namespace's population: its annotated proteins
+        t0 = time.perf_counter()
+        res = stats.enrichment(act, mat, min_both=1)
+        t_enrich += time.perf_counter() - t0
+        # BH per feature over every term of the namespace, as goatools corrects each study
+        q = stats.bh_qvalues_grouped(res["feature"], res["p_value"], len(terms))
+        total += time.perf_counter() - t0
+        n_pairs += len(res["p_value"])
+        n_sig += int((q < 0.05).sum())
+        n_terms += len(terms)
+        out[f"n_proteins_{ns}"] = len(ids)
+        out[f"n_terms_{ns}"] = len(terms)
+        del res, q
+    return out | {
+        "n_features": args.n_features,
+        "n_terms": n_terms,
+        "activation_density_mean": act_all.nnz / np.prod(act_all.shape),
+        "pairs_with_n_both_ge1": n_pairs,
+        "pairs_q_lt_0.05": n_sig,
+        "plmsae_enrichment_s": t_enrich,
+        "plmsae_total_s": total,
+        "plmsae_s_per_feature": total / args.n_features / len(namespaces),
+    }
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
     if args.pipeline:
         n_p, n_f = (int(v) for v in args.pipeline.split(","))
         with tempfile.TemporaryDirectory() as tmp:
@@ -316,88 +399,13 @@ def main(argv=None) -> dict:
 
     namespaces = ["GO:BP", "GO:MF", "GO:CC"] if args.namespace == "all" else [args.namespace]
     out: dict = {"namespaces": namespaces}
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        # 1. goatools on a small population, a few features -----------------------------------
-        ann, onto, subset = load_go(args.goatools_proteins, tmp)
-        ids, mat, terms = namespace_matrix(ann, "GO:BP")
-        raw = raw_terms(subset, onto, ids, "GO:BP")
-        act = synthetic_activity(len(ids), args.goatools_features, 3e-3, 3e-2, args.seed)
-        studies = [
-            [ids[i] for i in act.indices[act.indptr[f] : act.indptr[f + 1]]]
-            for f in range(act.shape[1])
-        ]
-        stats.hypergeom_sf(np.array([2, 3]), 20, 5, 6)  # load the compiled kernels outside timing
-        stats.bh_qvalues_grouped(np.array([0, 0, 1]), np.array([0.1, 0.2, 0.3]))
-        gres, gtimes = run_goatools(ids, raw, DATA / "go-basic-2022-07-01.obo.gz", studies, tmp)
-        t0 = time.perf_counter()
-        ours = stats.enrichment(act, mat, min_both=1)
-        small_s = time.perf_counter() - t0
-        max_rel, n_cmp, count_mismatch = 0.0, 0, 0
-        for f, c, both, p in zip(ours["feature"], ours["concept"], ours["n_both"], ours["p_value"]):
-            g = gres[f].get(terms[c])
-            if g is None:
-                count_mismatch += 1
-                continue
-            sc, sn, pc, pn, gp = g
-            if (sc, sn, pc, pn) != (both, ours["n_active"][f], ours["n_concept"][c], len(ids)):
-                count_mismatch += 1
-            if gp > 1e-300:
-                max_rel = max(max_rel, abs(p - gp) / gp)
-                n_cmp += 1
-        n_goatools_nonzero = sum(1 for r in gres for v in r.values() if v[0] >= 1)
-        out.update(
-            {
-                "goatools_proteins": len(ids),
-                "goatools_terms": len(terms),
-                "goatools_features": len(studies),
-                "pairs_compared": n_cmp,
-                "pairs_goatools_study_count_ge1": n_goatools_nonzero,
-                "count_mismatches": count_mismatch,
-                "max_rel_err_vs_goatools": max_rel,
-                "goatools_s_per_feature": float(np.mean(gtimes)),
-                "plmsae_s_per_feature_small": small_s / len(studies),
-            }
-        )
-        # 2. scale ------------------------------------------------------------------------------
-        ann, _, _ = load_go(args.n_proteins, tmp)
-        mats = {ns: namespace_matrix(ann, ns) for ns in namespaces}
-        del ann
-        n_all = max(len(m[0]) for m in mats.values())
-        act_all = synthetic_activity(
-            n_all, args.n_features, args.density_min, args.density_max, args.seed + 1
-        ).tocsr()
-        total, t_enrich, n_pairs, n_sig, n_terms = 0.0, 0.0, 0, 0, 0
-        for ns, (ids, mat, terms) in mats.items():
-            act = act_all[: len(ids)]  # the namespace's population: its annotated proteins
-            t0 = time.perf_counter()
-            res = stats.enrichment(act, mat, min_both=1)
-            t_enrich += time.perf_counter() - t0
-            # BH per feature over every term of the namespace, as goatools corrects each study
-            q = stats.bh_qvalues_grouped(res["feature"], res["p_value"], len(terms))
-            total += time.perf_counter() - t0
-            n_pairs += len(res["p_value"])
-            n_sig += int((q < 0.05).sum())
-            n_terms += len(terms)
-            out[f"n_proteins_{ns}"] = len(ids)
-            out[f"n_terms_{ns}"] = len(terms)
-            del res, q
-        out.update(
-            {
-                "n_features": args.n_features,
-                "n_terms": n_terms,
-                "activation_density_mean": act_all.nnz / np.prod(act_all.shape),
-                "pairs_with_n_both_ge1": n_pairs,
-                "pairs_q_lt_0.05": n_sig,
-                "plmsae_enrichment_s": t_enrich,
-                "plmsae_total_s": total,
-                "plmsae_s_per_feature": total / args.n_features / len(namespaces),
-            }
-        )
-        out["ratio"] = out["goatools_s_per_feature"] / out["plmsae_s_per_feature"]
-        out["goatools_extrapolated_s"] = (
-            out["goatools_s_per_feature"] * args.n_features * len(namespaces)
-        )
+    with tempfile.TemporaryDirectory() as tmpdir:
+        out.update(against_goatools(args, Path(tmpdir)))
+        out.update(at_scale(args, namespaces, Path(tmpdir)))
+    out["ratio"] = out["goatools_s_per_feature"] / out["plmsae_s_per_feature"]
+    out["goatools_extrapolated_s"] = (
+        out["goatools_s_per_feature"] * args.n_features * len(namespaces)
+    )
     if args.json:
         print(json.dumps(out, indent=2))
     else:

@@ -58,7 +58,8 @@ def assoc_inputs(tmp_path_factory, tiny_esm_dir, family_fasta):
     d = tmp_path_factory.mktemp("assoc_inputs")
     fasta = d / "proteins.fasta"
     ids, seqs = family_fasta(fasta, n_families=24, length=90, n_mutations=4)
-    store_dir = embed(fasta, d / "store", model=str(tiny_esm_dir), layers=[2])
+    store_dir = d / "store"
+    embed(fasta, store_dir, model=str(tiny_esm_dir), layers=[2])
     store = ActivationStore(store_dir)
     torch.manual_seed(0)
     cfg = SAEConfig(

@@ -1,5 +1,5 @@
 """End to end: associate() writes ASSOC_DIR as docs/design.md says, finds a planted association,
-reuses finished work and refuses to mix runs."""
+reuses finished work and refuses to mix runs; the CLI command prints what it found."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import scipy.sparse as sp
 
 from plmsae._util import InputError
 from plmsae.analysis.assocdir import ASSOC_COLUMNS, RESIDUE_COLUMNS
-from plmsae.analysis.associate import associate
+from plmsae.analysis.associate import AssociateConfig, AssociateResult, associate
 
 
-def _run(inp, out, **kw):
+def _run(inp, out, **kw) -> AssociateResult:
     kw.setdefault("split_method", "random")
     kw.setdefault("min_concept", 5)
     kw.setdefault("max_concept_fraction", 1.0)  # the planted concepts are common in this small set
@@ -31,7 +31,9 @@ def _run(inp, out, **kw):
 
 
 def test_associate_end_to_end(assoc_inputs, tmp_path):
-    out = _run(assoc_inputs, tmp_path / "assoc")
+    result = _run(assoc_inputs, tmp_path / "assoc")
+    out = result.out
+    assert out == tmp_path / "assoc" and result.reused == []
     for name in (
         "run.json",
         "proteins.parquet",
@@ -116,11 +118,23 @@ def test_associate_end_to_end(assoc_inputs, tmp_path):
         "statistics_s",
         "residue_s",
     }
+    # the result carries summary.json's counts and the timings
+    assert set(result.sources) == {"sae", "neuron", "random"}
+    assert result.sources["sae"].n_features_associated == summary["sae"]["n_features_associated"]
+    assert result.sources["sae"].n_concepts_associated == cov["n_concepts_associated"]
+    assert (
+        result.sources["sae"].by_category["GO:BP"]
+        == (summary["sae"]["by_category"]["GO:BP"]["n_features_associated"])
+    )
+    assert result.sources["sae"].matched_n_features == 32
+    assert (result.n_proteins, result.split_method) == (96, "random")
+    assert result.timings == run["timings"]
 
     # a re-run reuses the activations; other settings in the same directory are refused
     mtime = os.stat(out / "activations" / "sae.npz").st_mtime_ns
-    _run(assoc_inputs, out)
+    again = _run(assoc_inputs, out)
     assert os.stat(out / "activations" / "sae.npz").st_mtime_ns == mtime
+    assert again.reused == ["split", "activations"] and again.sources == result.sources
     with pytest.raises(InputError, match="--overwrite"):
         _run(assoc_inputs, out, pool="mean")
     _run(assoc_inputs, out, pool="mean", overwrite=True, baselines=False)
@@ -133,6 +147,10 @@ def test_bad_options(assoc_inputs, tmp_path):
         _run(assoc_inputs, tmp_path / "a", pool="median")
     with pytest.raises(InputError, match="fractions"):
         _run(assoc_inputs, tmp_path / "b", split_fractions="0.5,0.5")
+    with pytest.raises(InputError, match="--split-fractions .*validation or test empty"):
+        _run(assoc_inputs, tmp_path / "b", split_fractions=[0.5, 0.5, 0])
+    with pytest.raises(InputError, match="--thresholds .*fractions in"):
+        _run(assoc_inputs, tmp_path / "b", thresholds=[0, 1.5])
     with pytest.raises(InputError, match="layer"):
         _run(assoc_inputs, tmp_path / "c", layer=1)
     other = tmp_path / "other.tsv"
@@ -141,41 +159,62 @@ def test_bad_options(assoc_inputs, tmp_path):
         _run({**assoc_inputs, "annotations": other}, tmp_path / "d")
 
 
+def _cli():
+    import typer
+
+    from plmsae.cli.associate import show_associate
+    from plmsae.cli.build import build_command
+
+    app = typer.Typer()
+    app.command("associate")(build_command(AssociateConfig, associate.run, show_associate))
+
+    @app.command("other")
+    def other() -> None:  # a second command keeps "associate" a subcommand
+        pass
+
+    return app
+
+
 def test_cli(assoc_inputs, tmp_path):
     from typer.testing import CliRunner
 
-    from plmsae.cli import app
-
     inp = assoc_inputs
-    res = CliRunner().invoke(
-        app,
-        [
-            "associate",
-            str(inp["sae"]),
-            str(inp["store"]),
-            "--annotations",
-            str(inp["annotations"]),
-            "--ontology",
-            str(inp["ontology"]),
-            "--out",
-            str(tmp_path / "cli"),
-            "--split-method",
-            "random",
-            "--min-concept",
-            "5",
-            "--no-baselines",
-            "--threshold",
-            "0",
-            "--threshold",
-            "0.5",
-        ],
-    )
+    args = [
+        "associate",
+        str(inp["sae"]),
+        str(inp["store"]),
+        "--annotations",
+        str(inp["annotations"]),
+        "--ontology",
+        str(inp["ontology"]),
+        "--out",
+        str(tmp_path / "cli"),
+        "--split-method",
+        "random",
+        "--min-concept",
+        "5",
+        "--no-baselines",
+        "--thresholds",
+        "0,0.5",
+    ]
+    res = CliRunner().invoke(_cli(), args, env={"COLUMNS": "80"})
     assert res.exit_code == 0, res.output
     summary = json.loads((tmp_path / "cli" / "summary.json").read_text())
     assert summary["settings"]["thresholds"] == [0.0, 0.5]
     assert set(summary) == {"sae", "settings"}
+    # the printer: per source features associated, distinct concepts, by category; 80 columns
+    assert "SAE features" in res.output and "model neurons" not in res.output
+    assert "distinct concepts" in res.output and "GO biological process" in res.output
+    assert "Proteins: 96 (48 validation, 48 test; random split)" in res.output
+    assert str(tmp_path / "cli") in res.output.replace("\n", "")
+    assert max(len(line) for line in res.output.splitlines()) <= 80
+    res = CliRunner().invoke(_cli(), [*args, "--json"])
+    assert res.exit_code == 0, res.output
+    got = json.loads(res.output)
+    assert got["reused"] == ["split", "activations"] and set(got["sources"]) == {"sae"}
+    assert got["sources"]["sae"]["n_features"] == 48
     res = CliRunner().invoke(
-        app,
+        _cli(),
         [
             "associate",
             str(inp["sae"]),
@@ -187,6 +226,33 @@ def test_cli(assoc_inputs, tmp_path):
         ],
     )
     assert res.exit_code == 2 and "meta.json" in res.output
+
+
+def test_cli_out_is_a_file(assoc_inputs, tmp_path):
+    """issue 11 item 7: --out naming an existing file is one clear line, not FileExistsError."""
+    from typer.testing import CliRunner
+
+    inp = assoc_inputs
+    taken = tmp_path / "taken.txt"
+    taken.write_text("not a directory\n")
+    res = CliRunner().invoke(
+        _cli(),
+        [
+            "associate",
+            str(inp["sae"]),
+            str(inp["store"]),
+            "--annotations",
+            str(inp["annotations"]),
+            "--out",
+            str(taken),
+            "--split-method",
+            "random",
+        ],
+    )
+    assert res.exit_code == 2, res.output
+    assert "--out exists and is not a directory" in " ".join(res.output.split())
+    assert "Traceback" not in res.output and "FileExistsError" not in res.output
+    assert taken.read_text() == "not a directory\n"
 
 
 def test_protein_level_sae_encodes_pooled_vectors(assoc_inputs, tmp_path):
@@ -221,7 +287,7 @@ def test_protein_level_sae_encodes_pooled_vectors(assoc_inputs, tmp_path):
         split_method="random",
         min_concept=5,
         max_concept_fraction=1.0,
-    )
+    ).out
     got = sp.load_npz(out / "activations" / "sae.npz").toarray()
     with torch.no_grad():
         want = sae.encode(torch.from_numpy(store.pooled_matrix(2))).numpy()
@@ -230,3 +296,57 @@ def test_protein_level_sae_encodes_pooled_vectors(assoc_inputs, tmp_path):
     np.testing.assert_allclose(neuron, np.maximum(store.pooled_matrix(2), 0), rtol=1e-6)
     assert len(pd.read_parquet(out / "residue_associations.parquet")) == 0
     assert json.loads((out / "run.json").read_text())["pooling"] == "mean"
+
+
+def test_engine_steps_on_loaded_inputs(assoc_inputs, tmp_path):
+    """Python callers with loaded inputs drive the engine step by step."""
+    from plmsae.analysis.associate import Associator
+    from plmsae.data.annotations import read_annotations
+    from plmsae.data.ontology import Ontology
+    from plmsae.embedding.store import ActivationStore
+    from plmsae.sae.checkpoint import load_sae
+
+    inp = assoc_inputs
+    cfg = AssociateConfig(
+        inp["sae"],
+        inp["store"],
+        annotations=inp["annotations"],
+        ontology=inp["ontology"],
+        out=tmp_path / "steps",
+        split_method="random",
+        min_concept=5,
+        max_concept_fraction=1.0,
+        baselines=False,
+    )
+    onto = Ontology.load(inp["ontology"])
+    eng = Associator(
+        cfg,
+        ActivationStore(inp["store"]),
+        load_sae(inp["sae"]),
+        read_annotations(inp["annotations"], onto),
+    )
+    eng.prepare()
+    assert list(eng.split().columns) == ["id", "split", "cluster", "length", "name"]
+    assert set(eng.concepts()["category"]) >= {"GO:BP", "residue"}
+    assert set(eng.activations()) == {"sae"}
+    assert list(eng.statistics().columns) == ASSOC_COLUMNS
+    assert list(eng.residue_statistics().columns) == RESIDUE_COLUMNS
+    assert set(eng.summary()) == {"sae", "settings"}
+    assert eng.result().sources["sae"].n_features == 48
+    assert (tmp_path / "steps" / "summary.json").is_file()
+
+
+def test_config_spellings_and_checks():
+    """TOML/Python may give split_fractions as the old "0,0.5,0.5" string or as three numbers;
+    thresholds become floats; bad values name the CLI flag."""
+    paths = dict(sae="s", store="t", annotations="a.tsv", out="o")
+    old = AssociateConfig.from_dict(
+        {"split_fractions": "0,0.5,0.5", "thresholds": [0, 0.5]}, **paths
+    )
+    new = AssociateConfig(**paths, split_fractions=[0, 0.5, 0.5])
+    assert old.split_fractions == new.split_fractions == [0.0, 0.5, 0.5]
+    assert old.thresholds == [0.0, 0.5] and new.thresholds == [0.0, 0.15, 0.5, 0.6, 0.8]
+    with pytest.raises(InputError, match="--split-method 'x': .*Fix: use mmseqs or random"):
+        AssociateConfig(**paths, split_method="x")
+    with pytest.raises(InputError, match="--split-fractions 'a,b,c': is not three"):
+        AssociateConfig(**paths, split_fractions="a,b,c")

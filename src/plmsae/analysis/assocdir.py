@@ -94,6 +94,11 @@ RESIDUE_F1_MIN = 0.5
 _FIX = "re-run `plmsae associate` to write a complete association directory."
 
 
+def activation_file(root: Path, source: str) -> Path:
+    """Where the per-protein activations of ``source`` live in the ASSOC_DIR ``root``."""
+    return Path(root) / ACTIVATIONS / f"{source}.npz"
+
+
 def read_parquet(path: Path, columns: Iterable[str] = (), **kw: Any) -> pd.DataFrame:
     """A Parquet file of an ASSOC_DIR, with a clear error when it is missing, damaged or old."""
     if not path.exists():
@@ -234,12 +239,12 @@ class AssocDir:
 
     # -- activations
     def available_sources(self) -> list[str]:
-        return [s for s in SOURCES if (self.path / ACTIVATIONS / f"{s}.npz").exists()]
+        return [s for s in SOURCES if activation_file(self.path, s).exists()]
 
     def activations(self, source: str) -> sp.csc_matrix:
         """Per-protein activations of one source, float32 CSC [n_proteins, n_features]."""
         if source not in self._acts:
-            p = self.path / ACTIVATIONS / f"{source}.npz"
+            p = activation_file(self.path, source)
             if not p.exists():
                 raise InputError(
                     f"no activations for source {source!r}.",

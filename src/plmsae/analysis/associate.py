@@ -1,513 +1,661 @@
 """``plmsae associate``: which features track which biology (GO, families, locations, sites).
 
-Steps (each output is reused by a re-run with the same settings):
+:class:`AssociateConfig` holds the options, :class:`Associator` does the work in named steps
+(each output is reused by a re-run with the same settings, as recorded in ``.state.json``), and
+:func:`associate` opens the inputs and runs it. File names and columns: :mod:`.assocdir`.
 
 1. split: proteins clustered with MMseqs2 (30 % identity, 80 % coverage) and whole clusters
-   assigned to ``validation``/``test`` (``proteins.parquet``);
+   assigned to ``validation``/``test`` (``proteins.parquet``; reused);
 2. concepts: GO terms propagated to ancestors and split by namespace (GO:BP, GO:MF, GO:CC),
    families, locations, residue concepts (``concepts.parquet``, ``annotations.npz``);
 3. activations: per-protein activations of the SAE features and of the two baselines (ReLU'd
    neurons, random directions of matched sparsity) in one streaming pass over the store, max
-   over residues by default (``activations/{sae,neuron,random}.npz``, ``features.parquet``);
+   over residues by default (``activations/{sae,neuron,random}.npz``, ``features.parquet``;
+   reused);
 4. statistics for every feature x concept at once (:func:`plmsae.analysis.stats.score_features`):
    threshold (fraction of the feature's max) chosen by F1 on ``validation``, one-sided Fisher
    p-value, BH q-value (family: source x category), precision, recall, F1, odds ratio and AUROC on
    ``test`` (``associations.parquet``); residue concepts per residue, InterPLM-style
-   (``residue_associations.parquet``);
-5. ``summary.json``: per source, how many features have an association (q < 0.05 and precision
+   (``residue_associations.parquet``, :mod:`plmsae.analysis.residue`);
+5. summary: per source, how many features have an association (q < 0.05 and precision
    >= 0.5 on test; residue concepts: F1 >= 0.5 on test), by category; and how many distinct
-   concepts are found (:func:`concept_coverage`, also size-matched to the baselines).
+   concepts are found (:func:`concept_coverage`, also size-matched to the baselines)
+   (``summary.json``, ``run.json``).
 
 Population of a protein-level category: every protein of the store with at least one annotation
 in that category (namespace). Tested pairs: concept with >= ``min_concept`` proteins in the
 population and covering at most ``max_concept_fraction`` of it (default 10 %: more general terms
-are "associated" with almost any direction, random ones included), F1 > 0 on validation, >= ``min_both`` active proteins carrying it on test.
+are "associated" with almost any direction, random ones included), F1 > 0 on validation,
+>= ``min_both`` active proteins carrying it on test.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-import typer
 
 from plmsae._util import (
     InputError,
     atomic_path,
+    prepare_out_dir,
     progress,
     read_json,
     sha256_file,
     sha256_json,
     write_json,
 )
+from plmsae.analysis import assocdir
 from plmsae.analysis.assocdir import (
     ASSOC_COLUMNS,
     PRECISION_MIN,
     Q_MAX,
-    RESIDUE_COLUMNS,
     RESIDUE_F1_MIN,
+    activation_file,
 )
+from plmsae.config import StageConfig, argument, option, stage_function
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
+    from plmsae.analysis.activations import Encoder
+    from plmsae.analysis.residue import ResidueConcepts, ResidueCounts
+    from plmsae.data.annotations import Annotations
+    from plmsae.embedding.store import ActivationStore
+    from plmsae.sae.base import SAE
 
 log = logging.getLogger(__name__)
 
 DEFAULT_THRESHOLDS = (0.0, 0.15, 0.5, 0.6, 0.8)
+DEFAULT_SPLIT_FRACTIONS = (0.0, 0.5, 0.5)
+POOLS = ("max", "mean")
+SPLIT_METHODS = ("mmseqs", "random")
+#: the steps of :meth:`Associator.run` whose wall time goes to run.json, with their keys there
+TIMED_STEPS = (
+    ("split", "split_s"),
+    ("concepts", "concepts_s"),
+    ("activations", "activations_s"),
+    ("statistics", "statistics_s"),
+    ("residue_statistics", "residue_s"),
+)
 
 
-def associate(
-    sae: Annotated[Path, typer.Argument(help="SAE checkpoint directory (plmsae train --out).")],
-    store: Annotated[Path, typer.Argument(help="Activation store (plmsae embed --out).")],
-    annotations: Annotated[
-        Path,
-        typer.Option(
-            "--annotations", help="GO TSV (ACC<TAB>GO:1;GO:2), GAF or UniProt TSV export."
-        ),
-    ],
-    out: Annotated[Path, typer.Option("--out", help="Output directory (ASSOC_DIR).")],
-    ontology: Annotated[
-        Path | None,
-        typer.Option(
-            "--ontology", help="GO OBO file (plain or .gz): propagate terms, split namespaces."
-        ),
-    ] = None,
-    pool: Annotated[
-        str, typer.Option(help="Per-protein pooling of residue-level activations: max or mean.")
-    ] = "max",
-    thresholds: Annotated[
-        list[float] | None,
-        typer.Option(
-            "--threshold",
-            help="Activation thresholds as fractions of each feature's max "
-            "(repeatable; default 0 0.15 0.5 0.6 0.8).",
-        ),
-    ] = None,
-    min_concept: Annotated[
-        int,
-        typer.Option(
-            help="Test a concept only with at least this many proteins in its population."
-        ),
-    ] = 10,
-    max_concept_fraction: Annotated[
-        float,
-        typer.Option(
-            help="Test a concept only when it covers at most this fraction of its population. "
-            "General terms (catalytic activity, 42% of Swiss-Prot-like sets) reach q < 0.05 and "
-            "precision >= 0.5 for almost any direction, random ones included; at 0.1 an associated "
-            "feature is enriched at least 5-fold. 1 tests every concept."
-        ),
-    ] = 0.1,
-    min_both: Annotated[
-        int,
-        typer.Option(
-            help="Test a pair only with at least this many active proteins carrying the concept "
-            "on the test split."
-        ),
-    ] = 3,
-    split_method: Annotated[
-        str,
-        typer.Option(
-            help="mmseqs (homology clusters; random with a warning when mmseqs2 is missing) or "
-            "random."
-        ),
-    ] = "mmseqs",
-    min_seq_id: Annotated[float, typer.Option(help="MMseqs2 clustering identity.")] = 0.3,
-    coverage: Annotated[
-        float, typer.Option(help="MMseqs2 clustering coverage (-c, cov-mode 0).")
-    ] = 0.8,
-    split_fractions: Annotated[
-        str, typer.Option(help="train,validation,test fractions of proteins (whole clusters).")
-    ] = "0,0.5,0.5",
-    fasta: Annotated[
-        Path | None,
-        typer.Option(
-            help="Sequences for clustering (default: the FASTA the store was embedded from, or the "
-            "Sequence column of a UniProt TSV)."
-        ),
-    ] = None,
-    baselines: Annotated[
-        bool, typer.Option(help="Also score the neuron and random-direction baselines.")
-    ] = True,
-    n_random: Annotated[
-        int | None, typer.Option(help="Random directions (default: d_model, as many as neurons).")
-    ] = None,
-    layer: Annotated[
-        int | None, typer.Option(help="Store layer (default: the SAE's layer).")
-    ] = None,
-    seed: Annotated[int, typer.Option(help="Seed for splits and random directions.")] = 0,
-    overwrite: Annotated[
-        bool, typer.Option(help="Replace an ASSOC_DIR written with other settings.")
-    ] = False,
-) -> Path:
+@dataclass
+class AssociateConfig(StageConfig):
     """Associate SAE features (and neuron / random baselines) with GO terms, families,
     locations and residue-level concepts; writes ASSOC_DIR (see docs/design.md)."""
-    import torch
 
-    from plmsae.analysis import activations as acts_mod
-    from plmsae.analysis import baselines as base_mod
-    from plmsae.analysis import splits as split_mod
-    from plmsae.analysis import stats
-
-    if pool not in ("max", "mean"):
-        raise InputError(
-            f"--pool {pool!r} is not max or mean.", fix="use --pool max or --pool mean."
-        )
-    thresholds = [float(t) for t in (thresholds or DEFAULT_THRESHOLDS)]
-    if any(not 0.0 <= t < 1.0 for t in thresholds):
-        raise InputError(
-            f"thresholds {thresholds} must be fractions in [0, 1).",
-            fix="e.g. --threshold 0 --threshold 0.5.",
-        )
-    fractions = _parse_fractions(split_fractions)
-    out = Path(out)
-
-    store_obj, store_path = _open_store(store)
-    sae_obj, sae_path = _open_sae(sae, store_obj, layer)
-    cfg = sae_obj.cfg
-    layer = cfg.layer if layer is None else layer
-    if layer is None and len(store_obj.layers) == 1:
-        layer = store_obj.layers[0]
-    if layer not in store_obj.layers:
-        raise InputError(
-            f"the store has layers {store_obj.layers}, not the SAE's layer {layer}.",
-            path=store_path,
-            fix="embed that layer, or pass --layer.",
-        )
-    level = cfg.level
-    onto_obj, onto_path = _open_ontology(ontology)
-    ann, ann_path = _open_annotations(annotations, onto_obj)
-
-    ids = list(store_obj.ids)
-    n_random = int(n_random if n_random is not None else store_obj.d_model)
-    settings = {
-        "pool": pool,
-        "thresholds": thresholds,
-        "min_concept": min_concept,
-        "max_concept_fraction": max_concept_fraction,
-        "min_both": min_both,
-        "split_method": split_method,
-        "min_seq_id": min_seq_id,
-        "coverage": coverage,
-        "split_fractions": fractions,
-        "baselines": baselines,
-        "n_random": n_random,
-        "seed": seed,
-        "layer": layer,
-        "level": level,
-        "select_split": "validation",
-        "report_split": "test",
-        "population": "per category: proteins of the store with >= 1 annotation in it",
-        "associated": f"q < {Q_MAX} and precision >= {PRECISION_MIN} on test "
-        f"(residue concepts: F1 >= {RESIDUE_F1_MIN} on test)",
-        "q_value_family": "Benjamini-Hochberg per source x category",
-        "odds_ratio": "Haldane-Anscombe +0.5 on every cell when a cell is 0",
-        "random_directions": "unit Gaussian directions on centred inputs, bias matched to the "
-        "SAE's median live-feature density on a calibration sample",
-    }
-    inputs = {
-        "sae": str(sae_path.resolve()) if sae_path else None,
-        "sae_sha256": _maybe_hash(sae_path / "sae.safetensors" if sae_path else None),
-        "store": str(Path(store_path).resolve()) if store_path else None,
-        "annotations": str(ann_path.resolve()) if ann_path else None,
-        "annotations_sha256": _maybe_hash(ann_path),
-        "ontology": str(Path(onto_path).resolve()) if onto_path else None,
-        "ontology_sha256": _maybe_hash(onto_path),
-    }
-    run_hash = sha256_json({"settings": settings, "inputs": inputs, "ids": ids})
-    _prepare_out(out, run_hash, overwrite)
-
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def lap(step: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        timings[step] = round(now - clock, 3)
-        clock = now
-
-    # 1. splits -------------------------------------------------------------------------------
-    proteins_path = out / "proteins.parquet"
-    split_hash = sha256_json(
-        {
-            k: settings[k]
-            for k in ("split_method", "min_seq_id", "coverage", "split_fractions", "seed")
-        }
-        | {"ids": ids}
+    sae: Path = argument(help="SAE checkpoint directory (plmsae train --out).")
+    store: Path = argument(help="Activation store (plmsae embed --out).")
+    annotations: Path = option(help="GO TSV (ACC<TAB>GO:1;GO:2), GAF or UniProt TSV export.")
+    out: Path = option(help="Output directory (ASSOC_DIR).")
+    ontology: Path | None = option(
+        None, help="GO OBO file (plain or .gz): propagate terms, split namespaces."
     )
-    state = _state(out)
-    if proteins_path.exists() and state.get("proteins") == split_hash:
-        proteins = pd.read_parquet(proteins_path)
-        split_used = state.get("split_method_used", split_method)
-    else:
-        seqs = _sequences(ids, fasta, store_obj, ann) if split_method == "mmseqs" else None
-        split, clusters, split_used = split_mod.make_splits(
-            ids,
-            seqs,
-            method=split_method,
-            min_seq_id=min_seq_id,
-            coverage=coverage,
-            fractions=fractions,
-            seed=seed,
+    pool: str = option("max", help="Per-protein pooling of residue-level activations: max or mean.")
+    thresholds: list[float] = option(
+        help="Activation thresholds as fractions of each feature's max.",
+        factory=lambda: list(DEFAULT_THRESHOLDS),
+    )
+    min_concept: int = option(
+        10, help="Test a concept only with at least this many proteins in its population."
+    )
+    max_concept_fraction: float = option(
+        0.1,
+        help="Test a concept only when it covers at most this fraction of its population "
+        "(general terms look associated with any direction; 1 tests every concept).",
+    )
+    min_both: int = option(
+        3, help="Test a pair only with this many active proteins carrying the concept on test."
+    )
+    split_method: str = option(
+        "mmseqs",
+        help="mmseqs (homology clusters; random with a warning when mmseqs2 is missing) or random.",
+    )
+    min_seq_id: float = option(0.3, help="MMseqs2 clustering identity.")
+    coverage: float = option(0.8, help="MMseqs2 clustering coverage (-c, cov-mode 0).")
+    split_fractions: list[float] = option(
+        help="Fractions of proteins (whole clusters) for train, validation, test.",
+        factory=lambda: list(DEFAULT_SPLIT_FRACTIONS),
+    )
+    fasta: Path | None = option(
+        None, help="Sequences for clustering (default: the store's FASTA, or the TSV's Sequence)."
+    )
+    baselines: bool = option(True, help="Also score the neuron and random-direction baselines.")
+    n_random: int | None = option(
+        None, help="Random directions (default: d_model, as many as neurons)."
+    )
+    layer: int | None = option(None, help="Store layer (default: the SAE's layer).")
+    seed: int = option(0, help="Seed for splits and random directions.")
+    overwrite: bool = option(False, help="Replace an ASSOC_DIR written with other settings.")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.pool not in POOLS:
+            self.reject("pool", "is not max or mean.", "use --pool max or --pool mean.")
+        if self.split_method not in SPLIT_METHODS:
+            self.reject("split_method", "is not a split method.", "use mmseqs or random.")
+        if self.thresholds is None:  # the Python API's old spelling of "the default"
+            self.thresholds = list(DEFAULT_THRESHOLDS)
+        self.thresholds = [float(t) for t in self.thresholds]
+        if any(not 0.0 <= t < 1.0 for t in self.thresholds):
+            self.reject("thresholds", "must be fractions in [0, 1).", "e.g. --thresholds 0,0.5.")
+        self.split_fractions = self._fractions()
+
+    def _fractions(self) -> list[float]:
+        raw: Any = self.split_fractions
+        try:  # "0,0.5,0.5" (a TOML string, the old spelling) or three numbers
+            vals = [float(v) for v in (raw.split(",") if isinstance(raw, str) else raw)]
+        except (TypeError, ValueError):
+            vals = []
+        if len(vals) != 3 or any(v < 0 for v in vals) or sum(vals) <= 0:
+            self.reject(
+                "split_fractions",
+                "is not three non-negative numbers.",
+                "give train,validation,test, e.g. 0,0.5,0.5.",
+            )
+        if vals[1] <= 0 or vals[2] <= 0:
+            self.reject(
+                "split_fractions",
+                "leaves validation or test empty.",
+                "both validation and test need a positive fraction.",
+            )
+        return vals
+
+
+@dataclass
+class SourceCounts:
+    """What :func:`associate` found for one source (``summary.json``): features associated
+    (any category), distinct concepts associated, features associated per category."""
+
+    n_features: int
+    n_features_associated: int
+    n_concepts_associated: int
+    by_category: dict[str, int]
+    n_concepts_associated_matched: float | None = None
+    matched_n_features: int | None = None
+
+    @classmethod
+    def from_summary(cls, block: dict[str, Any]) -> SourceCounts:
+        concepts = block.get("concepts", {})
+        return cls(
+            n_features=int(block["n_features"]),
+            n_features_associated=int(block["n_features_associated"]),
+            n_concepts_associated=int(concepts.get("n_concepts_associated", 0)),
+            by_category={
+                c: int(v["n_features_associated"]) for c, v in block["by_category"].items()
+            },
+            n_concepts_associated_matched=concepts.get("n_concepts_associated_matched"),
+            matched_n_features=concepts.get("matched_n_features"),
         )
-        proteins = pd.DataFrame(
+
+
+@dataclass
+class AssociateResult:
+    """The ASSOC_DIR written (``out``), per-source counts, the split, step timings (seconds)
+    and which steps a re-run took from the directory instead of recomputing."""
+
+    out: Path
+    sources: dict[str, SourceCounts]
+    n_proteins: int
+    n_validation: int
+    n_test: int
+    split_method: str
+    level: str
+    timings: dict[str, float]
+    reused: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self) | {"out": str(self.out)}
+
+
+class Associator:
+    """Runs the association stage on loaded inputs (see the module docstring for the steps).
+
+    ``store``, ``sae`` and ``annotations`` (read with the ontology, if any) must be what
+    ``cfg.store``, ``cfg.sae``, ``cfg.annotations`` and ``cfg.ontology`` name: those paths and
+    the files' checksums are recorded in run.json and decide what a re-run may reuse. ``run()`` does every
+    step; each step is also a method that leaves its output in an attribute ending in ``_``.
+    """
+
+    def __init__(
+        self,
+        cfg: AssociateConfig,
+        store: ActivationStore,
+        sae: SAE,
+        annotations: Annotations,
+    ):
+        self.cfg, self.store, self.annotations = cfg, store, annotations
+        self.sae = sae.eval()
+        self.out = Path(cfg.out)
+        self.ids: list[str] = list(store.ids)
+        self.level: str = sae.cfg.level
+        self.layer = _resolve_layer(store, sae.cfg.layer if cfg.layer is None else cfg.layer)
+        self.n_random = int(cfg.n_random if cfg.n_random is not None else store.d_model)
+        self.settings = self._settings()
+        self.inputs = self._inputs()
+        self.run_hash = sha256_json(
+            {"settings": self.settings, "inputs": self.inputs, "ids": self.ids}
+        )
+        self.timings: dict[str, float] = {}
+        self.reused: list[str] = []
+
+    # -- the run ---------------------------------------------------------------------------------
+    def run(self) -> AssociateResult:
+        """Every step in order; returns what was found."""
+        self.prepare()
+        for step, key in TIMED_STEPS:
+            start = time.perf_counter()
+            getattr(self, step)()
+            self.timings[key] = round(time.perf_counter() - start, 3)
+        self.summary()
+        return self.result()
+
+    def prepare(self) -> None:
+        """Create ``out``, or check that it holds a run with the same inputs and settings (with
+        ``overwrite``: forget the finished steps of the other run)."""
+        out = prepare_out_dir(self.out)
+        run = out / assocdir.RUN
+        if not run.exists() or read_json(run).get("settings_sha256") == self.run_hash:
+            return
+        if not self.cfg.overwrite:
+            raise InputError(
+                "this directory holds an association run with other inputs or settings.",
+                path=out,
+                fix="choose another --out, or pass --overwrite to replace it.",
+            )
+        for name in (assocdir.ACTIVATIONS, assocdir.STATE):
+            p = out / name
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+
+    # -- 1. split --------------------------------------------------------------------------------
+    def split(self) -> pd.DataFrame:
+        """``proteins.parquet``: split, cluster, length and name of every protein (reused when
+        the split settings and proteins are unchanged)."""
+        from plmsae.analysis import splits
+
+        cfg, path = self.cfg, self.out / assocdir.PROTEINS
+        keys = ("split_method", "min_seq_id", "coverage", "split_fractions", "seed")
+        split_hash = sha256_json({k: self.settings[k] for k in keys} | {"ids": self.ids})
+        state = self._state()
+        if path.exists() and state.get("proteins") == split_hash:
+            self.proteins_ = pd.read_parquet(path)
+            self.split_method_used_: str = state.get("split_method_used", cfg.split_method)
+            self.reused.append("split")
+            return self.proteins_
+        seqs = self._sequences() if cfg.split_method == "mmseqs" else None
+        split, clusters, self.split_method_used_ = splits.make_splits(
+            self.ids,
+            seqs,
+            method=cfg.split_method,
+            min_seq_id=cfg.min_seq_id,
+            coverage=cfg.coverage,
+            fractions=cfg.split_fractions,
+            seed=cfg.seed,
+        )
+        self.proteins_ = pd.DataFrame(
             {
-                "id": ids,
+                "id": self.ids,
                 "split": split.astype(str),
                 "cluster": clusters.astype(np.int64),
-                "length": np.asarray(store_obj.lengths, dtype=np.int64),
-                "name": [ann.protein_names.get(p, "") for p in ids],
+                "length": np.asarray(self.store.lengths, dtype=np.int64),
+                "name": [self.annotations.protein_names.get(p, "") for p in self.ids],
             }
         )
-        _write_parquet(proteins, proteins_path)
-        _set_state(out, proteins=split_hash, split_method_used=split_used)
-    split = proteins["split"].to_numpy()
+        _write_parquet(self.proteins_, path)
+        self._set_state(proteins=split_hash, split_method_used=self.split_method_used_)
+        return self.proteins_
 
-    lap("split_s")
-    # 2. concepts -----------------------------------------------------------------------------
-    concepts, ann_matrix = _concept_table(ann, ids)
-    if ann_matrix.nnz == 0:
-        raise InputError(
-            f"none of the {len(ids)} proteins of the store has an annotation here "
-            f"(store IDs look like {ids[:2]}).",
-            path=ann_path or annotations,
-            fix="use annotations keyed by the same accessions as the FASTA that was "
-            "embedded (UniProt sp|P12345|NAME headers become P12345).",
+    @property
+    def split_(self) -> np.ndarray:
+        """Split name of every protein [n_proteins] (after :meth:`split`)."""
+        return self.proteins_["split"].to_numpy()
+
+    # -- 2. concepts -----------------------------------------------------------------------------
+    def concepts(self) -> pd.DataFrame:
+        """``concepts.parquet`` and ``annotations.npz`` (bool [n_proteins, n_concepts])."""
+        self.concepts_, self.annotation_matrix_ = concept_table(self.annotations, self.ids)
+        if self.annotation_matrix_.nnz == 0:
+            raise InputError(
+                f"none of the {len(self.ids)} proteins of the store has an annotation here "
+                f"(store IDs look like {self.ids[:2]}).",
+                path=self.cfg.annotations,
+                fix="use annotations keyed by the same accessions as the FASTA that was "
+                "embedded (UniProt sp|P12345|NAME headers become P12345).",
+            )
+        _write_parquet(self.concepts_, self.out / assocdir.CONCEPTS)
+        with atomic_path(self.out / assocdir.ANNOTATIONS) as tmp:
+            sp.save_npz(tmp, self.annotation_matrix_.astype(bool), compressed=True)
+        return self.concepts_
+
+    # -- 3. activations --------------------------------------------------------------------------
+    def activations(self) -> dict[str, sp.csr_matrix]:
+        """Per-protein activations of every source (reused when the SAE, store, pooling and
+        baselines are unchanged) and ``features.parquet``."""
+        from plmsae.analysis.activations import protein_activations
+
+        self.encoders_ = self._encoders()
+        state = self._state()
+        if state.get("activations") == self._activations_hash() and all(
+            activation_file(self.out, s).exists() for s in self.encoders_
+        ):
+            self.pooled_ = {
+                s: sp.load_npz(activation_file(self.out, s)).tocsr() for s in self.encoders_
+            }
+            self.peaks_ = {s: np.asarray(v) for s, v in state["peaks"].items()}
+            self.reused.append("activations")
+        else:
+            with progress() as bar:
+                task = bar.add_task("activations", total=len(self.ids), rate="")
+                self.pooled_, self.peaks_ = protein_activations(
+                    self.store,
+                    self.encoders_,
+                    self.ids,
+                    level=self.level,
+                    pool=self.cfg.pool,
+                    layer=self.layer,
+                    progress_cb=lambda done: bar.update(task, completed=done),
+                )
+            for s, m in self.pooled_.items():
+                with atomic_path(activation_file(self.out, s)) as tmp:
+                    sp.save_npz(tmp, m.astype(np.float32), compressed=True)
+            peaks = {s: v.tolist() for s, v in self.peaks_.items()}
+            self._set_state(activations=self._activations_hash(), peaks=peaks)
+        _write_parquet(self._feature_table(), self.out / assocdir.FEATURES)
+        return self.pooled_
+
+    def _encoders(self) -> dict[str, tuple[Encoder, int]]:
+        """source -> (encode function, number of features); calibrates the random baseline."""
+        import torch
+
+        from plmsae.analysis import baselines as base
+        from plmsae.analysis.activations import calibration_sample
+
+        store, sae, cfg = self.store, self.sae, self.cfg
+        # TopK SAEs hand over (values, indices): pooling then touches only the k codes per residue
+        encode = getattr(sae, "encode_sparse", None) or sae.encode
+        encoders: dict[str, tuple[Encoder, int]] = {"sae": (encode, int(sae.cfg.d_sae))}
+        if not cfg.baselines:
+            return encoders
+        encoders["neuron"] = (base.NeuronBaseline(store.d_model).encode, store.d_model)
+        sample = calibration_sample(
+            store, self.ids, level=self.level, layer=self.layer, seed=cfg.seed
         )
-    _write_parquet(concepts, out / "concepts.parquet")
-    with atomic_path(out / "annotations.npz") as tmp:
-        sp.save_npz(tmp, ann_matrix.astype(bool), compressed=True)
-
-    lap("concepts_s")
-    # 3. activations --------------------------------------------------------------------------
-    # TopK SAEs hand over (values, indices): pooling then touches only the k codes per residue
-    sae_encode = getattr(sae_obj, "encode_sparse", None) or sae_obj.encode
-    encoders = {"sae": (sae_encode, int(cfg.d_sae))}
-    if baselines:
-        encoders["neuron"] = (base_mod.NeuronBaseline(store_obj.d_model).encode, store_obj.d_model)
-        sample = acts_mod.calibration_sample(store_obj, ids, level=level, layer=layer, seed=seed)
         with torch.no_grad():
-            density = base_mod.median_live_density(sae_obj.encode(sample))
-        rand = base_mod.RandomDirections(store_obj.d_model, n_random, seed=seed).calibrate(
-            sample, density
+            density = base.median_live_density(sae.encode(sample))
+        rand = base.RandomDirections(store.d_model, self.n_random, seed=cfg.seed)
+        encoders["random"] = (rand.calibrate(sample, density).encode, self.n_random)
+        self.settings["random_target_density"] = density
+        return encoders
+
+    def _activations_hash(self) -> str:
+        cfg = self.cfg
+        return sha256_json(
+            {
+                "inputs": self.inputs,
+                "pool": cfg.pool,
+                "layer": self.layer,
+                "level": self.level,
+                "n_random": self.n_random,
+                "seed": cfg.seed,
+                "baselines": cfg.baselines,
+                "ids": self.ids,
+            }
         )
-        encoders["random"] = (rand.encode, n_random)
-        settings["random_target_density"] = density
-    act_hash = sha256_json(
-        {
-            "inputs": inputs,
-            "pool": pool,
-            "layer": layer,
-            "level": level,
-            "n_random": n_random,
-            "seed": seed,
-            "baselines": baselines,
-            "ids": ids,
-        }
-    )
-    act_dir = out / "activations"
-    state = _state(out)
-    if state.get("activations") == act_hash and all(
-        (act_dir / f"{s}.npz").exists() for s in encoders
-    ):
-        pooled = {s: sp.load_npz(act_dir / f"{s}.npz").tocsr() for s in encoders}
-        peaks = {s: np.asarray(v) for s, v in state["peaks"].items()}
-    else:
+
+    def _feature_table(self) -> pd.DataFrame:
+        from plmsae.analysis.activations import top_rows
+
+        feats = []
+        for s, m in self.pooled_.items():
+            feats.append(
+                pd.DataFrame(
+                    {
+                        "source": s,
+                        "feature": np.arange(m.shape[1]),
+                        "density": np.diff(m.tocsc().indptr) / max(1, m.shape[0]),
+                        "max_activation": m.max(axis=0).toarray().ravel()
+                        if m.nnz
+                        else np.zeros(m.shape[1]),
+                        "top_proteins": top_rows(m, self.ids),
+                    }
+                )
+            )
+        return pd.concat(feats, ignore_index=True)
+
+    # -- 4. statistics ---------------------------------------------------------------------------
+    def statistics(self) -> pd.DataFrame:
+        """``associations.parquet``: every tested (source, feature, protein-level concept)."""
+        tables = []
         with progress() as bar:
-            task = bar.add_task("activations", total=len(ids), rate="")
-            pooled, peaks = acts_mod.protein_activations(
-                store_obj,
-                encoders,
-                ids,
-                level=level,
-                pool=pool,
-                layer=layer,
-                progress_cb=lambda done: bar.update(task, completed=done),
-            )
-        for s, m in pooled.items():
-            with atomic_path(act_dir / f"{s}.npz") as tmp:
-                sp.save_npz(tmp, m.astype(np.float32), compressed=True)
-        _set_state(out, activations=act_hash, peaks={s: v.tolist() for s, v in peaks.items()})
-    feats = []
-    for s, m in pooled.items():
-        feats.append(
-            pd.DataFrame(
-                {
-                    "source": s,
-                    "feature": np.arange(m.shape[1]),
-                    "density": np.diff(m.tocsc().indptr) / max(1, m.shape[0]),
-                    "max_activation": m.max(axis=0).toarray().ravel()
-                    if m.nnz
-                    else np.zeros(m.shape[1]),
-                    "top_proteins": acts_mod.top_rows(m, ids),
-                }
-            )
+            for s, m in self.pooled_.items():
+                task = bar.add_task(f"statistics {s}", total=m.shape[1], rate="")
+                tables.append(self._score_source(s, m, bar, task))
+        self.associations_ = (
+            pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=ASSOC_COLUMNS)
         )
-    _write_parquet(pd.concat(feats, ignore_index=True), out / "features.parquet")
+        _write_parquet(self.associations_, self.out / assocdir.ASSOCIATIONS)
+        return self.associations_
 
-    lap("activations_s")
-    # 4. statistics ---------------------------------------------------------------------------
-    protein_cols = (concepts["category"] != "residue").to_numpy()
-    concept_ids = concepts["concept"].to_numpy()
-    categories = concepts["category"].to_numpy()
-    tables = []
-    with progress() as bar:
-        for s, m in pooled.items():
-            task = bar.add_task(f"statistics {s}", total=m.shape[1], rate="")
-            res = stats.score_features(
-                m,
-                ann_matrix[:, protein_cols],
-                categories[protein_cols],
-                split,
-                thresholds=thresholds,
-                min_concept=min_concept,
-                max_concept_fraction=max_concept_fraction,
-                min_both=min_both,
-                progress_cb=lambda cat, done, total, task=task: bar.update(task, completed=done),
-            )
-            cidx = np.flatnonzero(protein_cols)[res["concept"]]
-            df = pd.DataFrame({k: res[k] for k in res if k not in ("concept", "f1_select")})
-            df.insert(0, "source", s)
-            df.insert(2, "concept", concept_ids[cidx])
-            df.insert(3, "category", categories[cidx])
-            df["f1_validation"] = res["f1_select"]
-            df["split"] = "test"
-            tables.append(df[ASSOC_COLUMNS])
-    assoc = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=ASSOC_COLUMNS)
-    _write_parquet(assoc, out / "associations.parquet")
+    def _score_source(
+        self, source: str, acts: sp.csr_matrix, bar: Progress, task: TaskID
+    ) -> pd.DataFrame:
+        from plmsae.analysis.stats import score_features
 
-    lap("statistics_s")
-    residue_table = _residue_stage(
-        store_obj, encoders, ann, ids, split, peaks, thresholds, min_concept, level, layer
-    )
-    _write_parquet(residue_table, out / "residue_associations.parquet")
+        cfg = self.cfg
+        protein_cols = (self.concepts_["category"] != "residue").to_numpy()
+        categories = self.concepts_["category"].to_numpy()
+        res = score_features(
+            acts,
+            self.annotation_matrix_[:, protein_cols],
+            categories[protein_cols],
+            self.split_,
+            thresholds=cfg.thresholds,
+            min_concept=cfg.min_concept,
+            max_concept_fraction=cfg.max_concept_fraction,
+            min_both=cfg.min_both,
+            progress_cb=lambda category, done, total: bar.update(task, completed=done),
+        )
+        cidx = np.flatnonzero(protein_cols)[res["concept"]]
+        df = pd.DataFrame({k: res[k] for k in res if k not in ("concept", "f1_select")})
+        df.insert(0, "source", source)
+        df.insert(2, "concept", self.concepts_["concept"].to_numpy()[cidx])
+        df.insert(3, "category", categories[cidx])
+        df["f1_validation"] = res["f1_select"]
+        df["split"] = "test"
+        return df[ASSOC_COLUMNS]
 
-    lap("residue_s")
-    # 5. summary ------------------------------------------------------------------------------
-    summary = _summary(pooled, assoc, residue_table, concepts, split)
-    summary["settings"] = settings | {
-        "split_method_used": split_used,
-        "n_proteins": len(ids),
-        "n_validation": int((split == "validation").sum()),
-        "n_test": int((split == "test").sum()),
-    }
-    write_json(out / "summary.json", summary)
-    from plmsae import __version__
+    def residue_statistics(self) -> pd.DataFrame:
+        """``residue_associations.parquet``: InterPLM-style residue scores (no rows for
+        protein-level SAEs or without residue concepts)."""
+        from plmsae.analysis import residue
 
-    write_json(
-        out / "run.json",
-        {
-            **inputs,
-            "model": store_obj.meta.get("model"),
-            "layer": layer,
-            "level": level,
-            "pooling": pool if level == "residue" else "mean",  # protein level: the store's mean
-            "thresholds": thresholds,
+        intervals = self.annotations.residue_concepts
+        table = residue.empty_table()
+        if intervals and self.level != "residue":
+            log.warning("residue-level concepts are skipped: the SAE is protein-level.")
+        elif intervals:
+            concepts = residue.ResidueConcepts.select(intervals, self.ids, self.cfg.min_concept)
+            if concepts.names:
+                sel, rep = (self._count_residues(concepts, part) for part in ("validation", "test"))
+                table = residue.score_table(sel, rep, concepts, self.cfg.thresholds, self.encoders_)
+        self.residue_associations_ = table
+        _write_parquet(table, self.out / assocdir.RESIDUE_ASSOCIATIONS)
+        return table
+
+    def _count_residues(self, concepts: ResidueConcepts, part: str) -> ResidueCounts:
+        """Residue counts of every source on split ``part`` (one pass over its proteins)."""
+        from plmsae.analysis.residue import count_residues
+
+        thresholds = np.asarray(self.cfg.thresholds)
+        cutoffs = {s: thresholds[:, None] * self.peaks_[s][None, :] for s in self.encoders_}
+        proteins = concepts.carriers(p for p, s in zip(self.ids, self.split_) if s == part)
+        return count_residues(
+            self.store, self.encoders_, proteins, concepts, cutoffs, layer=self.layer
+        )
+
+    # -- 5. summary ------------------------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        """``summary.json`` (per source and category) and ``run.json`` (inputs, settings)."""
+        split = self.split_
+        self.summary_ = summarize(
+            {s: int(m.shape[1]) for s, m in self.pooled_.items()},
+            self.associations_,
+            self.residue_associations_,
+            self.concepts_,
+        )
+        self.summary_["settings"] = self.settings | {
+            "split_method_used": self.split_method_used_,
+            "n_proteins": len(self.ids),
+            "n_validation": int((split == "validation").sum()),
+            "n_test": int((split == "test").sum()),
+        }
+        write_json(self.out / assocdir.SUMMARY, self.summary_)
+        write_json(self.out / assocdir.RUN, self._run_record())
+        return self.summary_
+
+    def _run_record(self) -> dict[str, Any]:
+        from plmsae import __version__
+
+        cfg = self.cfg
+        return {
+            **self.inputs,
+            "model": self.store.meta.get("model"),
+            "layer": self.layer,
+            "level": self.level,
+            "pooling": cfg.pool if self.level == "residue" else "mean",  # protein: the store's mean
+            "thresholds": cfg.thresholds,
             "split": {
-                "method": split_used,
-                "min_seq_id": min_seq_id,
-                "coverage": coverage,
-                "fractions": fractions,
-                "seed": seed,
+                "method": self.split_method_used_,
+                "min_seq_id": cfg.min_seq_id,
+                "coverage": cfg.coverage,
+                "fractions": cfg.split_fractions,
+                "seed": cfg.seed,
             },
-            "settings": settings,
-            "settings_sha256": run_hash,
-            "timings": timings,
+            "settings": self.settings,
+            "settings_sha256": self.run_hash,
+            "timings": self.timings,
             "plmsae_version": __version__,
-        },
-    )
-    return out
+        }
+
+    def result(self) -> AssociateResult:
+        """What the run found (after :meth:`summary`)."""
+        s = self.summary_["settings"]
+        return AssociateResult(
+            out=self.out,
+            sources={
+                k: SourceCounts.from_summary(v) for k, v in self.summary_.items() if k != "settings"
+            },
+            n_proteins=s["n_proteins"],
+            n_validation=s["n_validation"],
+            n_test=s["n_test"],
+            split_method=s["split_method_used"],
+            level=self.level,
+            timings=dict(self.timings),
+            reused=list(self.reused),
+        )
+
+    # -- records and helpers ---------------------------------------------------------------------
+    def _settings(self) -> dict[str, Any]:
+        cfg = self.cfg
+        return {
+            "pool": cfg.pool,
+            "thresholds": cfg.thresholds,
+            "min_concept": cfg.min_concept,
+            "max_concept_fraction": cfg.max_concept_fraction,
+            "min_both": cfg.min_both,
+            "split_method": cfg.split_method,
+            "min_seq_id": cfg.min_seq_id,
+            "coverage": cfg.coverage,
+            "split_fractions": cfg.split_fractions,
+            "baselines": cfg.baselines,
+            "n_random": self.n_random,
+            "seed": cfg.seed,
+            "layer": self.layer,
+            "level": self.level,
+            "select_split": "validation",
+            "report_split": "test",
+            "population": "per category: proteins of the store with >= 1 annotation in it",
+            "associated": f"q < {Q_MAX} and precision >= {PRECISION_MIN} on test "
+            f"(residue concepts: F1 >= {RESIDUE_F1_MIN} on test)",
+            "q_value_family": "Benjamini-Hochberg per source x category",
+            "odds_ratio": "Haldane-Anscombe +0.5 on every cell when a cell is 0",
+            "random_directions": "unit Gaussian directions on centred inputs, bias matched to the "
+            "SAE's median live-feature density on a calibration sample",
+        }
+
+    def _inputs(self) -> dict[str, Any]:
+        from plmsae.sae.checkpoint import WEIGHTS_FILE
+
+        cfg = self.cfg
+        return {
+            "sae": str(cfg.sae.resolve()),
+            "sae_sha256": _maybe_hash(cfg.sae / WEIGHTS_FILE),
+            "store": str(cfg.store.resolve()),
+            "annotations": str(cfg.annotations.resolve()),
+            "annotations_sha256": _maybe_hash(cfg.annotations),
+            "ontology": str(cfg.ontology.resolve()) if cfg.ontology is not None else None,
+            "ontology_sha256": _maybe_hash(cfg.ontology),
+        }
+
+    def _state(self) -> dict:
+        p = self.out / assocdir.STATE
+        return read_json(p) if p.exists() else {}
+
+    def _set_state(self, **kv: Any) -> None:
+        write_json(self.out / assocdir.STATE, self._state() | kv)
+
+    def _sequences(self) -> list[str] | None:
+        return sequences_for(self.ids, self.cfg.fasta, self.store, self.annotations)
+
+
+@stage_function(AssociateConfig)
+def associate(cfg: AssociateConfig) -> AssociateResult:
+    """Associate SAE features (and neuron / random baselines) with GO terms, families,
+    locations and residue-level concepts; writes ASSOC_DIR (see docs/design.md) and returns an
+    :class:`AssociateResult`."""
+    from plmsae.data.annotations import read_annotations
+    from plmsae.data.ontology import Ontology
+    from plmsae.embedding.store import ActivationStore
+    from plmsae.sae.checkpoint import load_sae
+
+    store = ActivationStore(cfg.store)
+    model = store.meta.get("model")
+    sae = load_sae(cfg.sae, d_in=store.d_model, layer=cfg.layer, model=model)
+    ontology = Ontology.load(cfg.ontology) if cfg.ontology is not None else None
+    annotations = read_annotations(cfg.annotations, ontology)
+    return Associator(cfg, store, sae, annotations).run()
 
 
 # --- helpers -----------------------------------------------------------------------------------
 
 
-def _parse_fractions(text: str) -> list[float]:
-    try:
-        vals = [float(v) for v in str(text).split(",")]
-    except ValueError:
-        vals = []
-    if len(vals) != 3 or any(v < 0 for v in vals) or sum(vals) <= 0:
+def _resolve_layer(store: ActivationStore, layer: int | None) -> int:
+    """The store layer to read: ``layer``, or the store's only one."""
+    if layer is None and len(store.layers) == 1:
+        layer = store.layers[0]
+    if layer not in store.layers:
         raise InputError(
-            f"--split-fractions {text!r} is not three non-negative numbers.",
-            fix="give train,validation,test, e.g. 0,0.5,0.5.",
+            f"the store has layers {store.layers}, not the SAE's layer {layer}.",
+            path=store.path,
+            fix="embed that layer, or pass --layer.",
         )
-    if vals[1] <= 0 or vals[2] <= 0:
-        raise InputError(
-            f"--split-fractions {text!r} leaves validation or test empty.",
-            fix="both validation and test need a positive fraction.",
-        )
-    return vals
+    return int(layer)
 
 
-def _maybe_hash(path) -> str | None:
+def _maybe_hash(path: Path | None) -> str | None:
     return sha256_file(path) if path is not None and Path(path).is_file() else None
-
-
-def _open_store(store):
-    from plmsae.embedding.store import ActivationStore
-
-    if isinstance(store, ActivationStore):
-        return store, getattr(store, "path", None)
-    return ActivationStore(store), Path(store)
-
-
-def _open_sae(sae, store_obj, layer):
-    from plmsae.sae.base import SAE
-    from plmsae.sae.checkpoint import load_sae
-
-    if isinstance(sae, SAE):
-        return sae.eval(), None
-    obj = load_sae(sae, d_in=store_obj.d_model, layer=layer, model=store_obj.meta.get("model"))
-    return obj.eval(), Path(sae)
-
-
-def _open_ontology(ontology):
-    from plmsae.data.ontology import Ontology
-
-    if ontology is None or isinstance(ontology, Ontology):
-        return ontology, getattr(ontology, "path", None) if ontology is not None else None
-    return Ontology.load(ontology), Path(ontology)
-
-
-def _open_annotations(annotations, ontology):
-    from plmsae.data.annotations import Annotations, read_annotations
-
-    if isinstance(annotations, Annotations):
-        return annotations, None
-    return read_annotations(annotations, ontology), Path(annotations)
-
-
-def _prepare_out(out: Path, run_hash: str, overwrite: bool) -> None:
-    run = out / "run.json"
-    if run.exists():
-        old = read_json(run).get("settings_sha256")
-        if old != run_hash:
-            if not overwrite:
-                raise InputError(
-                    "this directory holds an association run with other inputs or settings.",
-                    path=out,
-                    fix="choose another --out, or pass --overwrite to replace it.",
-                )
-            for name in ("activations", ".state.json"):
-                p = out / name
-                if p.is_dir():
-                    shutil.rmtree(p)
-                elif p.exists():
-                    p.unlink()
-    out.mkdir(parents=True, exist_ok=True)
-
-
-def _state(out: Path) -> dict:
-    p = out / ".state.json"
-    return read_json(p) if p.exists() else {}
-
-
-def _set_state(out: Path, **kv) -> None:
-    write_json(out / ".state.json", _state(out) | kv)
 
 
 def _write_parquet(df: pd.DataFrame, path: Path) -> None:
@@ -515,20 +663,23 @@ def _write_parquet(df: pd.DataFrame, path: Path) -> None:
         df.to_parquet(tmp, index=False)
 
 
-def _sequences(ids, fasta, store_obj, ann) -> list[str] | None:
-    """Sequences for clustering, in ``ids`` order, or None (then the split is random)."""
+def sequences_for(
+    ids: list[str], fasta: Path | None, store: ActivationStore, annotations: Annotations
+) -> list[str] | None:
+    """Sequences for clustering, in ``ids`` order: from ``fasta``, else the FASTA the store was
+    embedded from, else the annotations' Sequence column; None when none is known."""
     from plmsae.data.fasta import read_fasta
 
     path = fasta
     if path is None:
-        cand = (store_obj.meta.get("input") or {}).get("path")
+        cand = (store.meta.get("input") or {}).get("path")
         if cand and Path(cand).is_file():
             path = Path(cand)
     seqs: dict[str, str] = {}
     if path is not None:
         seqs = {p.id: p.sequence for p in read_fasta(path)}
-    elif ann.sequences:
-        seqs = dict(ann.sequences)
+    elif annotations.sequences:
+        seqs = dict(annotations.sequences)
     else:
         return None
     missing = [p for p in ids if p not in seqs]
@@ -541,158 +692,64 @@ def _sequences(ids, fasta, store_obj, ann) -> list[str] | None:
     return [seqs[p] for p in ids]
 
 
-def _concept_table(ann, ids) -> tuple[pd.DataFrame, sp.csr_matrix]:
-    """concepts.parquet rows (category order GO:BP, GO:MF, GO:CC, GO, family, location, then
-    others, residue last; concepts sorted within) and the protein x concept 0/1 matrix."""
+def concept_table(ann: Annotations, ids: list[str]) -> tuple[pd.DataFrame, sp.csr_matrix]:
+    """``concepts.parquet`` rows (category order GO:BP, GO:MF, GO:CC, GO, family, location, then
+    others, residue last; concepts sorted within) and the protein x concept 0/1 matrix
+    (int8 CSR [len(ids), n_concepts])."""
     index = {p: i for i, p in enumerate(ids)}
     order = ["GO:BP", "GO:MF", "GO:CC", "GO", "family", "location"]
     cats = sorted(ann.protein_concepts, key=lambda c: (order.index(c) if c in order else 99, c))
-    if "GO" in cats and len(cats) and not any(c.startswith("GO:") for c in cats):
+    if "GO" in cats and not any(c.startswith("GO:") for c in cats):
         log.warning(
             "GO terms were read without an ontology: not propagated to ancestors and not "
             "split by namespace. Pass --ontology for the standard analysis."
         )
-    rows, cols, names, cat_of, concept_ids = [], [], [], [], []
+    rows: list[int] = []
+    cols: list[int] = []
+    concept_ids: list[str] = []
+    cat_of: list[str] = []
     for cat in cats:
         by_protein = ann.protein_concepts[cat]
         terms = sorted({t for p, ts in by_protein.items() if p in index for t in ts})
         t_index = {t: len(concept_ids) + i for i, t in enumerate(terms)}
         for p, ts in by_protein.items():
-            i = index.get(p)
-            if i is None:
-                continue
-            for t in ts:
-                rows.append(i)
-                cols.append(t_index[t])
+            if p in index:
+                rows.extend([index[p]] * len(ts))
+                cols.extend(t_index[t] for t in ts)
         concept_ids.extend(terms)
         cat_of.extend([cat] * len(terms))
     for c in sorted(ann.residue_concepts):
         prots = [p for p in ann.residue_concepts[c] if p in index]
-        if not prots:
-            continue
-        for p in prots:
-            rows.append(index[p])
-            cols.append(len(concept_ids))
-        concept_ids.append(c)
-        cat_of.append("residue")
+        if prots:
+            rows.extend(index[p] for p in prots)
+            cols.extend([len(concept_ids)] * len(prots))
+            concept_ids.append(c)
+            cat_of.append("residue")
     m = sp.csr_matrix(
         (np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(len(ids), len(concept_ids))
     )
     m.sum_duplicates()
     m.data[:] = 1
-    names = [ann.concept_names.get(c, c) for c in concept_ids]
     df = pd.DataFrame(
         {
             "concept": concept_ids,
             "category": cat_of,
-            "name": names,
+            "name": [ann.concept_names.get(c, c) for c in concept_ids],
             "n_proteins": np.asarray(m.sum(axis=0)).ravel().astype(np.int64),
         }
     )
     return df, m
 
 
-def _residue_stage(
-    store_obj, encoders, ann, ids, split, peaks, thresholds, min_concept, level, layer
-) -> pd.DataFrame:
-    """InterPLM-style residue scores (empty table for protein-level SAEs or without residue
-    concepts)."""
-    import torch
-
-    from plmsae.analysis import activations as acts_mod
-    from plmsae.analysis import residue
-
-    if level != "residue" or not ann.residue_concepts:
-        if ann.residue_concepts and level != "residue":
-            log.warning("residue-level concepts are skipped: the SAE is protein-level.")
-        return pd.DataFrame(columns=RESIDUE_COLUMNS)
-    idset = set(ids)
-    split_of = dict(zip(ids, split))
-    concepts = sorted(
-        c for c, by in ann.residue_concepts.items() if sum(p in idset for p in by) >= min_concept
-    )
-    if not concepts:
-        return pd.DataFrame(columns=RESIDUE_COLUMNS)
-    types = sorted({residue.concept_type(c) for c in concepts})
-    ctype = np.array([types.index(residue.concept_type(c)) for c in concepts])
-    single = np.array(
-        [
-            all(e - s == 1 for by in [ann.residue_concepts[c]] for iv in by.values() for s, e in iv)
-            for c in concepts
-        ]
-    )
-    lengths = dict(zip(store_obj.ids, store_obj.lengths.tolist()))
-    cutoffs = {name: np.asarray(thresholds)[:, None] * peaks[name][None, :] for name in encoders}
-    totals: dict[str, dict] = {}
-    for part in ("validation", "test"):
-        # one pass over the store per split; every encoder sees each batch
-        prots = [
-            p
-            for p in ids
-            if split_of[p] == part and any(p in ann.residue_concepts[c] for c in concepts)
-        ]
-        acc: dict[str, dict] = {}
-        n_pos = np.zeros(len(concepts), dtype=np.int64)
-        n_inst = np.zeros(len(concepts), dtype=np.int64)
-        batch: list[tuple[str, np.ndarray]] = []
-
-        def flush(batch):
-            lay, inst = residue.layout(
-                [b[0] for b in batch],
-                [len(b[1]) for b in batch],
-                ann.residue_concepts,
-                concepts,
-                types,
-            )
-            x = torch.from_numpy(np.concatenate([b[1] for b in batch]))
-            for name, (enc, width) in encoders.items():
-                with torch.no_grad():
-                    z = acts_mod.dense_codes(enc(x), width)
-                c = residue.residue_counts(z, lay, inst, cutoffs[name], len(concepts))
-                acc[name] = c if name not in acc else {k: acc[name][k] + c[k] for k in c}
-            n_pos[:] += np.asarray(lay.token_concept.sum(axis=0)).ravel()
-            n_inst[:] += np.bincount(inst, minlength=len(concepts))
-
-        total = 0
-        for pid, x in store_obj.iter_residues(layer=layer, ids=prots):
-            batch.append((pid, np.asarray(x, dtype=np.float32)))
-            total += lengths[pid]
-            if total >= 4096:
-                flush(batch)
-                batch, total = [], 0
-        if batch:
-            flush(batch)
-        totals[part] = {"counts": acc, "n_pos": n_pos, "n_inst": n_inst}
-    tables = []
-    sel, rep = totals["validation"], totals["test"]
-    for name in encoders:
-        if name not in sel["counts"] or name not in rep["counts"]:
-            continue
-        res = residue.residue_scores(
-            sel["counts"][name],
-            rep["counts"][name],
-            n_pos_sel=sel["n_pos"],
-            n_pos_rep=rep["n_pos"],
-            n_inst_sel=sel["n_inst"],
-            n_inst_rep=rep["n_inst"],
-            concept_types=ctype,
-            single_residue=single,
-            thresholds=thresholds,
-        )
-        df = pd.DataFrame({k: v for k, v in res.items() if k not in ("concept", "f1_select")})
-        df.insert(0, "source", name)
-        df.insert(2, "concept", np.array(concepts, dtype=object)[res["concept"]])
-        df.insert(3, "category", "residue")
-        df["f1_validation"] = res["f1_select"]
-        df["split"] = "test"
-        tables.append(df[RESIDUE_COLUMNS])
-    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=RESIDUE_COLUMNS)
-
-
-def _summary(
-    pooled, assoc: pd.DataFrame, residue_table: pd.DataFrame, concepts: pd.DataFrame, split
+def summarize(
+    n_features: dict[str, int],
+    assoc: pd.DataFrame,
+    residue_table: pd.DataFrame,
+    concepts: pd.DataFrame,
 ) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+    """The per-source blocks of ``summary.json``: features associated overall and per category
+    (protein-level: q < Q_MAX and precision >= PRECISION_MIN; residue: F1 >= RESIDUE_F1_MIN)
+    and the distinct concepts found (:func:`concept_coverage`)."""
     sig = assoc[(assoc["q_value"] < Q_MAX) & (assoc["precision"] >= PRECISION_MIN)]
     res_hit = (
         residue_table[residue_table["f1"] >= RESIDUE_F1_MIN]
@@ -700,37 +757,25 @@ def _summary(
         else residue_table
     )
     cats = [c for c in dict.fromkeys(concepts["category"]) if c != "residue"]
-    for s, m in pooled.items():
-        n = int(m.shape[1])
-        s_all = assoc[assoc["source"] == s]
-        s_sig = sig[sig["source"] == s]
-        by_cat = {}
-        for c in cats:
-            t = s_all[s_all["category"] == c]
-            g = s_sig[s_sig["category"] == c]
-            by_cat[c] = {
-                "n_features_associated": int(g["feature"].nunique()),
-                "fraction_associated": g["feature"].nunique() / n if n else 0.0,
-                "n_concepts": int((concepts["category"] == c).sum()),
-                "n_concepts_tested": int(t["concept"].nunique()),
-                "n_concepts_matched": int(g["concept"].nunique()),
-                "n_pairs_tested": int(len(t)),
-                "n_pairs_associated": int(len(g)),
-            }
+    n_concepts = concepts["category"].value_counts()
+    out: dict[str, Any] = {}
+    for s, n in n_features.items():
+        s_all, s_sig = assoc[assoc["source"] == s], sig[sig["source"] == s]
+        by_cat = {
+            c: _category_block(
+                s_all[s_all["category"] == c],
+                s_sig[s_sig["category"] == c],
+                n,
+                n_concepts.get(c, 0),
+            )
+            for c in cats
+        }
         assoc_feats = set(s_sig["feature"].tolist())
         if len(residue_table):
-            r_all = residue_table[residue_table["source"] == s]
             r = res_hit[res_hit["source"] == s]
-            by_cat["residue"] = {
-                "n_features_associated": int(r["feature"].nunique()),
-                "fraction_associated": r["feature"].nunique() / n if n else 0.0,
-                "n_concepts": int((concepts["category"] == "residue").sum()),
-                "n_concepts_tested": int(r_all["concept"].nunique()),
-                "n_concepts_matched": int(r["concept"].nunique()),
-                "n_pairs_tested": int(len(r_all)),
-                "n_pairs_associated": int(len(r)),
-                "criterion": f"F1 >= {RESIDUE_F1_MIN} on test (InterPLM)",
-            }
+            by_cat["residue"] = _category_block(
+                residue_table[residue_table["source"] == s], r, n, n_concepts.get("residue", 0)
+            ) | {"criterion": f"F1 >= {RESIDUE_F1_MIN} on test (InterPLM)"}
             assoc_feats |= set(r["feature"].tolist())
         out[s] = {
             "n_features": n,
@@ -738,10 +783,23 @@ def _summary(
             "fraction_associated": len(assoc_feats) / n if n else 0.0,
             "by_category": by_cat,
         }
-    coverage = concept_coverage(assoc, {s: int(m.shape[1]) for s, m in pooled.items()})
+    coverage = concept_coverage(assoc, n_features)
     for s in out:
         out[s]["concepts"] = coverage[s]
     return out
+
+
+def _category_block(tested: pd.DataFrame, hits: pd.DataFrame, n: int, n_concepts: int) -> dict:
+    """summary.json counts of one source and category: ``tested`` pairs, ``hits`` among them."""
+    return {
+        "n_features_associated": int(hits["feature"].nunique()),
+        "fraction_associated": hits["feature"].nunique() / n if n else 0.0,
+        "n_concepts": int(n_concepts),
+        "n_concepts_tested": int(tested["concept"].nunique()),
+        "n_concepts_matched": int(hits["concept"].nunique()),
+        "n_pairs_tested": int(len(tested)),
+        "n_pairs_associated": int(len(hits)),
+    }
 
 
 def concept_coverage(

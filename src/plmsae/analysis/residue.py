@@ -17,11 +17,19 @@ reported on the report split. Residue-level SAEs only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 import torch
+
+from plmsae.analysis.activations import Encoder, dense_codes
+from plmsae.analysis.assocdir import RESIDUE_COLUMNS
+
+#: residue concepts: concept id -> protein id -> [(start, end)] 0-based half-open intervals
+Intervals = dict[str, dict[str, list[tuple[int, int]]]]
 
 
 def concept_type(concept: str) -> str:
@@ -49,8 +57,13 @@ def layout(
     c_index = {c: i for i, c in enumerate(concepts)}
     t_index = {t: i for i, t in enumerate(types)}
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    tc_r, tc_c, ti_r, ti_c, inst_concept = [], [], [], [], []
-    tt_r, tt_c = [], []
+    tc_r: list[np.ndarray] = []
+    tc_c: list[np.ndarray] = []
+    ti_r: list[np.ndarray] = []
+    ti_c: list[np.ndarray] = []
+    tt_r: list[np.ndarray] = []
+    tt_c: list[np.ndarray] = []
+    inst_concept: list[int] = []
     for p, pid in enumerate(proteins):
         off, L = int(offsets[p]), int(lengths[p])
         p_types = set()
@@ -167,3 +180,138 @@ def residue_scores(
         "f1": pick(f1)[f_idx, c_idx],
         "f1_select": pick(f1_sel)[f_idx, c_idx],
     }
+
+
+@dataclass
+class ResidueConcepts:
+    """The residue concepts that are scored (those with >= ``min_concept`` proteins), in order.
+
+    ``names`` [C] concept ids (sorted); ``types`` the annotation types among them (sorted);
+    ``type_index`` [C] index of each concept's type in ``types``; ``single_residue`` [C] bool,
+    True when every instance is one residue long (sites: F1 with residue recall, InterPLM)."""
+
+    intervals: Intervals
+    names: list[str]
+    types: list[str]
+    type_index: np.ndarray
+    single_residue: np.ndarray
+
+    @classmethod
+    def select(cls, intervals: Intervals, ids: Iterable[str], min_concept: int) -> ResidueConcepts:
+        idset = set(ids)
+        names = sorted(
+            c for c, by in intervals.items() if sum(p in idset for p in by) >= min_concept
+        )
+        types = sorted({concept_type(c) for c in names})
+        type_index = np.array([types.index(concept_type(c)) for c in names])
+        single = np.array(
+            [all(e - s == 1 for iv in intervals[c].values() for s, e in iv) for c in names]
+        )
+        return cls(intervals, names, types, type_index, single)
+
+    def carriers(self, ids: Iterable[str]) -> list[str]:
+        """The proteins of ``ids`` (in that order) with at least one of the concepts."""
+        return [p for p in ids if any(p in self.intervals[c] for c in self.names)]
+
+    def layout(self, proteins: list[str], lengths: list[int]) -> tuple[ResidueLayout, np.ndarray]:
+        """:func:`layout` of these concepts for a batch of proteins."""
+        return layout(proteins, lengths, self.intervals, self.names, self.types)
+
+
+@dataclass
+class ResidueCounts:
+    """Counts of one split, summed over its proteins: per source the :func:`residue_counts`
+    arrays, and per concept its residues (``n_pos`` [C]) and instances (``n_inst`` [C])."""
+
+    n_pos: np.ndarray
+    n_inst: np.ndarray
+    by_source: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+
+    def add(self, source: str, counts: dict[str, np.ndarray]) -> None:
+        old = self.by_source.get(source)
+        self.by_source[source] = counts if old is None else {k: old[k] + counts[k] for k in counts}
+
+
+@torch.no_grad()
+def count_residues(
+    store,
+    encoders: dict[str, tuple[Encoder, int]],
+    proteins: list[str],
+    concepts: ResidueConcepts,
+    cutoffs: dict[str, np.ndarray],
+    *,
+    layer: int | None,
+    max_tokens: int = 4096,
+) -> ResidueCounts:
+    """Stream ``proteins`` from the store once (batches of whole proteins, >= ``max_tokens``
+    residues each but the last) and count, for every encoder, residues above each cutoff
+    (``cutoffs[name]``: [n_thresholds, F] absolute) inside each concept."""
+    n = len(concepts.names)
+    counts = ResidueCounts(np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64))
+    lengths = dict(zip(store.ids, store.lengths.tolist()))
+    batch: list[tuple[str, np.ndarray]] = []
+    total = 0
+    for pid, x in store.iter_residues(layer=layer, ids=proteins):
+        batch.append((pid, np.asarray(x, dtype=np.float32)))
+        total += lengths[pid]
+        if total >= max_tokens:
+            _count_batch(batch, encoders, concepts, cutoffs, counts)
+            batch, total = [], 0
+    if batch:
+        _count_batch(batch, encoders, concepts, cutoffs, counts)
+    return counts
+
+
+def _count_batch(
+    batch: list[tuple[str, np.ndarray]],
+    encoders: dict[str, tuple[Encoder, int]],
+    concepts: ResidueConcepts,
+    cutoffs: dict[str, np.ndarray],
+    counts: ResidueCounts,
+) -> None:
+    lay, inst = concepts.layout([b[0] for b in batch], [len(b[1]) for b in batch])
+    x = torch.from_numpy(np.concatenate([b[1] for b in batch]))
+    for name, (enc, width) in encoders.items():
+        z = dense_codes(enc(x), width)
+        counts.add(name, residue_counts(z, lay, inst, cutoffs[name], len(concepts.names)))
+    counts.n_pos[:] += np.asarray(lay.token_concept.sum(axis=0)).ravel()
+    counts.n_inst[:] += np.bincount(inst, minlength=len(concepts.names))
+
+
+def score_table(
+    sel: ResidueCounts,
+    rep: ResidueCounts,
+    concepts: ResidueConcepts,
+    thresholds,
+    sources: Iterable[str],
+) -> pd.DataFrame:
+    """``residue_associations.parquet`` rows (RESIDUE_COLUMNS) of every source counted on both
+    the selection split ``sel`` and the report split ``rep`` (:func:`residue_scores`)."""
+    tables = []
+    for name in sources:
+        if name not in sel.by_source or name not in rep.by_source:
+            continue
+        res = residue_scores(
+            sel.by_source[name],
+            rep.by_source[name],
+            n_pos_sel=sel.n_pos,
+            n_pos_rep=rep.n_pos,
+            n_inst_sel=sel.n_inst,
+            n_inst_rep=rep.n_inst,
+            concept_types=concepts.type_index,
+            single_residue=concepts.single_residue,
+            thresholds=thresholds,
+        )
+        df = pd.DataFrame({k: v for k, v in res.items() if k not in ("concept", "f1_select")})
+        df.insert(0, "source", name)
+        df.insert(2, "concept", np.array(concepts.names, dtype=object)[res["concept"]])
+        df.insert(3, "category", "residue")
+        df["f1_validation"] = res["f1_select"]
+        df["split"] = "test"
+        tables.append(df[RESIDUE_COLUMNS])
+    return pd.concat(tables, ignore_index=True) if tables else empty_table()
+
+
+def empty_table() -> pd.DataFrame:
+    """A residue association table without rows."""
+    return pd.DataFrame(columns=RESIDUE_COLUMNS)

@@ -51,8 +51,8 @@ def cluster_sequences(
         )
     if len(ids) != len(sequences):
         raise ValueError("ids and sequences differ in length")
-    with tempfile.TemporaryDirectory(prefix="plmsae_mmseqs_") as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory(prefix="plmsae_mmseqs_") as tmpdir:
+        tmp = Path(tmpdir)
         fasta = tmp / "in.fasta"
         with open(fasta, "w") as fh:
             for i, seq in enumerate(sequences):

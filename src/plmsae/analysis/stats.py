@@ -15,6 +15,8 @@ the raw activation from rank sums (:func:`column_ranks`, :func:`auroc_from_rank_
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import scipy.sparse as sp
 from scipy.special import gammaln
@@ -29,25 +31,6 @@ def _log_factorials(n_max: int) -> np.ndarray:
         table = gammaln(np.arange(max(n_max + 1, 1024), dtype=np.float64) + 1.0)
         _LOGFACT_CACHE["t"] = table
     return table
-
-
-def hypergeom_logpmf(k, N, K, n) -> np.ndarray:
-    """log P(X = k) for X ~ Hypergeometric(population N, K successes, n draws); arrays broadcast."""
-    k, N, K, n = (np.asarray(v, dtype=np.int64) for v in np.broadcast_arrays(k, N, K, n))
-    lf = _log_factorials(int(N.max(initial=0)))
-    out = (
-        lf[K]
-        - lf[k]
-        - lf[np.clip(K - k, 0, None)]
-        + lf[N - K]
-        - lf[np.clip(n - k, 0, None)]
-        - lf[np.clip(N - K - n + k, 0, None)]
-        - lf[N]
-        + lf[n]
-        + lf[N - n]
-    )
-    bad = (k < np.maximum(0, n + K - N)) | (k > np.minimum(n, K))
-    return np.where(bad, -np.inf, out)
 
 
 def hypergeom_sf(k, N, K, n, *, rtol: float = 1e-16) -> np.ndarray:
@@ -72,7 +55,7 @@ def hypergeom_sf(k, N, K, n, *, rtol: float = 1e-16) -> np.ndarray:
     return _sf_kernel()(k, N, K, n, log_fact, rtol).reshape(shape)
 
 
-_KERNEL = {}
+_KERNEL: dict[str, Any] = {}
 
 
 def _sf_kernel():
@@ -223,14 +206,6 @@ def table_metrics(n_both, n_active, n_concept, n_population) -> dict[str, np.nda
     return {"precision": precision, "recall": recall, "f1": f1, "odds_ratio": odds}
 
 
-def f1_score(n_both, n_active, n_concept) -> np.ndarray:
-    """F1 = 2a / (n_active + n_concept) (0 when both are 0)."""
-    a = np.asarray(n_both, dtype=np.float64)
-    s = np.asarray(n_active, dtype=np.float64) + np.asarray(n_concept, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(s > 0, 2 * a / s, 0.0)
-
-
 def binarize(acts: sp.spmatrix, cutoffs: np.ndarray) -> sp.csr_matrix:
     """Indicator ``acts[i, f] > cutoffs[f]`` as a CSR int64 matrix (entries that are 0 in
     ``acts`` never count: every cutoff is >= 0)."""
@@ -366,12 +341,14 @@ def score_features(
 
     Per category the population is the proteins with at least one concept of that category.
     A concept is tested when it has >= ``min_concept`` proteins in the population (all splits
-    together) and covers at most ``max_concept_fraction`` of it. For each pair the threshold with the best F1 on ``select_split`` is chosen (ties:
-    the lower threshold); the pair is tested when its F1 there is > 0 and it has >= ``min_both``
-    proteins that are active and carry the concept on ``report_split``, where the 2x2 table,
-    one-sided Fisher p-value, precision, recall, F1, odds ratio and the AUROC of the raw
-    activation (threshold-free) are computed. q-values: Benjamini-Hochberg over all tested pairs
-    of one category (the caller runs one source at a time, so the family is source x category).
+    together) and covers at most ``max_concept_fraction`` of it. For each pair the threshold
+    with the best F1 on ``select_split`` is chosen (ties: the lower threshold); the pair is
+    tested when its F1 there is > 0 and it has >= ``min_both`` proteins that are active and
+    carry the concept on ``report_split``, where the 2x2 table, one-sided Fisher p-value,
+    precision, recall, F1, odds ratio and the AUROC of the raw activation (threshold-free) are
+    computed. q-values: Benjamini-Hochberg over all tested pairs of one category (the caller
+    runs one source at a time, so the family is source x category). ``progress_cb(category,
+    features_done, n_features)`` is called after each chunk of features with tested pairs.
 
     Returns flat arrays over tested pairs (feature, concept, threshold, n_active, n_concept,
     n_both, n_population, p_value, q_value, precision, recall, f1, odds_ratio, auroc, f1_select).
@@ -389,85 +366,126 @@ def score_features(
     out: dict[str, list] = {k: [] for k in _SCORE_FIELDS}
     for category in _unique_in_order(concept_category):
         cols_all = np.flatnonzero(concept_category == category)
-        cat = concepts[:, cols_all]
-        in_pop = np.diff(cat.indptr) > 0
-        n_concept_pop = np.asarray(cat[in_pop].sum(axis=0)).ravel()
-        keep_cols = (n_concept_pop >= min_concept) & (
-            n_concept_pop <= max_concept_fraction * in_pop.sum()
-        )
-        if not keep_cols.any():
+        testable = _testable(concepts, cols_all, split, min_concept, max_concept_fraction)
+        if testable is None:
             continue
-        cols = cols_all[keep_cols]
+        cols, in_pop = testable
         rows_sel = np.flatnonzero(in_pop & (split == select_split))
         rows_rep = np.flatnonzero(in_pop & (split == report_split))
         if len(rows_sel) == 0 or len(rows_rep) == 0:
             continue
-        c_sel = concepts[rows_sel][:, cols]
-        c_rep = concepts[rows_rep][:, cols]
-        nc_sel = np.asarray(c_sel.sum(axis=0)).ravel().astype(np.int64)
-        nc_rep = np.asarray(c_rep.sum(axis=0)).ravel().astype(np.int64)
-        a_sel, a_rep = acts[rows_sel], acts[rows_rep]
-        # one 0/1 matrix per threshold, transposed to [F, proteins] for the products
-        bin_sel = [binarize(a_sel, cut).T.tocsr() for cut in cutoffs]
-        bin_rep = [binarize(a_rep, cut).T.tocsr() for cut in cutoffs]
-        nact_sel = np.stack([np.diff(b.indptr) for b in bin_sel])  # [T, F]
-        nact_rep = np.stack([np.diff(b.indptr) for b in bin_rep])
-        nonzero_rep = binarize(a_rep, np.zeros(n_feat)).T.tocsr()
-        nnz_rep = np.diff(nonzero_rep.indptr)
-        ranks_rep = column_ranks(a_rep).T.tocsr()  # [F, proteins]
-        c_sel, c_rep = _Concepts(c_sel), _Concepts(c_rep)
-        n_rep = len(rows_rep)
+        scorer = _CategoryScorer(acts, concepts, cols, rows_sel, rows_rep, cutoffs, thresholds)
         size = chunk or max(1, int(2e7 // (len(cols) * len(thresholds))))
         cat_start = len(out["feature"])
         for a in range(0, n_feat, size):
             fs = slice(a, min(a + size, n_feat))
-            f_sel = np.stack([c_sel.counts(b[fs]) for b in bin_sel])  # [T, f, c]
-            f1 = 2.0 * f_sel / (nact_sel[:, fs, None] + nc_sel[None, None, :]).clip(min=1)
-            best = np.argmax(f1, axis=0)  # first maximum = the lower threshold on ties
-            f1_best = np.take_along_axis(f1, best[None], axis=0)[0]
-            del f_sel, f1
-            both = np.zeros(best.shape, dtype=np.int64)
-            for t, b in enumerate(bin_rep):
-                pick = best == t
-                if pick.any():
-                    both[pick] = c_rep.counts(b[fs])[pick]
-            tested = (f1_best > 0) & (both >= min_both)
-            fi, ci = np.nonzero(tested)
-            if len(fi) == 0:
+            found = scorer.score(fs, min_both)
+            if found is None:
                 continue
-            t_idx = best[fi, ci]
-            feat = fi + a
-            rank_sum = c_rep.sums(ranks_rep[fs])[fi, ci]
-            pos_nonzero = c_rep.counts(nonzero_rep[fs])[fi, ci]
-            out["feature"].append(feat)
-            out["concept"].append(cols[ci])
-            out["threshold"].append(thresholds[t_idx])
-            out["n_active"].append(nact_rep[t_idx, feat])
-            out["n_concept"].append(nc_rep[ci])
-            out["n_both"].append(both[fi, ci])
-            out["n_population"].append(np.full(len(fi), n_rep))
-            out["f1_select"].append(f1_best[fi, ci])
-            out["auroc"].append(
-                auroc_from_rank_sums(rank_sum, pos_nonzero, nnz_rep[feat], nc_rep[ci], n_rep)
-            )
+            for k, v in found.items():
+                out[k].append(v)
             if progress_cb is not None:
                 progress_cb(category, fs.stop, n_feat)
-        # statistics for the whole category at once (one BH family)
-        if len(out["feature"]) > cat_start:
-            sl = {k: np.concatenate(v[cat_start:]) for k, v in out.items() if v[cat_start:]}
-            p = fisher_greater(sl["n_both"], sl["n_active"], sl["n_concept"], sl["n_population"])
-            m = table_metrics(sl["n_both"], sl["n_active"], sl["n_concept"], sl["n_population"])
-            for k in list(out):
-                del out[k][cat_start:]
-                if k in sl:
-                    out[k].append(sl[k])
-            out["p_value"].append(p)
-            out["q_value"].append(bh_qvalues(p))
-            for k in ("precision", "recall", "f1", "odds_ratio"):
-                out[k].append(m[k])
+        _add_statistics(out, cat_start)  # the whole category at once: one BH family
     return {
         k: (np.concatenate(v) if v else np.zeros(0, dtype=_SCORE_FIELDS[k])) for k, v in out.items()
     }
+
+
+def _testable(
+    concepts: sp.csr_matrix,
+    cols_all: np.ndarray,
+    split: np.ndarray,
+    min_concept: int,
+    max_concept_fraction: float,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """(tested concept columns, population mask [n_proteins]) of one category, None when no
+    concept of it qualifies."""
+    cat = concepts[:, cols_all]
+    in_pop = np.diff(cat.indptr) > 0
+    n_concept_pop = np.asarray(cat[in_pop].sum(axis=0)).ravel()
+    keep_cols = (n_concept_pop >= min_concept) & (
+        n_concept_pop <= max_concept_fraction * in_pop.sum()
+    )
+    if not keep_cols.any():
+        return None
+    return cols_all[keep_cols], in_pop
+
+
+class _CategoryScorer:
+    """The selection and report tables of one category, prepared once for all features:
+    binarised activations per threshold, activity counts, ranks for the AUROC."""
+
+    def __init__(self, acts, concepts, cols, rows_sel, rows_rep, cutoffs, thresholds):
+        n_feat = acts.shape[1]
+        self.cols, self.thresholds, self.n_rep = cols, thresholds, len(rows_rep)
+        c_sel = concepts[rows_sel][:, cols]
+        c_rep = concepts[rows_rep][:, cols]
+        self.nc_sel = np.asarray(c_sel.sum(axis=0)).ravel().astype(np.int64)
+        self.nc_rep = np.asarray(c_rep.sum(axis=0)).ravel().astype(np.int64)
+        a_sel, a_rep = acts[rows_sel], acts[rows_rep]
+        # one 0/1 matrix per threshold, transposed to [F, proteins] for the products
+        self.bin_sel = [binarize(a_sel, cut).T.tocsr() for cut in cutoffs]
+        self.bin_rep = [binarize(a_rep, cut).T.tocsr() for cut in cutoffs]
+        self.nact_sel = np.stack([np.diff(b.indptr) for b in self.bin_sel])  # [T, F]
+        self.nact_rep = np.stack([np.diff(b.indptr) for b in self.bin_rep])
+        self.nonzero_rep = binarize(a_rep, np.zeros(n_feat)).T.tocsr()
+        self.nnz_rep = np.diff(self.nonzero_rep.indptr)
+        self.ranks_rep = column_ranks(a_rep).T.tocsr()  # [F, proteins]
+        self.c_sel, self.c_rep = _Concepts(c_sel), _Concepts(c_rep)
+
+    def score(self, fs: slice, min_both: int) -> dict[str, np.ndarray] | None:
+        """Counts, threshold and AUROC of the tested pairs of features ``fs`` (None: none)."""
+        f_sel = np.stack([self.c_sel.counts(b[fs]) for b in self.bin_sel])  # [T, f, c]
+        f1 = 2.0 * f_sel / (self.nact_sel[:, fs, None] + self.nc_sel[None, None, :]).clip(min=1)
+        best = np.argmax(f1, axis=0)  # first maximum = the lower threshold on ties
+        f1_best = np.take_along_axis(f1, best[None], axis=0)[0]
+        del f_sel, f1
+        both = np.zeros(best.shape, dtype=np.int64)
+        for t, b in enumerate(self.bin_rep):
+            pick = best == t
+            if pick.any():
+                both[pick] = self.c_rep.counts(b[fs])[pick]
+        tested = (f1_best > 0) & (both >= min_both)
+        fi, ci = np.nonzero(tested)
+        if len(fi) == 0:
+            return None
+        t_idx = best[fi, ci]
+        feat = fi + fs.start
+        rank_sum = self.c_rep.sums(self.ranks_rep[fs])[fi, ci]
+        pos_nonzero = self.c_rep.counts(self.nonzero_rep[fs])[fi, ci]
+        nc = self.nc_rep[ci]
+        return {
+            "feature": feat,
+            "concept": self.cols[ci],
+            "threshold": self.thresholds[t_idx],
+            "n_active": self.nact_rep[t_idx, feat],
+            "n_concept": nc,
+            "n_both": both[fi, ci],
+            "n_population": np.full(len(fi), self.n_rep),
+            "f1_select": f1_best[fi, ci],
+            "auroc": auroc_from_rank_sums(
+                rank_sum, pos_nonzero, self.nnz_rep[feat], nc, self.n_rep
+            ),
+        }
+
+
+def _add_statistics(out: dict[str, list], start: int) -> None:
+    """Replace the per-chunk pieces from ``start`` on by one piece each, with p-values,
+    q-values (one BH family) and table metrics of all their pairs."""
+    if len(out["feature"]) <= start:
+        return
+    sl = {k: np.concatenate(v[start:]) for k, v in out.items() if v[start:]}
+    p = fisher_greater(sl["n_both"], sl["n_active"], sl["n_concept"], sl["n_population"])
+    m = table_metrics(sl["n_both"], sl["n_active"], sl["n_concept"], sl["n_population"])
+    for k in list(out):
+        del out[k][start:]
+        if k in sl:
+            out[k].append(sl[k])
+    out["p_value"].append(p)
+    out["q_value"].append(bh_qvalues(p))
+    for k in ("precision", "recall", "f1", "odds_ratio"):
+        out[k].append(m[k])
 
 
 class _Concepts:
