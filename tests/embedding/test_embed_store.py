@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from plmsae._util import InputError
-from plmsae.embedding.embedder import embed
-from plmsae.embedding.store import ActivationStore
+from plmsae.embedding.store import FORMAT_VERSION, ActivationStore
 
 
 def _all_rows(store, layer, level="residue"):
@@ -53,8 +52,8 @@ def test_layer_and_id_errors(tiny_store):
         s.residues("NOPE", 1)
 
 
-def test_single_layer_store_needs_no_layer(tmp_path, tiny_fasta, tiny_lm):
-    s = ActivationStore(embed(tiny_fasta, tmp_path / "one", model=tiny_lm))
+def test_single_layer_store_needs_no_layer(tmp_path, tiny_fasta, tiny_lm, embed_lm):
+    s = ActivationStore(embed_lm(tiny_fasta, tmp_path / "one", model=tiny_lm))
     assert s.layers == [3]
     assert s.residues("P00003").shape == (110, 32) and s.pooled("P00003").shape == (32,)
 
@@ -145,3 +144,21 @@ def test_incomplete_and_damaged_stores(tiny_store, tmp_path):
     s = ActivationStore(tiny_store)
     with pytest.raises(InputError, match=r"shards/00001.safetensors.*re-run `plmsae embed`"):
         s.residues("P00002", 1)
+
+
+@pytest.mark.parametrize("version", [FORMAT_VERSION + 1, 0, None])
+def test_unknown_format_version_is_refused(tiny_store, version):
+    meta_path = tiny_store / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    assert meta["format_version"] == FORMAT_VERSION == 1
+    if version is None:
+        del meta["format_version"]
+    else:
+        meta["format_version"] = version
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(InputError) as e:
+        ActivationStore(tiny_store)
+    message = str(e.value)
+    assert message.startswith(f"{tiny_store}: activation store format version {version!r}")
+    assert "it reads version 1" in message and f"plmsae {meta['plmsae_version']}" in message
+    assert "Fix: open it with the plmsae version that wrote it, or re-embed" in message

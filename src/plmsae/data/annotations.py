@@ -114,8 +114,8 @@ class Annotations:
         ids: set[str] = set()
         for by_protein in self.protein_concepts.values():
             ids.update(by_protein)
-        for by_protein in self.residue_concepts.values():
-            ids.update(by_protein)
+        for intervals_by_protein in self.residue_concepts.values():
+            ids.update(intervals_by_protein)
         return ids
 
 
@@ -410,11 +410,6 @@ def _read_uniprot_tsv(
             text = fields[i].strip()
             if text:
                 _add_features(ann, path, f"{record}, column '{name}'", acc, name, text, seq_len)
-    for category in ("family", "location"):
-        if category in ann.protein_concepts:
-            ann.protein_concepts[category] = {
-                acc: frozenset(c) for acc, c in ann.protein_concepts[category].items()
-            }
     if header is None:
         raise InputError("the file has no header row.", path=path, fix="export with column names.")
     if "Entry" not in col:  # pragma: no cover - sniffing guarantees it
@@ -443,7 +438,8 @@ def _add_paths(ann: Annotations, category: str, acc: str, entries: Iterable[str]
             concepts.add(cid)
             ann.concept_names.setdefault(cid, name)
     if concepts:
-        ann.protein_concepts.setdefault(category, {}).setdefault(acc, set()).update(concepts)
+        by_protein = ann.protein_concepts.setdefault(category, {})
+        by_protein[acc] = by_protein.get(acc, frozenset()) | concepts
 
 
 _EVIDENCE = re.compile(r"\{[^}]*\}")

@@ -163,7 +163,9 @@ def _parse_record(path: Path, record: str, line: int, seen: set[str]) -> Protein
         )
     # bytes.translate with a delete table is a fast C scan; the regex only runs to locate an error
     if not seq.isascii() or seq.encode("ascii").translate(None, _ESM_RESIDUE_BYTES):
-        _raise_bad_residue(path, pid, body, line, _BAD_RESIDUE.search(seq).start())
+        bad = _BAD_RESIDUE.search(seq)
+        assert bad is not None  # the byte scan above found a character outside ESM_RESIDUES
+        _raise_bad_residue(path, pid, body, line, bad.start())
     if not seq.strip("XBZ"):
         # e.g. a sequence of only X: the model sees nothing but unknown tokens, and every
         # downstream statistic on it would be noise.

@@ -8,7 +8,7 @@ final ``emb_layer_norm_after`` applied and the others do not.
 
 Context: ESM-2 was trained on at most 1024 tokens including BOS (``<cls>``) and EOS, i.e. 1022
 residues (``ModelSpec.max_tokens``). How longer proteins are handled is decided in
-:mod:`plmsae.embedding.embedder` (overlapping windows stitched back).
+:mod:`plmsae.embedding.forward` (overlapping windows stitched back).
 
 Model resolution (:func:`resolve_model`):
 
@@ -331,6 +331,7 @@ def _load_from_dir(model_dir: Path, torch_dtype):
     hf_logging.set_verbosity_error()  # the load report lists ignored task heads; not an error
     try:
         kwargs = {"dtype": torch_dtype, "attn_implementation": "sdpa"}
+        model: Any
         if has_head:
             model = EsmForMaskedLM.from_pretrained(str(model_dir), **kwargs)
         else:
