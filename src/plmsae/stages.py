@@ -3,12 +3,12 @@ options as its CLI command (``fn.config`` is the options dataclass, ``fn.run`` t
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from plmsae.analysis.associate import associate
 from plmsae.atlas.annotate import annotate
 from plmsae.atlas.report import report
+from plmsae.config import StageFunction
 from plmsae.embedding.embedder import embed
 from plmsae.interpret.explain import explain
 from plmsae.pipeline.compare import compare
@@ -18,7 +18,7 @@ from plmsae.sae.evaluate import evaluate
 from plmsae.sae.export import export
 from plmsae.sae.train import train
 
-STAGES: dict[str, Callable[..., Any]] = {
+STAGES: dict[str, StageFunction[Any]] = {
     fn.__name__: fn
     for fn in (
         embed,

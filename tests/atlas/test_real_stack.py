@@ -38,7 +38,7 @@ def stack(tiny_esm_dir, tmp_path_factory):
         )
     )
     lm = load_model(tiny_esm_dir)
-    store = embed(fasta, out=base / "store", model=str(tiny_esm_dir), layers=[LAYER])
+    store = embed(fasta, out=base / "store", model=str(tiny_esm_dir), layers=[LAYER]).store
     torch.manual_seed(0)
     cfg = SAEConfig(
         arch="topk",

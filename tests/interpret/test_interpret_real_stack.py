@@ -24,7 +24,7 @@ def real_assoc(tmp_path_factory, tiny_esm_dir, family_fasta):
     d = tmp_path_factory.mktemp("explain_real")
     fasta = d / "proteins.fasta"
     ids, seqs = family_fasta(fasta, n_families=16, length=60, n_mutations=3)
-    store_dir = embed(fasta, d / "store", model=str(tiny_esm_dir), layers=[2])
+    store_dir = embed(fasta, d / "store", model=str(tiny_esm_dir), layers=[2]).store
     store = ActivationStore(store_dir)
     torch.manual_seed(0)
     sae = create_sae(
@@ -49,7 +49,7 @@ def real_assoc(tmp_path_factory, tiny_esm_dir, family_fasta):
         min_concept=2,
         min_both=1,
         max_concept_fraction=1.0,
-    )
+    ).out
     return out
 
 

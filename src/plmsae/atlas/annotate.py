@@ -369,7 +369,7 @@ def model_name(spec: dict | None, sae_dir: Path) -> str:
 def embed_residues(lm: Any, proteins: list, layer: int) -> list[np.ndarray]:
     """Per-residue activations ``float32 [L, d]`` of each protein at ``layer``, computed exactly as
     ``plmsae embed`` computes them (same batching, windows for long sequences)."""
-    from plmsae.embedding.embedder import compute_activations
+    from plmsae.embedding.forward import compute_activations
 
     tensors = compute_activations(lm, proteins, [layer], batch_tokens=8192, dtype="float32")
     res = tensors[f"residues.{layer}"].float().numpy()

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from plmsae._util import InputError, PlmsaeError, progress, read_json
+from plmsae.embedding.store import META
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def run_store_path(run: dict, base: Path) -> Path | None:
 
 def store_fasta(store_path: Path) -> Path | None:
     """The FASTA file a store was embedded from (its meta.json ``input``), None when unknown."""
-    meta_p = Path(store_path) / "meta.json"
+    meta_p = Path(store_path) / META
     if not meta_p.exists():
         return None
     inp = read_json(meta_p).get("input") or {}

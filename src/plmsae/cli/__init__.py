@@ -17,7 +17,6 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.markup import escape
 
 from plmsae.cli.associate import show_associate
 from plmsae.cli.atlas import show_annotate, show_report
@@ -49,13 +48,15 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # plain click help: readable at 80 columns (rich panels truncate long flags there)
+    rich_markup_mode=None,
 )
 
 
 def _short_help(doc: str) -> str:
     """The first sentence of a config's docstring, for the command list."""
     first = " ".join(inspect.cleandoc(doc).split("\n\n")[0].split())
-    return escape(first.split(". ")[0].rstrip(".") + ".")
+    return first.split(". ")[0].rstrip(".") + "."
 
 
 for _name, _fn in STAGES.items():

