@@ -10,14 +10,11 @@ Pipeline, one function per stage (the CLI commands have the same names and optio
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as _version
 from typing import Any
 
-try:
-    __version__ = _version("plmsae")
-except PackageNotFoundError:  # running from a source tree without installation
-    __version__ = "0.0.0+src"
+from plmsae._util import VERSION as __version__
+
+__all__ = ["__version__"]  # and, on first use, every name of plmsae.api
 
 
 def __getattr__(name: str) -> Any:

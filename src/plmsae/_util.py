@@ -27,6 +27,19 @@ from rich.progress import (
 )
 
 
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("plmsae")
+    except PackageNotFoundError:  # running from a source tree without installation
+        return "0.0.0+src"
+
+
+#: the installed plmsae version (``plmsae.__version__``), recorded in every output's metadata
+VERSION = _package_version()
+
+
 class PlmsaeError(Exception):
     """Base class for errors plmsae reports to the user (the CLI prints them without a traceback)."""
 

@@ -44,6 +44,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from plmsae._util import (
+    VERSION,
     InputError,
     atomic_path,
     prepare_out_dir,
@@ -526,8 +527,6 @@ class Associator:
         return self.summary_
 
     def _run_record(self) -> dict[str, Any]:
-        from plmsae import __version__
-
         cfg = self.cfg
         return {
             **self.inputs,
@@ -546,7 +545,7 @@ class Associator:
             "settings": self.settings,
             "settings_sha256": self.run_hash,
             "timings": self.timings,
-            "plmsae_version": __version__,
+            "plmsae_version": VERSION,
         }
 
     def result(self) -> AssociateResult:

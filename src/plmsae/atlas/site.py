@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from plmsae._util import InputError
+from plmsae._util import VERSION, InputError
 from plmsae.analysis.assocdir import CATEGORY_NAMES, SOURCE_NAMES
 from plmsae.atlas.model import Atlas
 from plmsae.atlas.tracks import Tracks
@@ -109,9 +109,7 @@ def environment() -> jinja2.Environment:
 
 def stamp() -> dict[str, str]:
     """``{version, generated}`` for the footer of every page."""
-    from plmsae import __version__
-
-    return {"version": __version__, "generated": time.strftime("%Y-%m-%d %H:%M", time.localtime())}
+    return {"version": VERSION, "generated": time.strftime("%Y-%m-%d %H:%M", time.localtime())}
 
 
 def script_json(obj: Any) -> str:

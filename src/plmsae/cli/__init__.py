@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
+from plmsae._util import VERSION
 from plmsae.cli.associate import show_associate
 from plmsae.cli.atlas import show_annotate, show_report
 from plmsae.cli.build import build_command
@@ -67,9 +68,7 @@ for _name, _fn in STAGES.items():
 
 def _version(value: bool) -> None:
     if value:
-        from plmsae import __version__
-
-        print(f"plmsae {__version__}")
+        print(f"plmsae {VERSION}")
         raise typer.Exit()
 
 

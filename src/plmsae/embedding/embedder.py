@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from plmsae._util import (
+    VERSION,
     InputError,
     atomic_path,
     prepare_out_dir,
@@ -208,8 +209,6 @@ class Embedder:
     def plan_shards(self) -> None:
         """Settle layers and batch size, check the output directory and write the (incomplete)
         ``meta.json`` that names this command."""
-        from plmsae import __version__
-
         spec, cfg = self.model.spec, self.cfg
         self.layers = _resolve_layers(cfg.layers, spec.n_layers)
         self.batch_tokens = (
@@ -222,7 +221,7 @@ class Embedder:
             "layers": self.layers,
             "d_model": spec.d_model,
             "dtype": cfg.dtype,
-            "plmsae_version": __version__,
+            "plmsae_version": VERSION,
             "input": {
                 "path": str(cfg.fasta.resolve()),
                 "sha256": self.input_sha,

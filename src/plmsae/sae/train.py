@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from plmsae._util import (
+    VERSION,
     InputError,
     atomic_path,
     atomic_write,
@@ -562,7 +563,7 @@ class Trainer:
             transcoder_target=s.transcoder_target if s.target_layer is not None else None,
             hook_point=hook_point(s.layer, (spec or {}).get("n_layers")),
             store=str(self.cfg.store) if self.cfg.store else None,
-            plmsae_version=_version(),
+            plmsae_version=VERSION,
         )
 
     def batches(
@@ -973,9 +974,3 @@ def _cpu_has_fast_bf16() -> bool:
     except OSError:
         return False
     return " avx512_bf16" in flags or " amx_bf16" in flags
-
-
-def _version() -> str:
-    from plmsae import __version__
-
-    return __version__
