@@ -40,7 +40,7 @@ def toy(cfg: ToyConfig) -> dict:
 
 
 def _app() -> typer.Typer:
-    app = typer.Typer()
+    app = typer.Typer(rich_markup_mode=None)  # as plmsae.cli.app
     app.command("toy")(build_command(ToyConfig, toy.run, lambda r, c: c.print(f"ok {r['k']}")))
 
     @app.command("other")
