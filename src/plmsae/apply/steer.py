@@ -300,7 +300,7 @@ class Steerer:
         logits = _masked_logits(
             self.loaded.lm.model, self._module(), inputs, residue, lambda h: stacked.to(h.dtype)
         )
-        self.logits_ = logits.view(len(names), len(self.protein.sequence), -1)
+        self.logits_ = logits.view(len(names), len(self.protein.sequence), -1).cpu()
         return self.logits_
 
     # -- what changed ----------------------------------------------------------------------------

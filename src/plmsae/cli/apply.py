@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import pandas as pd
 from rich import box
 from rich.console import Console
 from rich.markup import escape
@@ -45,16 +46,20 @@ def show_discover(result: DiscoverResult, console: Console) -> None:
     )
     if result.candidates.empty:
         return
-    t = _table(">#", "protein", "concept", ">indep.", ">features", ">best act.", "homolog (id.)")
+    console.print(
+        "[dim]agree: independent features (all features) that fire; act.: the strongest "
+        "activation, % of the feature's maximum; homolog: nearest homolog with the concept, "
+        "identity.[/]"
+    )
+    t = _table(">#", "protein", "concept", ">agree", ">act.", "homolog")
     for r in result.candidates.head(SHOW_CANDIDATES).itertuples(index=False):
-        homolog = "–" if r.homolog is None else f"{r.homolog} ({100 * r.homolog_identity:.0f}%)"
+        homolog = "–" if pd.isna(r.homolog) else f"{r.homolog} {100 * r.homolog_identity:.0f}%"
         t.add_row(
             str(r.rank),
-            escape(f"{r.protein} {r.name}".strip()),
-            escape(f"{r.concept} {r.concept_name}"),
-            str(r.n_independent),
-            str(r.n_features),
-            f"{100 * r.relative[0]:.0f}% of max",
+            escape(r.protein),
+            escape(f"{r.concept_name} ({r.concept})"),
+            f"{r.n_independent} ({r.n_features})",
+            f"{100 * r.relative[0]:.0f}%",
             escape(homolog),
         )
     console.print(t)
@@ -170,11 +175,14 @@ def show_steer(result: SteerResult, console: Console) -> None:
         f"edit / reconstruction error alone: {_num(c['edit_over_reconstruction'])}."
     )
     _show_positions(result, console)
+    if result.samples:
+        console.print("Resampled sequences (identity to the protein, first 48 residues):")
     for name, samples in result.samples.items():
         for k, smp in enumerate(samples[:2]):
+            seq = smp["sequence"]
             console.print(
-                f"{name:>14} sample {k + 1} ({100 * smp['identity']:.0f}% identical): "
-                f"{escape(smp['sequence'][:60])}{'…' if len(smp['sequence']) > 60 else ''}"
+                f"{name:>14} {k + 1} {100 * smp['identity']:3.0f}%  "
+                f"{escape(seq[:48])}{'…' if len(seq) > 48 else ''}"
             )
     if result.out is not None:
         console.print(f"Result with per-residue probabilities: {escape(str(result.out))}")
