@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 
 if TYPE_CHECKING:
@@ -126,7 +125,3 @@ def _page_correlations(scanner: VariantScanner, result: VariantsResult) -> dict[
     n_scored = int(np.isfinite(scores).sum())
     return {"levels": levels, "plots": plots, "n_scored": n_scored, "n_tested": len(corr)}
 
-
-def as_records(df: pd.DataFrame) -> list[dict[str, Any]]:
-    """Rows of a table for a template (NaN as None)."""
-    return df.astype(object).where(df.notna(), None).to_dict(orient="records")
