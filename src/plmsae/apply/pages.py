@@ -124,4 +124,3 @@ def _page_correlations(scanner: VariantScanner, result: VariantsResult) -> dict[
         )
     n_scored = int(np.isfinite(scores).sum())
     return {"levels": levels, "plots": plots, "n_scored": n_scored, "n_tested": len(corr)}
-
