@@ -59,6 +59,19 @@ TINY_PROTEINS = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _plmsae_logging_as_a_library():
+    """`plmsae.cli.app`'s callback sets up the "plmsae" logger for a terminal (INFO on stderr);
+    undo it after each test so that later tests see plmsae as a library does (no handler)."""
+    import logging
+
+    yield
+    logger = logging.getLogger("plmsae")
+    logger.handlers[:] = []
+    logger.setLevel(logging.NOTSET)
+    logger.propagate = True
+
+
 @pytest.fixture(scope="session")
 def tiny_esm_dir(tmp_path_factory) -> Path:
     """A randomly initialised 3-layer ESM-2-shaped model (hidden 32) saved like a hub checkpoint,

@@ -22,13 +22,16 @@ from plmsae.stages import (
     associate,
     compare,
     demo,
+    discover,
     embed,
     evaluate,
     explain,
     export,
     report,
     run,
+    steer,
     train,
+    variants,
 )
 
 __all__ = [
@@ -46,6 +49,7 @@ __all__ = [
     "compare",
     "create_sae",
     "demo",
+    "discover",
     "embed",
     "evaluate",
     "explain",
@@ -58,5 +62,7 @@ __all__ = [
     "run",
     "save_sae",
     "show_progress",
+    "steer",
     "train",
+    "variants",
 ]

@@ -6,6 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from plmsae.analysis.associate import associate
+from plmsae.apply.discover import discover
+from plmsae.apply.steer import steer
+from plmsae.apply.variants import variants
 from plmsae.atlas.annotate import annotate
 from plmsae.atlas.report import report
 from plmsae.config import StageFunction
@@ -29,6 +32,9 @@ STAGES: dict[str, StageFunction[Any]] = {
         explain,
         report,
         annotate,
+        discover,
+        variants,
+        steer,
         demo,
         run,
         compare,

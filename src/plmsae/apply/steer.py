@@ -240,7 +240,7 @@ class Steerer:
     @torch.no_grad()
     def clean(self) -> Tensor:
         """The layer's activations of the protein ``x`` [L, d] (read by the hook)."""
-        from plmsae.sae.evaluate import _masked_logits
+        from plmsae.sae.evaluate import masked_logits
 
         assert self.loaded is not None
         inputs, residue = self._inputs(1)
@@ -251,7 +251,7 @@ class Steerer:
             return h
 
         self.loaded.lm.model.eval()
-        _masked_logits(self.loaded.lm.model, self._module(), inputs, residue, read)
+        masked_logits(self.loaded.lm.model, self._module(), inputs, residue, read)
         self.x = seen["x"]
         return self.x
 
@@ -291,13 +291,13 @@ class Steerer:
     def splice_all(self) -> Tensor:
         """Logits of every condition, one batch: the hook puts each condition's activations into
         its row of the layer, the blocks above and the masked-LM head run. [n_conditions, L, V]"""
-        from plmsae.sae.evaluate import _masked_logits
+        from plmsae.sae.evaluate import masked_logits
 
         assert self.loaded is not None
         names = list(self.conditions_)
         stacked = torch.cat([self.conditions_[n] for n in names])  # rows in residue-mask order
         inputs, residue = self._inputs(len(names))
-        logits = _masked_logits(
+        logits = masked_logits(
             self.loaded.lm.model, self._module(), inputs, residue, lambda h: stacked.to(h.dtype)
         )
         self.logits_ = logits.view(len(names), len(self.protein.sequence), -1).cpu()

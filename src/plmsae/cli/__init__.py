@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from plmsae._util import VERSION
+from plmsae.cli.apply import show_discover, show_steer, show_variants
 from plmsae.cli.associate import show_associate
 from plmsae.cli.atlas import show_annotate, show_report
 from plmsae.cli.build import build_command
@@ -37,6 +38,9 @@ PRINTERS: dict[str, Callable[[Any, Console], None]] = {
     "explain": show_explain,
     "report": show_report,
     "annotate": show_annotate,
+    "discover": show_discover,
+    "variants": show_variants,
+    "steer": show_steer,
     "demo": show_demo,
     "run": show_run,
     "compare": show_compare,

@@ -191,7 +191,7 @@ def density_histogram(fired: Tensor, n: int) -> dict[str, Any]:
     }
 
 
-def _replace_residues(output, fn: Callable[[Tensor], Tensor], residue_mask: Tensor):
+def replace_residues(output, fn: Callable[[Tensor], Tensor], residue_mask: Tensor):
     """Apply ``fn`` to the residue rows of a block output (tensor or tuple)."""
     h = output[0] if isinstance(output, tuple) else output
     new = h.clone()
@@ -199,11 +199,11 @@ def _replace_residues(output, fn: Callable[[Tensor], Tensor], residue_mask: Tens
     return (new,) + tuple(output[1:]) if isinstance(output, tuple) else new
 
 
-def _masked_logits(model, module, inputs: dict[str, Tensor], residue: Tensor, fn=None) -> Tensor:
+def masked_logits(model, module, inputs: dict[str, Tensor], residue: Tensor, fn=None) -> Tensor:
     """Logits at the masked positions, with ``fn`` applied to the hooked layer's residues."""
     handle = None
     if fn is not None:
-        handle = module.register_forward_hook(lambda m, i, o: _replace_residues(o, fn, residue))
+        handle = module.register_forward_hook(lambda m, i, o: replace_residues(o, fn, residue))
     try:
         out = model(input_ids=inputs["masked_ids"], attention_mask=inputs["attention_mask"])
         return out.logits[inputs["pick"]].float()
@@ -258,9 +258,9 @@ def splice_metrics(
         inputs, residue = _mask_batch(tok, seqs, g, mask_fraction, device)
         if not inputs["pick"].any():
             continue
-        clean = _masked_logits(model, module, inputs, residue)
-        spliced = _masked_logits(model, module, inputs, residue, lambda h: sae(h.float()))
-        zero = _masked_logits(model, module, inputs, residue, torch.zeros_like)
+        clean = masked_logits(model, module, inputs, residue)
+        spliced = masked_logits(model, module, inputs, residue, lambda h: sae(h.float()))
+        zero = masked_logits(model, module, inputs, residue, torch.zeros_like)
         for name, logits in (("clean", clean), ("sae", spliced), ("zero", zero)):
             sums[name] += float(F.cross_entropy(logits, inputs["labels"], reduction="sum"))
         lp_clean = clean.log_softmax(-1)
