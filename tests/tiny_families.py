@@ -58,7 +58,9 @@ def save_ankh(d: Path) -> None:
     vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{a: i + 3 for i, a in enumerate(AA25)}}
     core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    core.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    core.post_processor = processors.TemplateProcessing(
+        single="$A </s>", special_tokens=[("</s>", 1)]
+    )
     tok = PreTrainedTokenizerFast(
         tokenizer_object=core,
         pad_token="<pad>",
