@@ -36,6 +36,8 @@ from plmsae._util import InputError
 
 #: layer numbering shared by every family (the families' own final-norm detail is appended)
 LAYERS = "0 = embedding output, i = output of block i (hidden_states[i] of transformers)"
+#: residue alignment of the ESM families
+CLS_EOS = "<cls> residues <eos>: residue j is token j + 1; <cls> and <eos> dropped"
 #: ProtTrans' advice for ProtT5 and ProtBERT: rare and ambiguous residues are read as X
 PROTTRANS_RARE = str.maketrans("UZOB", "XXXX")
 
@@ -52,6 +54,13 @@ class ModelAdapter:
     residue_alignment: ClassVar[str] = ""
     n_prefix: ClassVar[int] = 1  # special tokens before residue 0
     n_suffix: ClassVar[int] = 1  # special tokens after the last residue
+    #: task-model names of the modules whose outputs are the layers: the embeddings, block i
+    #: (0-based, ``{}``) and the final norm when the last layer is its output
+    modules: ClassVar[tuple[str, str, str | None]] = ("", "", None)
+    base: ClassVar[str | None] = None  # attribute of a task model that holds the bare encoder
+    #: (attribute of the bare encoder holding the blocks, "" = itself; the blocks' ModuleList;
+    #: the final norm after them or None)
+    stack: ClassVar[tuple[str, str, str | None]] = ("", "", None)
 
     def __init__(self, model: Any, tokenizer: Any):
         self.model = model
@@ -88,12 +97,13 @@ class ModelAdapter:
     # ---------------------------------------------------------------- the network
     @property
     def encoder(self) -> Any:
-        """The bare encoder (no task head)."""
-        return self.model
+        """The bare encoder (no task head): ``model.<base>`` of a task model, else ``model``."""
+        return getattr(self.model, self.base, self.model) if self.base else self.model
 
     def _blocks_owner(self) -> tuple[Any, str, str | None]:
         """(module holding the blocks, name of the ModuleList, name of the final norm or None)."""
-        raise NotImplementedError  # pragma: no cover - abstract
+        owner, blocks, norm = self.stack
+        return (getattr(self.encoder, owner) if owner else self.encoder), blocks, norm
 
     @contextlib.contextmanager
     def truncated(self, top_layer: int) -> Iterator[Any]:
@@ -141,7 +151,12 @@ class ModelAdapter:
     @classmethod
     def hook_point(cls, layer: int, n_layers: int | None) -> str:
         """Name of the module whose output is ``hidden_states[layer]`` (task-model naming)."""
-        raise NotImplementedError  # pragma: no cover - abstract
+        embeddings, block, norm = cls.modules
+        if layer == 0:
+            return embeddings
+        if norm is not None and n_layers is not None and layer == n_layers:
+            return norm
+        return block.format(layer - 1)
 
     @classmethod
     def describe(cls) -> dict[str, str]:
@@ -153,15 +168,10 @@ class ModelAdapter:
         }
 
 
-class Esm2Adapter(ModelAdapter):
-    family = "esm2"
-    name = "ESM-2"
-    layer_numbering = LAYERS + "; the last layer after emb_layer_norm_after"
-    residue_alignment = "<cls> residues <eos>: residue j is token j + 1; <cls> and <eos> dropped"
+class _ClsEos(ModelAdapter):
+    """ESM tokenisers: one vocabulary entry per residue letter between <cls> and <eos>."""
 
-    @property
-    def encoder(self) -> Any:
-        return getattr(self.model, "esm", self.model)
+    residue_alignment = CLS_EOS
 
     def tokenize(self, residues: str) -> list[int]:
         tok = self.tokenizer
@@ -169,59 +179,32 @@ class Esm2Adapter(ModelAdapter):
         body = [vocab.get(c, tok.unk_token_id) for c in residues]
         return [tok.cls_token_id, *body, tok.eos_token_id]
 
-    def _blocks_owner(self):
-        return self.encoder.encoder, "layer", "emb_layer_norm_after"
 
-    @classmethod
-    def hook_point(cls, layer: int, n_layers: int | None) -> str:
-        if layer == 0:
-            return "esm.embeddings"
-        if n_layers is not None and layer == n_layers:
-            return "esm.encoder.emb_layer_norm_after"
-        return f"esm.encoder.layer.{layer - 1}"
+class Esm2Adapter(_ClsEos):
+    family = "esm2"
+    name = "ESM-2"
+    layer_numbering = LAYERS + "; the last layer after emb_layer_norm_after"
+    modules = ("esm.embeddings", "esm.encoder.layer.{}", "esm.encoder.emb_layer_norm_after")
+    base = "esm"
+    stack = ("encoder", "layer", "emb_layer_norm_after")
 
 
-class EsmcAdapter(ModelAdapter):
+class EsmcAdapter(_ClsEos):
     family = "esmc"
     name = "ESM-C"
     layer_numbering = (
         LAYERS + "; the last layer after the final LayerNorm (Biohub's SAE layer numbering)"
     )
-    residue_alignment = "<cls> residues <eos>: residue j is token j + 1; <cls> and <eos> dropped"
-
-    @property
-    def encoder(self) -> Any:
-        return getattr(self.model, "esmc", self.model)
-
-    def tokenize(self, residues: str) -> list[int]:
-        return list(self.tokenizer(residues, add_special_tokens=True)["input_ids"])
-
-    def _blocks_owner(self):
-        return self.encoder, "layers", "norm"
-
-    @classmethod
-    def hook_point(cls, layer: int, n_layers: int | None) -> str:
-        if layer == 0:
-            return "esmc.embed_tokens"
-        if n_layers is not None and layer == n_layers:
-            return "esmc.norm"
-        return f"esmc.layers.{layer - 1}"
+    modules = ("esmc.embed_tokens", "esmc.layers.{}", "esmc.norm")
+    base = "esmc"
+    stack = ("", "layers", "norm")
 
 
 class _T5Adapter(ModelAdapter):
     layer_numbering = LAYERS + "; the last layer after the encoder's final_layer_norm"
     n_prefix = 0
-
-    def _blocks_owner(self):
-        return self.model.encoder, "block", "final_layer_norm"
-
-    @classmethod
-    def hook_point(cls, layer: int, n_layers: int | None) -> str:
-        if layer == 0:
-            return "encoder.embed_tokens"
-        if n_layers is not None and layer == n_layers:
-            return "encoder.final_layer_norm"
-        return f"encoder.block.{layer - 1}"
+    modules = ("encoder.embed_tokens", "encoder.block.{}", "encoder.final_layer_norm")
+    stack = ("encoder", "block", "final_layer_norm")
 
 
 class ProtT5Adapter(_T5Adapter):
@@ -249,29 +232,20 @@ class ProtBertAdapter(ModelAdapter):
     family = "protbert"
     name = "ProtBERT"
     layer_numbering = LAYERS + "; no final norm"
+    modules = ("bert.embeddings", "bert.encoder.layer.{}", None)
     residue_alignment = (
         "[CLS] residues as space-separated words (U, Z, O, B read as X, as ProtTrans advises) "
         "[SEP]: residue j is token j + 1; [CLS] and [SEP] dropped"
     )
 
-    @property
-    def encoder(self) -> Any:
-        return getattr(self.model, "bert", self.model)
+    base = "bert"
+    stack = ("encoder", "layer", None)
 
     def residues(self, sequence: str) -> str:
         return sequence.translate(PROTTRANS_RARE)
 
     def tokenize(self, residues: str) -> list[int]:
         return list(self.tokenizer(" ".join(residues), add_special_tokens=True)["input_ids"])
-
-    def _blocks_owner(self):
-        return self.encoder.encoder, "layer", None
-
-    @classmethod
-    def hook_point(cls, layer: int, n_layers: int | None) -> str:
-        if layer == 0:
-            return "bert.embeddings"
-        return f"bert.encoder.layer.{layer - 1}"
 
 
 ADAPTERS: dict[str, type[ModelAdapter]] = {

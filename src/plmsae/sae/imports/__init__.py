@@ -58,8 +58,11 @@ class ImportConfig(StageConfig):
     """Import a published SAE (InterPLM, InterProt, Biohub ESM-C, SAELens) as a plmsae SAE.
 
     SOURCE is a file or directory, or hf://owner/repo[/path] (read through the Hugging Face
-    cache; HF_HUB_OFFLINE is respected). What the checkpoint does not say is asked for: --model,
-    --layer, --k, --hook-point. With --store, a quick fidelity check (FVE, L0) follows.
+    cache; HF_HUB_OFFLINE is respected). What the checkpoint does not say is asked for:
+    --model (hub ID or local directory, as you pass it to plmsae embed), --layer, --k (InterProt),
+    --arch (InterPLM TopK or BatchTopK files without their config.yaml, which hold the same
+    tensors), --hook-point hidden_states (Biohub and SAELens SAEs that do not say what they
+    read; plmsae stores hidden states only). With --store, a quick fidelity check (FVE, L0).
     """
 
     format: str = argument(help=f"Format of the published SAE: {', '.join(FORMATS)}.")
@@ -67,30 +70,11 @@ class ImportConfig(StageConfig):
         help="Checkpoint file or directory, or hf://owner/repo[/path] on the Hugging Face hub."
     )
     out: Path = option(help="Directory to write the plmsae SAE to.")
-    model: str | None = option(
-        None,
-        help="Model the SAE reads: hub ID or local directory, as you pass it to `plmsae embed` "
-        "(required unless the checkpoint names it).",
-    )
-    layer: int | None = option(
-        None,
-        help="Layer the SAE reads (0 = embeddings, i = output of block i; required unless the "
-        "checkpoint says).",
-    )
-    k: int | None = option(
-        None,
-        help="Active latents per token of a TopK SAE whose checkpoint does not say (InterProt).",
-    )
-    arch: str | None = option(
-        None,
-        help="topk or batchtopk, for InterPLM files without their config.yaml (both hold the "
-        "same tensors).",
-    )
-    hook_point: str | None = option(
-        None,
-        help="What the SAE reads, when the checkpoint does not say (Biohub, some SAELens "
-        f"SAEs): '{HIDDEN_STATES}' (the only activations plmsae stores).",
-    )
+    model: str | None = option(None, help="Model the SAE reads: hub ID or local directory.")
+    layer: int | None = option(None, help="Layer it reads (0 = embeddings, i = after block i).")
+    k: int | None = option(None, help="Active latents per token (TopK; InterProt files lack it).")
+    arch: str | None = option(None, help="topk or batchtopk (InterPLM files without config.yaml).")
+    hook_point: str | None = option(None, help=f"'{HIDDEN_STATES}' (Biohub: what the SAE reads).")
     revision: str | None = option(None, help="Branch, tag or commit of an hf:// source.")
     store: Path | None = option(
         None, help="Activation store of that model and layer for a quick fidelity check."
@@ -161,10 +145,9 @@ class Importer:
         self.warnings: list[str] = []
 
     def run(self) -> ImportResult:
-        self.read_checkpoint()
-        self.settle_metadata()
-        self.write_checkpoint()
-        self.check_fidelity()
+        steps = (self.read_checkpoint, self.settle_metadata, self.write_checkpoint)
+        for step in (*steps, self.check_fidelity):
+            step()
         return self.result()
 
     def read_checkpoint(self) -> None:
@@ -197,14 +180,7 @@ class Importer:
         from plmsae.embedding.adapters import hook_point
 
         self.sae_cfg = SAEConfig(
-            arch=imp.arch,
-            d_in=imp.d_in,
-            d_sae=imp.d_sae,
-            k=imp.k,
-            threshold=imp.threshold,
-            normalisation=imp.normalisation,
-            apply_b_dec_to_input=imp.apply_b_dec_to_input,
-            level="residue",
+            **imp.config_fields(),
             model=spec,
             layer=layer,
             hook_point=hook_point(spec["family"], layer, spec["n_layers"]),

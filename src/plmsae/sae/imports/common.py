@@ -36,6 +36,11 @@ class Imported:
     notes: list[str] = field(default_factory=list)
     peer: dict[str, Any] = field(default_factory=dict)
 
+    def config_fields(self) -> dict[str, Any]:
+        """The :class:`~plmsae.sae.base.SAEConfig` fields the checkpoint itself decides."""
+        names = ("arch", "d_in", "d_sae", "k", "threshold", "normalisation")
+        return {n: getattr(self, n) for n in (*names, "apply_b_dec_to_input")}
+
     @property
     def d_sae(self) -> int:
         return int(self.tensors["W_enc"].shape[0])

@@ -27,19 +27,18 @@ from typing import Any
 import torch
 
 from plmsae._util import InputError
+from plmsae.sae.export import SAELENS_CFG as CFG
+from plmsae.sae.export import SAELENS_NORMALISATION
+from plmsae.sae.export import SAELENS_WEIGHTS as WEIGHTS
 from plmsae.sae.imports.common import Imported, floats, log_threshold, read_tensors, require_keys
 
 FORMAT = "saelens"
-CFG = "cfg.json"
-WEIGHTS = "sae_weights.safetensors"
 ARCHS = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu"}
-NORMALISATIONS = {
-    "none": "none",
-    "layer_norm": "layernorm",
-    "constant_norm_rescale": "sqrt_d",
-    "expected_average_only_in": "none",
-    "covariance_whitening": "none",
-}
+#: SAELens normalize_activations -> plmsae normalisation (the inverse of export's mapping; the
+#: last two apply nothing at run time in SAELens)
+NORMALISATIONS = {v: k for k, v in SAELENS_NORMALISATION.items()} | dict.fromkeys(
+    ("none", "expected_average_only_in", "covariance_whitening"), "none"
+)
 _PRE6_RENAMES = {"hook_point": "hook_name", "activation_fn_str": "activation_fn"}
 _METADATA_KEYS = ("model_name", "hook_name", "hook_head_index", "prepend_bos", "context_size")
 
