@@ -14,7 +14,8 @@ and reconstructions equal the peer's own forward; see each module). What a check
 say (the model, the layer, k, what it reads) is asked for with a clear error, never guessed;
 what it says and an option contradicts is refused. With ``--store`` (a store of that model at
 that layer) the import ends with a quick fidelity check (FVE, L0 on ``--tokens`` residues,
-recorded as ``metrics.evaluate``), so a wrong layer, model or normalisation shows at once.
+recorded as ``metrics.evaluate`` and as the SAE's headline ``metrics``), so a wrong layer,
+model or normalisation shows at once.
 
 Steps (:class:`Importer`): ``read_checkpoint``, ``settle_metadata``, ``write_checkpoint``
 (reused when OUT holds this very import), ``check_fidelity``.
@@ -30,11 +31,19 @@ from typing import Any
 
 import torch
 
-from plmsae._util import VERSION, InputError, prepare_out_dir, sha256_file, sha256_json
+from plmsae._util import (
+    VERSION,
+    InputError,
+    prepare_out_dir,
+    read_json,
+    sha256_file,
+    sha256_json,
+    write_json,
+)
 from plmsae.config import StageConfig, argument, option, stage_function
 from plmsae.sae.architectures import sae_class
 from plmsae.sae.base import SAE, SAEConfig
-from plmsae.sae.checkpoint import is_checkpoint, load_sae, read_sae_config, save_sae
+from plmsae.sae.checkpoint import CFG_FILE, is_checkpoint, load_sae, read_sae_config, save_sae
 from plmsae.sae.imports import biohub, interplm, interprot, saelens
 from plmsae.sae.imports.common import Imported
 from plmsae.sae.imports.source import Source
@@ -230,6 +239,7 @@ class Importer:
         result = Evaluator(ev, sae, ActivationStore(store)).run()
         record_evaluation(cfg.out, result)
         r = result.reconstruction
+        _record_check(cfg.out, r)
         self.check = {
             "store": str(cfg.store),
             "n_tokens": r.n_tokens,
@@ -301,6 +311,14 @@ class Importer:
             "peer": imp.peer,
             "settings_sha256": sha256_json(settings),
         }
+
+
+def _record_check(out: Path, r: Any) -> None:
+    """The check's FVE, L0 and dead fraction also as the SAE's headline metrics (what a trained
+    SAE's ``metrics`` hold, and what ``plmsae compare`` shows)."""
+    raw = read_json(out / CFG_FILE)
+    raw.setdefault("metrics", {}).update(fve=r.fve, l0=r.l0, dead_fraction=r.dead_fraction)
+    write_json(out / CFG_FILE, raw)
 
 
 def _model_name(imp: Imported, cfg: ImportConfig) -> str:
