@@ -3,13 +3,14 @@ them (``save_pretrained``: config.json, model.safetensors, tokenizer files), wit
 per-residue forward each publisher's own examples use.
 
 The tokenizers are built here because the real ones cannot be downloaded in CI: ProtT5 as a
-T5 (Unigram/SentencePiece-style) tokenizer whose pieces are ``▁A`` ... (what ProtT5's
-``spiece.model`` holds), Ankh as one plain character per token, ProtBERT as a BERT WordPiece
-vocabulary of residue letters, ESM-C with transformers' own ``EsmcTokenizer``.
+SentencePiece ``spiece.model`` whose pieces are ``▁A`` ... (what ProtT5's holds), Ankh as one
+plain character per token, ProtBERT as a BERT WordPiece vocabulary of residue letters, ESM-C
+with transformers' own ``EsmcTokenizer``.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
@@ -40,14 +41,40 @@ def _t5_config():
 
 
 def save_prot_t5(d: Path) -> None:
-    """A full T5 (encoder + decoder, as ProtT5's non-"-enc" repos) and a SentencePiece-style
-    tokenizer with ``▁X`` pieces."""
-    from transformers import T5ForConditionalGeneration, T5Tokenizer
+    """A full T5 (encoder + decoder, as ProtT5's non-"-enc" repos) and its tokenizer as ProtT5
+    ships it: a SentencePiece ``spiece.model`` whose pieces are ``▁A`` ... (a word model over the
+    residue letters), read by transformers through sentencepiece; no tokenizer.json."""
+    import io
+    import json
 
-    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [("▁" + a, -1.0) for a in AA25]
-    tok = T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=CONTEXT)
+    import sentencepiece as spm
+    from transformers import T5ForConditionalGeneration
+
+    lines = [" ".join(AA25[(i * 7 + j) % 25] for j in range(40)) for i in range(100)]
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines),
+        model_writer=model,
+        vocab_size=28,
+        model_type="word",
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        minloglevel=2,
+    )
+    (d / "spiece.model").write_bytes(model.getvalue())
+    tokenizer_config = {
+        "tokenizer_class": "T5Tokenizer",
+        "extra_ids": 0,
+        "model_max_length": CONTEXT,
+        "do_lower_case": False,
+        "eos_token": "</s>",
+        "unk_token": "<unk>",
+        "pad_token": "<pad>",
+    }
+    (d / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
     T5ForConditionalGeneration(_t5_config()).eval().save_pretrained(d)
-    tok.save_pretrained(d)
 
 
 def save_ankh(d: Path) -> None:
@@ -115,26 +142,82 @@ def save_esmc(d: Path) -> None:
 SAVERS = {"esmc": save_esmc, "prot_t5": save_prot_t5, "ankh": save_ankh, "protbert": save_protbert}
 
 
+@functools.lru_cache(maxsize=8)
+def _reference(family: str, d: Path):
+    """(tokenizer, encoder) loaded with plain transformers, as the publishers' examples do."""
+    import transformers
+
+    tok = transformers.AutoTokenizer.from_pretrained(str(d))
+    if family in ("prot_t5", "ankh"):
+        model = transformers.T5EncoderModel.from_pretrained(str(d))
+    elif family == "protbert":
+        model = transformers.BertModel.from_pretrained(str(d), add_pooling_layer=False)
+    else:
+        model = transformers.EsmcModel.from_pretrained(str(d))
+    return tok, model.eval()
+
+
 def direct_hidden_states(family: str, d: Path, sequence: str) -> tuple[tuple, int]:
     """The publisher's own per-residue recipe on one protein, with no plmsae code: tokenise as
     their examples do, run the encoder with ``output_hidden_states=True``. Returns the hidden
     states and the token index of residue 0."""
-    import transformers
-
-    tok = transformers.AutoTokenizer.from_pretrained(str(d))
+    tok, model = _reference(family, d)
     if family == "prot_t5":  # ProtTrans README: rare residues to X, residues space-separated
-        enc = tok(" ".join(re.sub(r"[UZOB]", "X", sequence)), return_tensors="pt")
-        model, first = transformers.T5EncoderModel.from_pretrained(str(d)), 0
+        enc, first = tok(" ".join(re.sub(r"[UZOB]", "X", sequence)), return_tensors="pt"), 0
     elif family == "ankh":  # Ankh README: a list of characters, is_split_into_words=True
-        enc = tok([list(sequence)], is_split_into_words=True, return_tensors="pt")
-        model, first = transformers.T5EncoderModel.from_pretrained(str(d)), 0
+        enc, first = tok([list(sequence)], is_split_into_words=True, return_tensors="pt"), 0
     elif family == "protbert":
-        enc = tok(" ".join(re.sub(r"[UZOB]", "X", sequence)), return_tensors="pt")
-        model, first = transformers.BertModel.from_pretrained(str(d), add_pooling_layer=False), 1
+        enc, first = tok(" ".join(re.sub(r"[UZOB]", "X", sequence)), return_tensors="pt"), 1
     else:
-        enc = tok(sequence, return_tensors="pt")
-        model, first = transformers.EsmcModel.from_pretrained(str(d)), 1
+        enc, first = tok(sequence, return_tensors="pt"), 1
     with torch.no_grad():
-        out = model.eval()(**enc, output_hidden_states=True)
+        out = model(**enc, output_hidden_states=True)
     assert enc["input_ids"].shape[1] == len(sequence) + first + 1  # one token per residue
     return out.hidden_states, first
+
+
+def esm_package():
+    """EvolutionaryScale's ``esm`` package, when importable (it cannot be pip-installed next to
+    transformers 5: it pins transformers < 4.48.2; ``PLMSAE_ESM=1 bash scripts/setup.sh`` puts
+    it, without its pins, in .esm-ref/, or set PLMSAE_ESM_PATH); else None."""
+    import importlib
+    import os
+    import sys
+
+    here = Path(__file__).resolve().parents[1]
+    for cand in (os.environ.get("PLMSAE_ESM_PATH"), str(here / ".esm-ref")):
+        if cand and Path(cand).is_dir() and cand not in sys.path:
+            sys.path.append(cand)
+    try:
+        return importlib.import_module("esm.models.esmc"), importlib.import_module(
+            "esm.tokenization"
+        )
+    except ImportError:
+        return None
+
+
+def esmc_weights_from_esm(sd: dict, n_layers: int) -> dict:
+    """An ``esm`` package ESMC state dict in transformers' ``EsmcModel`` names: the fused QKV
+    projection split into q, k, v and the SwiGLU input projection into gate and up."""
+    new = {"embed_tokens.weight": sd["embed.weight"], "norm.weight": sd["transformer.norm.weight"]}
+    for i in range(n_layers):
+        b, o = f"transformer.blocks.{i}.", f"layers.{i}."
+        q, k, v = sd[b + "attn.layernorm_qkv.1.weight"].chunk(3, 0)
+        gate, up = sd[b + "ffn.1.weight"].chunk(2, 0)
+        pairs = {
+            "input_layernorm.weight": sd[b + "attn.layernorm_qkv.0.weight"],
+            "input_layernorm.bias": sd[b + "attn.layernorm_qkv.0.bias"],
+            "self_attn.q_proj.weight": q,
+            "self_attn.k_proj.weight": k,
+            "self_attn.v_proj.weight": v,
+            "self_attn.o_proj.weight": sd[b + "attn.out_proj.weight"],
+            "self_attn.q_norm.weight": sd[b + "attn.q_ln.weight"],
+            "self_attn.k_norm.weight": sd[b + "attn.k_ln.weight"],
+            "post_attention_layernorm.weight": sd[b + "ffn.0.weight"],
+            "post_attention_layernorm.bias": sd[b + "ffn.0.bias"],
+            "mlp.gate_proj.weight": gate,
+            "mlp.up_proj.weight": up,
+            "mlp.down_proj.weight": sd[b + "ffn.3.weight"],
+        }
+        new.update({o + k_: v_ for k_, v_ in pairs.items()})
+    return new

@@ -70,13 +70,18 @@ def test_store_equals_publishers_forward(family_model, family_store):
     store = ActivationStore(family_store)
     window = lm.spec.max_residues
     for pid, seq in PROTEINS.items():
+        direct = [
+            (w, *direct_hidden_states(family, d, seq[w[0] : w[1]]))
+            for w in windows(len(seq), window)
+        ]
         for layer in LAYERS:
-            got = store.residues(pid, layer)
-            parts = []
-            for s, e, ks, ke in windows(len(seq), window):
-                hs, first = direct_hidden_states(family, d, seq[s:e])
-                parts.append(hs[layer][0, first + ks - s : first + ke - s].numpy())
-            np.testing.assert_allclose(got, np.concatenate(parts), atol=1e-4, rtol=0)
+            want = np.concatenate(
+                [
+                    hs[layer][0, first + ks - s : first + ke - s].numpy()
+                    for (s, _, ks, ke), hs, first in direct
+                ]
+            )
+            np.testing.assert_allclose(store.residues(pid, layer), want, atol=1e-4, rtol=0)
     assert len(windows(len(PROTEINS["LONG1"]), window)) > 1  # the windows were exercised
 
 
@@ -109,3 +114,50 @@ def test_trains_an_sae_that_is_refused_on_another_model(
     esm2 = load_model(str(tiny_esm_dir))  # same width (32), another family
     with pytest.raises(InputError, match="trained on"):
         load_sae(res.out, model=esm2.spec)
+
+
+def test_esmc_equals_evolutionaryscale_esm(tmp_path):
+    """transformers' EsmcModel (what the ESM-C adapter runs) against EvolutionaryScale's own
+    ``esm`` ESMC on the same random weights: plmsae layer i = esm's hidden_states[i - 1] (the
+    output of block i), the last layer = esm's normed ``embeddings``; same tokens."""
+    from tiny_families import esm_package, esmc_weights_from_esm
+    from transformers import EsmcConfig, EsmcModel
+
+    from plmsae.data.fasta import Protein
+    from plmsae.embedding.forward import compute_activations
+
+    found = esm_package()
+    if found is None:
+        pytest.skip(
+            "EvolutionaryScale's esm is not importable (PLMSAE_ESM=1 bash scripts/setup.sh)"
+        )
+    esmc, tokenization = found
+    torch.manual_seed(0)
+    ref = esmc.ESMC(
+        d_model=64,
+        n_heads=4,
+        n_layers=3,
+        tokenizer=tokenization.get_esmc_model_tokenizers(),
+        use_flash_attn=False,
+    ).eval()
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.normal_(0, 0.2) if p.dim() > 1 else p.uniform_(0.5, 1.5)
+    inter = ref.state_dict()["transformer.blocks.0.ffn.3.weight"].shape[1]
+    cfg = EsmcConfig(
+        hidden_size=64, intermediate_size=inter, num_hidden_layers=3, num_attention_heads=4
+    )
+    hf = EsmcModel(cfg).eval()
+    hf.load_state_dict(esmc_weights_from_esm(ref.state_dict(), 3), strict=True)
+    hf.save_pretrained(tmp_path)
+    from transformers import EsmcTokenizer
+
+    EsmcTokenizer().save_pretrained(tmp_path)
+    lm = load_model(str(tmp_path))
+    seq = PROTEINS["SHORT"] + "UZOB"
+    got = compute_activations(lm, [Protein("p", seq, "")], [1, 2, 3], 4096, "float32")
+    with torch.no_grad():
+        out = ref(sequence_tokens=ref._tokenize([seq]))
+    assert lm.adapter.token_ids(seq) == ref._tokenize([seq])[0].tolist()
+    for layer, want in ((1, out.hidden_states[0]), (2, out.hidden_states[1]), (3, out.embeddings)):
+        torch.testing.assert_close(got[f"residues.{layer}"], want[0, 1:-1], atol=1e-5, rtol=0)

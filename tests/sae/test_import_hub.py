@@ -77,6 +77,7 @@ def _imports(hub, tmp_path, jobs, offline=False):
     return [json.loads(line) for line in r.stdout.strip().splitlines()[-len(jobs) :]]
 
 
+@pytest.mark.slow
 def test_hub_files_are_cached_read_offline_and_errors_are_clear(
     published, tmp_path, tiny_esm_dir, tiny_esmc_dir
 ):
