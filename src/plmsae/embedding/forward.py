@@ -14,9 +14,8 @@ store) and the one-protein query of ``plmsae annotate``. What differs between mo
 Long sequences: a model sees at most ``spec.max_residues`` residues (1022 for ESM-2). Longer
 proteins are cut into overlapping windows of that size (overlap at least a quarter of the window,
 windows evenly spaced); each window is run as its own sequence with its special tokens, and every
-residue takes its vector
-from the window whose centre is nearest (so it has at least ~1/8 of a window of context on each
-side that the protein has).
+residue takes its vector from the window whose centre is nearest (so it has at least ~1/8 of a
+window of context on each side that the protein has).
 """
 
 from __future__ import annotations

@@ -175,7 +175,8 @@ class SAE(nn.Module):
             std = x.std(-1, keepdim=True)
             return x / (std + LN_EPS), (mu, std)
         if self.cfg.normalisation == "sqrt_d":  # SAELens' constant_norm_rescale
-            scale = x.norm(dim=-1, keepdim=True) / math.sqrt(x.shape[-1])
+            # (a zero vector stays finite, as in InterPLM, which clamps the norm alike)
+            scale = x.norm(dim=-1, keepdim=True).clamp_min(1e-8) / math.sqrt(x.shape[-1])
             return x / scale, (torch.zeros_like(scale), scale)
         return x, None
 
