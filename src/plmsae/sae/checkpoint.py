@@ -2,8 +2,10 @@
 
 ``cfg.json`` is :class:`plmsae.sae.base.SAEConfig` as JSON (``"format": "plmsae-sae"``, a format
 version, the architecture, sizes, normalisation constants, the model spec, layer, hook point,
-training settings and metrics). :func:`load_sae` refuses a checkpoint made for another model,
-width or layer, so an SAE is never silently applied to the wrong activations.
+training settings and metrics). :func:`load_sae` refuses a checkpoint made for another model
+(family, ID/path, revision), width or layer, so an SAE is never silently applied to the wrong
+activations; imported SAEs (:mod:`plmsae.sae.imports`) record the model they were published for
+in the same way.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 import torch
 
 from plmsae._util import InputError, atomic_path, read_json, write_json
+from plmsae.embedding.adapters import DEFAULT_FAMILY
 from plmsae.sae.architectures import sae_class
 from plmsae.sae.base import FORMAT, SAE, SAEConfig
 
@@ -140,6 +143,15 @@ def check_compatible(
                 f"{want.get('id')} has width {want['d_model']}.",
                 path=path,
                 fix="use an SAE trained on this model.",
+            )
+        have_family = cfg.model.get("family") or DEFAULT_FAMILY
+        if want.get("family") and want["family"] != have_family:
+            raise InputError(
+                f"this SAE reads {have_family} activations (model {cfg.model.get('id')!r}), "
+                f"not {want['family']} ones (model {want.get('id')!r}): a model family's "
+                "hidden states mean nothing to an SAE of another.",
+                path=path,
+                fix="use the model the SAE was trained on, or an SAE trained on this model.",
             )
         if not _same_model(want, cfg.model):
             raise InputError(

@@ -6,7 +6,8 @@ Architectures map as topk -> ``topk``; relu -> ``standard``; jumprelu -> ``jumpr
 batchtopk and matryoshka -> ``jumprelu`` with their global inference threshold on every latent
 (SAELens' own inference form of BatchTopK). plmsae's scalar normalisation is folded into the
 weights (``W_enc * s``, ``W_dec / s``, ``b_dec / s``: same codes, same reconstruction), layer
-norm maps to SAELens' ``layer_norm`` (identical convention). The plmsae config travels along
+norm maps to SAELens' ``layer_norm`` and ``sqrt_d`` to its ``constant_norm_rescale`` (identical
+conventions). The plmsae config travels along
 under ``metadata.plmsae``. Transcoders are not exported (SAELens' transcoder class reads a
 different hook layout).
 """
@@ -27,6 +28,8 @@ from plmsae.sae.batchtopk import BatchTopKSAE
 from plmsae.sae.checkpoint import load_sae
 from plmsae.sae.jumprelu import JumpReLUSAE
 
+#: plmsae normalisation -> SAELens ``normalize_activations`` ("scalar" is folded into the weights)
+SAELENS_NORMALISATION = {"layernorm": "layer_norm", "sqrt_d": "constant_norm_rescale"}
 SAELENS_CFG = "cfg.json"
 SAELENS_WEIGHTS = "sae_weights.safetensors"
 SAELENS_ARCH = {
@@ -65,8 +68,8 @@ def saelens_checkpoint(sae: SAE) -> tuple[dict[str, Any], dict[str, torch.Tensor
         "d_sae": cfg.d_sae,
         "dtype": "float32",
         "device": "cpu",
-        "apply_b_dec_to_input": True,
-        "normalize_activations": "layer_norm" if cfg.normalisation == "layernorm" else "none",
+        "apply_b_dec_to_input": cfg.apply_b_dec_to_input,
+        "normalize_activations": SAELENS_NORMALISATION.get(cfg.normalisation, "none"),
         "reshape_activations": "none",
         "metadata": {
             "sae_lens_version": "6.0.0",

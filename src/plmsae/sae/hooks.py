@@ -1,8 +1,10 @@
-"""Where an SAE's layer lives in a Hugging Face ESM model (``EsmForMaskedLM`` / ``EsmModel``).
+"""Where an SAE's layer lives in a model.
 
 Layer 0 is the embeddings, layer ``i`` the output of block ``i`` (``hidden_states[i]``), and the
-last layer the output of ``emb_layer_norm_after``. :func:`hook_point` names that module (recorded
-in ``cfg.json`` and exported to SAELens); :func:`hook_module` finds it in a loaded model.
+last layer of ESM-2 the output of ``emb_layer_norm_after``. :func:`hook_point` names that module
+for the model's family (recorded in ``cfg.json`` and exported to SAELens; the names per family
+are the adapters', :mod:`plmsae.embedding.adapters`); :func:`hook_module` finds it in a loaded
+ESM-2 (``EsmForMaskedLM`` / ``EsmModel``), for the masked-LM splice.
 """
 
 from __future__ import annotations
@@ -12,15 +14,12 @@ from typing import Any
 from torch import nn
 
 
-def hook_point(layer: int | None, n_layers: int | None) -> str | None:
-    """Name (in ``EsmForMaskedLM``) of the module whose output is ``hidden_states[layer]``."""
-    if layer is None:
-        return None
-    if layer == 0:
-        return "esm.embeddings"
-    if n_layers is not None and layer == n_layers:
-        return "esm.encoder.emb_layer_norm_after"
-    return f"esm.encoder.layer.{layer - 1}"
+def hook_point(layer: int | None, n_layers: int | None, family: str | None = None) -> str | None:
+    """Name (in the family's task model, e.g. ``EsmForMaskedLM``) of the module whose output is
+    ``hidden_states[layer]``; ``family`` None is ESM-2."""
+    from plmsae.embedding.adapters import hook_point as family_hook_point
+
+    return family_hook_point(family, layer, n_layers)
 
 
 def hook_module(model: Any, layer: int, n_layers: int) -> nn.Module:

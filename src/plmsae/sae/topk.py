@@ -37,7 +37,7 @@ class TopKFamily(SAE):
         return self.cfg.k
 
     def _xc(self, x_n: Tensor) -> Tensor:
-        return x_n if self.cfg.is_transcoder else x_n - self.b_dec
+        return x_n - self.b_dec if self.cfg.centres_input else x_n
 
     @torch.no_grad()
     def _selection_pre(self, xc: Tensor) -> Tensor:

@@ -561,7 +561,9 @@ class Trainer:
             layer=s.layer,
             target_layer=s.target_layer,
             transcoder_target=s.transcoder_target if s.target_layer is not None else None,
-            hook_point=hook_point(s.layer, (spec or {}).get("n_layers")),
+            hook_point=hook_point(
+                s.layer, (spec or {}).get("n_layers"), (spec or {}).get("family")
+            ),
             store=str(self.cfg.store) if self.cfg.store else None,
             plmsae_version=VERSION,
         )
