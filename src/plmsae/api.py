@@ -16,6 +16,7 @@ from plmsae.embedding.store import ActivationStore
 from plmsae.sae.architectures import ARCHITECTURES, create_sae
 from plmsae.sae.base import SAE, SAEConfig
 from plmsae.sae.checkpoint import load_sae, save_sae
+from plmsae.sae.imports import import_sae
 from plmsae.stages import (
     STAGES,
     annotate,
@@ -54,6 +55,7 @@ __all__ = [
     "evaluate",
     "explain",
     "export",
+    "import_sae",
     "load_model",
     "load_sae",
     "read_annotations",

@@ -1,5 +1,6 @@
 """The stages of plmsae in pipeline order: one public function each, with the same name and
-options as its CLI command (``fn.config`` is the options dataclass, ``fn.run`` takes one)."""
+options as its CLI command (``fn.config`` is the options dataclass, ``fn.run`` takes one); the
+key is the command's name."""
 
 from __future__ import annotations
 
@@ -19,24 +20,23 @@ from plmsae.pipeline.demo import demo
 from plmsae.pipeline.run import run
 from plmsae.sae.evaluate import evaluate
 from plmsae.sae.export import export
+from plmsae.sae.imports import import_sae
 from plmsae.sae.train import train
 
 STAGES: dict[str, StageFunction[Any]] = {
-    fn.__name__: fn
-    for fn in (
-        embed,
-        train,
-        evaluate,
-        export,
-        associate,
-        explain,
-        report,
-        annotate,
-        discover,
-        variants,
-        steer,
-        demo,
-        run,
-        compare,
-    )
+    "embed": embed,
+    "train": train,
+    "evaluate": evaluate,
+    "export": export,
+    "import": import_sae,  # `import` is a Python keyword: the function is import_sae
+    "associate": associate,
+    "explain": explain,
+    "report": report,
+    "annotate": annotate,
+    "discover": discover,
+    "variants": variants,
+    "steer": steer,
+    "demo": demo,
+    "run": run,
+    "compare": compare,
 }

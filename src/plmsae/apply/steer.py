@@ -219,10 +219,8 @@ class Steerer:
 
     def _inputs(self, batch: int) -> tuple[dict[str, Tensor], Tensor]:
         """Token inputs for ``batch`` copies of the protein and the residue mask [batch, L+2]."""
-        from plmsae.embedding.forward import token_ids
-
         assert self.loaded is not None
-        ids = torch.tensor([token_ids(self.loaded.lm.tokenizer, self.protein.sequence)])
+        ids = torch.tensor([self.loaded.lm.adapter.token_ids(self.protein.sequence)])
         ids = ids.repeat(batch, 1).to(self.cfg.device)
         residue = torch.ones_like(ids, dtype=torch.bool)
         residue[:, 0] = residue[:, -1] = False

@@ -26,7 +26,7 @@ from plmsae.cli.build import build_command
 from plmsae.cli.embed import show_embed
 from plmsae.cli.explain import show_explain
 from plmsae.cli.pipeline import show_compare, show_demo, show_run
-from plmsae.cli.sae import show_evaluate, show_export, show_train
+from plmsae.cli.sae import show_evaluate, show_export, show_import, show_train
 from plmsae.stages import STAGES
 
 PRINTERS: dict[str, Callable[[Any, Console], None]] = {
@@ -34,6 +34,7 @@ PRINTERS: dict[str, Callable[[Any, Console], None]] = {
     "train": show_train,
     "evaluate": show_evaluate,
     "export": show_export,
+    "import": show_import,
     "associate": show_associate,
     "explain": show_explain,
     "report": show_report,
