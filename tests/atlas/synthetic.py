@@ -7,7 +7,9 @@ planted in a protein ID, a protein name, a concept name, a label and a descripti
 
 from __future__ import annotations
 
+import html
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -383,3 +385,12 @@ def _with_specificity(features):
 def random_sequence(n: int, seed: int) -> str:
     rng = np.random.default_rng(seed)
     return "".join(rng.choice(list(AA), size=n))
+
+
+def detail_letters(svg_text: str) -> tuple[int, str]:
+    """(first residue, 0-based; the letters) of the first detail view in a page."""
+    detail = svg_text[svg_text.index('class="track detail"') :]
+    detail = detail[: detail.index("</svg>")]
+    lo = int(re.search(r'data-start="(\d+)"', detail).group(1)) - 1
+    text = re.search(r'<text class="seq"[^>]*>(.*?)</text>', detail).group(1)
+    return lo, html.unescape(re.sub(r"<[^>]+>", "", text))

@@ -74,14 +74,15 @@ def test_detail_svg_letters_peak_and_lanes():
     lanes = [("Binding site: <ATP>", [(3, 5)]), ("none here", [])]
     svg = str(detail_svg(v, seq, window=(0, 8), spans=active_spans(v), lanes=lanes))
     root = ET.fromstring(svg)
-    letters = [t.text for t in root.iter() if t.tag.endswith("tspan")]
-    assert "".join(letters) == "MK<A&BCD" and "MK&lt;A&amp;BCD" not in svg  # one tspan each
-    pk = [t for t in root.iter() if t.tag.endswith("tspan") and t.get("class") == "pk"]
+    text = [t for t in root.iter() if t.get("class") == "seq"][0]
+    assert "".join(text.itertext()) == "MK<A&BCD"  # escaped in the markup
+    assert text.get("x") == "7 21 35 49 63 77 91 105"  # one position per letter, 14 px apart
+    pk = [t for t in text if t.get("class") == "pk"]
     assert [t.text for t in pk] == ["&"]  # residue 5 is the peak
     concepts = [e for e in root.iter() if e.get("class") == "concept"]
     assert len(concepts) == 1 and "Binding site: &lt;ATP&gt;: residues 4–5" in svg
     # a wrong-length sequence is not drawn (letters would sit under the wrong bars)
-    assert "tspan" not in str(detail_svg(v, "MKA", window=(0, 8)))
+    assert 'class="seq"' not in str(detail_svg(v, "MKA", window=(0, 8)))
 
 
 def test_sequence_logo_of_peak_windows():

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from synthetic import accession, make_assoc_dir, random_sequence
+from synthetic import accession, detail_letters, make_assoc_dir, random_sequence
 
 from plmsae.atlas.report import report
 from plmsae.atlas.tracks import residue_tracks
@@ -138,8 +138,7 @@ def test_report_draws_real_tracks(stack, tmp_path):
                 continue
             peak = int(marked.group(1)) - 1
             assert track[peak] == pytest.approx(track.max(), rel=2e-3)  # the marked peak
-            letters = "".join(re.findall(r"<tspan[^>]*>(.)</tspan>", block))
-            lo = int(re.search(r'data-start="(\d+)"', block).group(1)) - 1
+            lo, letters = detail_letters(block)
             assert letters == seqs[pid][lo : lo + len(letters)] and lo <= peak < lo + len(letters)
     assert drawn > 0
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from synthetic import EVIL, EVIL_SCRIPT, make_assoc_dir, random_sequence
+from synthetic import EVIL, EVIL_SCRIPT, detail_letters, make_assoc_dir, random_sequence
 
 from plmsae._util import InputError
 from plmsae.atlas import tracks
@@ -242,10 +242,8 @@ def test_tracks_drawn(assoc_dir, tmp_path, monkeypatch):
     # each top protein: the peak (residues 6-9 fire, the first of them is the peak) is marked
     assert html.count('<g class="peak" data-residue="6">') == n_top
     first = re.search(r"uniprotkb/(\w+)/entry", html).group(1)
-    detail = html[html.index('class="track detail"') :]
-    detail = detail[: detail.index("</svg>")]
-    letters = "".join(re.findall(r"<tspan[^>]*>(.)</tspan>", detail))
-    assert letters == seqs[first][: min(61, len(seqs[first]))]  # the residues around the peak
+    lo, letters = detail_letters(html)
+    assert (lo, letters) == (0, seqs[first][: min(61, len(seqs[first]))])  # around the peak
     assert f"fires at 6–9 ({seqs[first][5]}6)" in html  # 1-based span with the peak residue
     assert "Sequence logo of the" in html and 'class="plot logo"' in html
 

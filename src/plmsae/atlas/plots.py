@@ -11,6 +11,7 @@ SVG text scaled to the letters' heights.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -190,8 +191,11 @@ Lane = tuple[str, Sequence[tuple[int, int]]]
 
 def peak_of(values: np.ndarray) -> int | None:
     """0-based position of a track's highest value (the first one), None when it is all 0."""
-    v = np.nan_to_num(np.asarray(values, dtype=np.float32), nan=0.0)
-    return int(np.argmax(v)) if v.size and float(v.max()) > 0 else None
+    v = _values(values)
+    if not v.size:
+        return None
+    i = int(np.argmax(v))
+    return i if v[i] > 0 else None
 
 
 def detail_window(length: int, peak: int | None, half: int = 30) -> tuple[int, int]:
@@ -212,16 +216,20 @@ def _bins(v: np.ndarray, n_bins: int) -> np.ndarray:
 
 def _step_path(heights: np.ndarray, base: float, unit: float, x0: float = 0.0) -> str:
     """A filled step path of bars ``unit`` wide from ``x0``, run-length encoded."""
-    d = [f"M{x0:.2f} {base:.1f}"]
-    i, n = 0, len(heights)
-    while i < n:
-        j = i + 1
-        while j < n and heights[j] == heights[i]:
-            j += 1
-        d.append(f"V{base - heights[i]:.0f}h{(j - i) * unit:.2f}")
-        i = j
-    d.append(f"V{base:.1f}Z")
-    return "".join(d)
+    h = np.asarray(heights)
+    if not h.size:
+        return f"M{x0:.2f} {base:.1f}Z"
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(h)) + 1])
+    widths = np.diff(np.concatenate([starts, [h.size]])) * unit
+    tops = base - h[starts]
+    steps = "".join(f"V{y:.0f}h{w:.2f}" for y, w in zip(tops.tolist(), widths.tolist()))
+    return f"M{x0:.2f} {base:.1f}{steps}V{base:.1f}Z"
+
+
+def _values(values: np.ndarray) -> np.ndarray:
+    """A track as float32 with NaN as 0 (copied only when it has NaN)."""
+    v = np.asarray(values, dtype=np.float32)
+    return v if np.isfinite(v).all() else np.nan_to_num(v, nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def _ticks(n: int, target: int = 8) -> list[int]:
@@ -266,7 +274,7 @@ def overview_svg(
     The SVG scales to the width of its container (``viewBox``, no scrolling); the peak marker is
     ``<g class="peak" data-residue="N">`` (1-based), the protein ``data-length``.
     """
-    v = np.nan_to_num(np.asarray(values, dtype=np.float32), nan=0.0)
+    v = _values(values)
     n = max(int(v.size), 1)
     seq = sequence if sequence is not None and len(sequence) == v.size else None
     top = float(scale_max) if scale_max else float(v.max(initial=0.0))
@@ -288,7 +296,7 @@ def overview_svg(
             f'height="{height}" fill="{SPAN}" fill-opacity="0.3"><title>residues {start + 1}–{end}, '
             f"peak {fmt(pv)}</title></rect>"
         )
-    n_bins = min(v.size, width)
+    n_bins = min(v.size, width // 2)
     if n_bins:
         q = np.clip(np.rint(_bins(v, n_bins) / top * height), 0, height)
         out.append(f'<path d="{_step_path(q, base, width / n_bins)}" fill="{BAR}"/>')
@@ -344,7 +352,7 @@ def detail_svg(
 ) -> Markup:
     """Residues ``window = [start, end)`` one by one: a bar and a letter per residue, the peak
     residue highlighted, residue numbers every 10, concept lanes below."""
-    v = np.nan_to_num(np.asarray(values, dtype=np.float32), nan=0.0)
+    v = _values(values)
     seq = sequence if sequence is not None and len(sequence) == v.size else None
     lo, hi = window
     part = v[lo:hi]
@@ -380,12 +388,17 @@ def detail_svg(
     out.append(f'<path d="{_step_path(q, base, cell)}" fill="{BAR}"/>')
     out.append(f'<path d="M0 {base + 0.5}H{w:.0f}" stroke="{AXIS}" stroke-width="0.5"/>')
     if seq:
-        letters = []
-        for i in range(lo, hi):
-            cls = ' class="pk"' if i == peak else ""
-            letters.append(f'<tspan x="{(i - lo + 0.5) * cell:.1f}"{cls}>{escape(seq[i])}</tspan>')
+        # one x per letter (SVG applies the list character by character, tspans included)
+        xs = _letter_xs(hi - lo, cell)
+        if peak is not None and lo <= peak < hi:
+            letters = (
+                f'{escape(seq[lo:peak])}<tspan class="pk">{escape(seq[peak])}</tspan>'
+                f"{escape(seq[peak + 1 : hi])}"
+            )
+        else:
+            letters = str(escape(seq[lo:hi]))
         out.append(
-            f'<text class="seq" y="{base + 12}" text-anchor="middle">{"".join(letters)}</text>'
+            f'<text class="seq" x="{xs}" y="{base + 12}" text-anchor="middle">{letters}</text>'
         )
     out += _lanes_svg(lanes, cell, lo, hi, base + seq_h + 3)
     for k in range(lo + 1, hi + 1):
@@ -396,6 +409,12 @@ def detail_svg(
             )
     out.append("</svg>")
     return Markup("".join(out))
+
+
+@functools.lru_cache(maxsize=64)
+def _letter_xs(n: int, cell: float) -> str:
+    """The x of each of ``n`` letters, centred in cells ``cell`` wide."""
+    return " ".join(f"{(i + 0.5) * cell:g}" for i in range(n))
 
 
 def logo_svg(
