@@ -672,11 +672,11 @@ def _page_protein(r: dict, out: Path, site: Path | None) -> dict:
     from plmsae.atlas.plots import detail_svg, detail_window, format_spans, overview_svg
 
     def page_feature(f: dict) -> dict:
-        views = {"overview": None, "detail": None}
+        views: dict[str, Any] = {"overview": None, "detail": None}
         if f["track"] is not None:
             title = f"feature {f['feature']} along {r['id']}"
             window = detail_window(len(f["track"]), f["peak"])
-            kw = {"spans": f["spans"], "title": title, "window": window}
+            kw: dict[str, Any] = {"spans": f["spans"], "title": title, "window": window}
             views = {
                 "overview": overview_svg(f["track"], r["sequence"], **kw),
                 "detail": detail_svg(f["track"], r["sequence"], **kw),

@@ -441,7 +441,7 @@ def logo_svg(
             entropy = -sum(p * math.log2(p) for p in counts.values())
             small = 19 / (2 * math.log(2) * len(letters))  # small-sample correction
             info = max(0.0, ymax - entropy - small)
-            y = mt + height
+            y = float(mt + height)
             for a, p in sorted(counts.items(), key=lambda t: (t[1], t[0])):
                 lh = p * info / ymax * height
                 if lh >= 0.5:

@@ -467,10 +467,11 @@ class FeaturePages:
                 window = detail_window(len(vals), peak)
                 lanes = self.lanes(f, pid, seq if seq and len(seq) == len(vals) else None)
                 title = f"activation of feature {f} along {pid}"
-                kw = {"scale_max": scale, "spans": spans, "lanes": lanes, "title": title}
+                kw: dict[str, Any] = {"scale_max": scale, "spans": spans, "lanes": lanes}
+                kw.update(title=title, window=window)
                 item["spans"] = format_spans(spans, seq)
-                item["overview"] = overview_svg(vals, seq, window=window, **kw)
-                item["detail"] = detail_svg(vals, seq, window=window, **kw)
+                item["overview"] = overview_svg(vals, seq, **kw)
+                item["detail"] = detail_svg(vals, seq, **kw)
                 item["track"] = True
                 item["peak"] = None if peak is None else peak + 1
                 item["lanes"] = [
