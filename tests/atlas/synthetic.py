@@ -307,6 +307,18 @@ def make_assoc_dir(
     return path
 
 
+_MEASURES = (
+    "concepts_recovered",
+    "concepts_associated",
+    "concepts_replicated",
+    "residue_concepts_recovered",
+)
+
+
+def _baseline_values(*counts: int) -> dict:
+    return {key: {"all": n} for key, n in zip(_MEASURES, counts)}
+
+
 #: the headline block of summary.json as the science branch writes it
 HEADLINE = {
     "note": "Concepts are counted with as many SAE features as there are neurons.",
@@ -334,24 +346,8 @@ HEADLINE = {
             "unique_features": 31,
             "fraction_associated": 0.3,
         },
-        "neuron": {
-            "n_features": 20,
-            "values": {
-                "concepts_recovered": {"all": 8},
-                "concepts_associated": {"all": 5},
-                "concepts_replicated": {"all": 1},
-                "residue_concepts_recovered": {"all": 1},
-            },
-        },
-        "random": {
-            "n_features": 20,
-            "values": {
-                "concepts_recovered": {"all": 6},
-                "concepts_associated": {"all": 4},
-                "concepts_replicated": {"all": 0},
-                "residue_concepts_recovered": {"all": 0},
-            },
-        },
+        "neuron": {"n_features": 20, "values": _baseline_values(8, 5, 1, 1)},
+        "random": {"n_features": 20, "values": _baseline_values(6, 4, 0, 0)},
     },
 }
 

@@ -238,21 +238,38 @@ def _ticks(n: int, target: int = 8) -> list[int]:
     return [1, *[k for k in range(step, n + 1, step) if k - 1 > step / 3]]
 
 
+def _interval_rect(
+    cls: str,
+    interval: tuple[int, int],
+    window: tuple[int, int],
+    x_of: float,
+    band: tuple[float, float],
+    fill: str,
+    tip: str,
+) -> str:
+    """A residue interval ``[a, b)`` clipped to ``window`` as a rectangle over the vertical
+    ``band`` (y, height), with a tooltip; '' when it lies outside."""
+    lo, hi = window
+    a, b = max(interval[0], lo), min(interval[1], hi)
+    if b <= a:
+        return ""
+    return (
+        f'<rect class="{cls}" x="{(a - lo) * x_of:.2f}" y="{band[0]:.1f}" '
+        f'width="{max((b - a) * x_of, 1.0):.2f}" height="{band[1]}" fill="{fill}" '
+        f'fill-opacity="{0.3 if cls == "span" else 1}"><title>{tip}</title></rect>'
+    )
+
+
 def _lanes_svg(lanes: Sequence[Lane], x_of: float, lo: int, hi: int, y0: float) -> list[str]:
     """Concept lanes: one thin row per concept, its instances inside ``[lo, hi)`` as bars."""
     out = []
     for k, (label, intervals) in enumerate(lanes):
         colour = LANE_COLOURS[k % len(LANE_COLOURS)]
-        y = y0 + 7 * k
+        band = (y0 + 7 * k, 5.0)
         for a, b in intervals:
-            a, b = max(a, lo), min(b, hi)
-            if b > a:
-                out.append(
-                    f'<rect class="concept" x="{(a - lo) * x_of:.2f}" y="{y:.1f}" '
-                    f'width="{max((b - a) * x_of, 1.0):.2f}" height="5" fill="{colour}">'
-                    f"<title>{escape(label)}: residues {a + 1}–{b}</title></rect>"
-                )
-    return out
+            tip = f"{escape(label)}: residues {max(a, lo) + 1}–{min(b, hi)}"
+            out.append(_interval_rect("concept", (a, b), (lo, hi), x_of, band, colour, tip))
+    return [r for r in out if r]
 
 
 def overview_svg(
@@ -286,16 +303,9 @@ def overview_svg(
     out = [
         f'<svg class="track overview" viewBox="0 0 {width} {h}" width="{width}" height="{h}" '
         f'preserveAspectRatio="xMinYMin meet" role="img" data-length="{v.size}" '
-        f'aria-label="activation along the whole protein">'
+        f'aria-label="activation along the whole protein">',
+        *_title_and_spans(title, spans, x_of, (0, v.size), (14, height)),
     ]
-    if title:
-        out.append(f"<title>{escape(title)}</title>")
-    for start, end, _, pv in spans:
-        out.append(
-            f'<rect class="span" x="{start * x_of:.2f}" y="14" width="{max((end - start) * x_of, 1):.2f}" '
-            f'height="{height}" fill="{SPAN}" fill-opacity="0.3"><title>residues {start + 1}–{end}, '
-            f"peak {fmt(pv)}</title></rect>"
-        )
     n_bins = min(v.size, width // 2)
     if n_bins:
         q = np.clip(np.rint(_bins(v, n_bins) / top * height), 0, height)
@@ -320,6 +330,22 @@ def overview_svg(
         )
     out.append("</svg>")
     return Markup("".join(out))
+
+
+def _title_and_spans(
+    title: str,
+    spans: Sequence[tuple[int, int, int, float]],
+    x_of: float,
+    window: tuple[int, int],
+    band: tuple[float, float],
+) -> list[str]:
+    """A track's tooltip title and its firing stretches (inside ``window``) shaded over the
+    vertical ``band`` (y, height)."""
+    out = [f"<title>{escape(title)}</title>"] if title else []
+    for start, end, _, pv in spans:
+        tip = f"residues {start + 1}–{end}, peak {fmt(pv)}"
+        out.append(_interval_rect("span", (start, end), window, x_of, band, SPAN, tip))
+    return [r for r in out if r]
 
 
 def _peak_marker(
@@ -367,18 +393,9 @@ def detail_svg(
     out = [
         f'<svg class="track detail" viewBox="-4 0 {w + 8:.0f} {h}" width="{w + 8:.0f}" '
         f'height="{h}" role="img" data-start="{lo + 1}" data-end="{hi}" '
-        f'aria-label="activation residue by residue around the peak">'
+        f'aria-label="activation residue by residue around the peak">',
+        *_title_and_spans(title, spans, cell, window, (0, base + seq_h)),
     ]
-    if title:
-        out.append(f"<title>{escape(title)}</title>")
-    for start, end, _, pv in spans:
-        a, b = max(start, lo), min(end, hi)
-        if b > a:
-            out.append(
-                f'<rect class="span" x="{(a - lo) * cell:.1f}" y="0" width="{(b - a) * cell:.1f}" '
-                f'height="{base + seq_h}" fill="{SPAN}" fill-opacity="0.28"><title>residues '
-                f"{start + 1}–{end}, peak {fmt(pv)}</title></rect>"
-            )
     if peak is not None and lo <= peak < hi:
         out.append(
             f'<rect class="peak-cell" x="{(peak - lo) * cell:.1f}" y="0" width="{cell:.1f}" '
