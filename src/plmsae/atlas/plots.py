@@ -454,21 +454,7 @@ def logo_svg(
         letters = [s[col] for s in windows if col < len(s) and s[col] in AA_COLOURS]
         x = ml + col * width_per_col
         if letters:
-            counts = {a: letters.count(a) / len(letters) for a in set(letters)}
-            entropy = -sum(p * math.log2(p) for p in counts.values())
-            small = 19 / (2 * math.log(2) * len(letters))  # small-sample correction
-            info = max(0.0, ymax - entropy - small)
-            y = float(mt + height)
-            for a, p in sorted(counts.items(), key=lambda t: (t[1], t[0])):
-                lh = p * info / ymax * height
-                if lh >= 0.5:
-                    out.append(
-                        f'<text class="logo-aa" transform="translate({x + 1:.1f} {y:.2f}) '
-                        f'scale({(width_per_col - 2) / 10:.3f} {lh / 10.2:.4f})" '
-                        f'fill="{AA_COLOURS[a]}">{a}<title>{a}: {100 * p:.0f}% at '
-                        f"{col - flank:+d}</title></text>"
-                    )
-                y -= lh
+            out.append(_logo_column(letters, col - flank, x, mt + height, width_per_col, height))
         label = "peak" if col == flank else f"{col - flank:+d}"
         out.append(
             f'<text class="tick" x="{x + width_per_col / 2:.1f}" y="{mt + height + 14}" '
@@ -482,6 +468,31 @@ def logo_svg(
         f'text-anchor="middle">bits</text></svg>'
     )
     return Markup("".join(out))
+
+
+def _logo_column(
+    letters: list[str], offset: int, x: float, base: float, col_w: float, height: float
+) -> str:
+    """One logo column: letters stacked by frequency, total height = information content (with
+    the small-sample correction), the composition as the column's tooltip."""
+    ymax = math.log2(20)
+    counts = {a: letters.count(a) / len(letters) for a in set(letters)}
+    entropy = -sum(p * math.log2(p) for p in counts.values())
+    small = 19 / (2 * math.log(2) * len(letters))  # small-sample correction
+    info = max(0.0, ymax - entropy - small)
+    ranked = sorted(counts.items(), key=lambda t: (t[1], t[0]))
+    tip = ", ".join(f"{a} {100 * p:.0f}%" for a, p in reversed(ranked))
+    out = [f"<g><title>{offset:+d}: {tip} ({info:.2f} bits)</title>"]
+    y = float(base)
+    for a, p in ranked:
+        lh = p * info / ymax * height
+        if lh >= 1.0:
+            out.append(
+                f'<text class="logo-aa" transform="translate({x + 1:.1f} {y:.1f}) '
+                f'scale({(col_w - 2) / 10:.2f} {lh / 10.2:.3f})" fill="{AA_COLOURS[a]}">{a}</text>'
+            )
+        y -= lh
+    return "".join(out) + "</g>"
 
 
 def peak_windows(tracks: Sequence[tuple[np.ndarray, str]], flank: int = 7) -> list[str]:
