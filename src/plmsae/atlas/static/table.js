@@ -133,10 +133,10 @@
       for (var c = 0; c < r.concepts.length; c++) {
         var cc = r.concepts[c], s = document.createElement("div");
         s.title = cc[0] + (cc[2] ? " (" + cc[2] + ")" : "");
-        s.appendChild(document.createTextNode(cc[1] || cc[0]));
+        s.appendChild(document.createTextNode((cc[1] || cc[0]) + " "));
         var qs = document.createElement("span");
-        qs.className = "q";
-        qs.textContent = cc[2] === "residue" ? " F1 = " + fmt(cc[4]) : " q = " + fmt(cc[3]);
+        qs.className = "q";  // never broken inside ("q = 3.4e-\n47")
+        qs.textContent = cc[2] === "residue" ? "F1 = " + fmt(cc[4]) : "q = " + fmt(cc[3]);
         s.appendChild(qs);
         ct.appendChild(s);
       }
