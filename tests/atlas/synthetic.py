@@ -7,7 +7,9 @@ planted in a protein ID, a protein name, a concept name, a label and a descripti
 
 from __future__ import annotations
 
+import html
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -52,9 +54,15 @@ def make_assoc_dir(
     run_extra: dict | None = None,
     ids: list[str] | None = None,
     lengths: list[int] | None = None,
+    science: bool = False,
 ) -> Path:
     """Write ASSOC_DIR at ``path``; returns it. Feature 0 is dead, feature 1 carries the evil
-    label/description, feature 2 is strongly tied to GO:0005524 (ATP binding)."""
+    label/description, feature 2 is strongly tied to GO:0005524 (ATP binding).
+
+    ``science=True`` adds what the science branch writes (issue 12/13): the specificity columns
+    of features.parquet (feature 3 is sequence chemistry, "fires on every glutamine", with a
+    ``seq:aa:Q`` residue association; feature 4 is dense; features 5, 6 and 7 form redundancy
+    group 1), and the ``headline`` block of summary.json."""
     import pandas as pd
     import scipy.sparse as sp
 
@@ -183,7 +191,33 @@ def make_assoc_dir(
                         "split": "test",
                     }
                 )
-    pd.DataFrame(frows).to_parquet(path / "features.parquet")
+    features = pd.DataFrame(frows)
+    if science:
+        features = _with_specificity(features)
+        rrows.append(
+            {
+                "source": "sae",
+                "feature": 3,
+                "concept": "seq:aa:Q",
+                "threshold": 0.15,
+                "precision": 0.95,
+                "recall": 0.9,
+                "f1": 0.92,
+                "domain_recall": 0.9,
+                "split": "test",
+            }
+        )
+        concepts = pd.concat(
+            [concepts, pd.DataFrame([{"concept": "seq:aa:Q", "name": "glutamine",
+                                      "category": "residue", "n_proteins": n_proteins}])],
+            ignore_index=True,
+        )  # fmt: skip
+        concepts.to_parquet(path / "concepts.parquet")
+        sp.save_npz(
+            path / "annotations.npz",
+            sp.csr_matrix(np.hstack([ann, np.ones((n_proteins, 1), bool)])),
+        )
+    features.to_parquet(path / "features.parquet")
     assoc = pd.DataFrame(arows)
     assoc.to_parquet(path / "associations.parquet")
     pd.DataFrame(
@@ -211,6 +245,13 @@ def make_assoc_dir(
 
     summary = {s: summarise(s) for s in mats}
     summary["settings"] = {"q_max": 0.05, "min_precision": 0.5}
+    for s in mats:  # what summary.json holds before the headline block
+        summary[s]["concepts"] = {"n_concepts_associated": 7, "n_concepts_f1_05": 3}
+    summary["sae"]["concepts"].update(
+        n_concepts_associated_matched=5.5, matched_n_features=n_features // 2
+    )
+    if science:
+        summary["headline"] = HEADLINE
     run = {
         "sae": str(path / "missing_sae"),
         "store": str(path / "missing_store"),
@@ -266,6 +307,86 @@ def make_assoc_dir(
     return path
 
 
+_MEASURES = (
+    "concepts_recovered",
+    "concepts_associated",
+    "concepts_replicated",
+    "residue_concepts_recovered",
+)
+
+
+def _baseline_values(*counts: int) -> dict:
+    return {key: {"all": n} for key, n in zip(_MEASURES, counts)}
+
+
+#: the headline block of summary.json as the science branch writes it
+HEADLINE = {
+    "note": "Concepts are counted with as many SAE features as there are neurons.",
+    "matched_n_features": 20,
+    "draws": 50,
+    "measures": [
+        {
+            "key": "concepts_recovered",
+            "label": "concepts recovered (one feature F1 ≥ 0.5)",
+            "description": "concepts a single feature predicts with F1 ≥ 0.5 on test",
+        },
+        {"key": "concepts_associated", "label": "distinct concepts associated", "description": ""},
+        {"key": "concepts_replicated", "label": "concepts replicated", "description": "x"},
+        {"key": "residue_concepts_recovered", "label": "residue concepts recovered"},
+    ],
+    "sources": {
+        "sae": {
+            "n_features": 40,
+            "values": {
+                "concepts_recovered": {"all": 30, "matched": 12.0, "matched_ci": [11.0, 13.5]},
+                "concepts_associated": {"all": 9, "matched": 6.0, "matched_ci": [5.0, 7.0]},
+                "concepts_replicated": {"all": 4, "matched": 2.0, "matched_ci": [1.0, 3.0]},
+                "residue_concepts_recovered": {"all": 3, "matched": 2.0, "matched_ci": [1.0, 2.0]},
+            },
+            "unique_features": 31,
+            "fraction_associated": 0.3,
+        },
+        "neuron": {"n_features": 20, "values": _baseline_values(8, 5, 1, 1)},
+        "random": {"n_features": 20, "values": _baseline_values(6, 4, 0, 0)},
+    },
+}
+
+
+def _with_specificity(features):
+    """The specificity columns of features.parquet (science branch) on the synthetic features."""
+    f = features["feature"].to_numpy()
+    sae = (features["source"] == "sae").to_numpy()
+    kind = np.where(features["density"].to_numpy() > 0, "specific", "dead").astype(object)
+    kind[sae & (f == 3)] = "sequence-chemistry"
+    kind[sae & (f == 4)] = "dense"
+    plain = np.where(sae & (f == 3), "fires on every glutamine", "").astype(object)
+    group = np.where(sae & np.isin(f, [5, 6, 7]), 1, f + 100)
+    return features.assign(
+        residue_density=features["density"] / 10,
+        top_amino_acid=np.where(sae & (f == 3), "Q", "L"),
+        top_amino_acid_share=np.where(sae & (f == 3), 0.97, 0.2),
+        position_bias=np.where(f == 8, "N-terminal", ""),
+        position_mean=np.where(f == 8, 0.05, 0.5),
+        best_concept=np.where(f == 3, "seq:aa:Q", ""),
+        best_concept_name=np.where(f == 3, "glutamine", ""),
+        best_concept_category=np.where(f == 3, "residue", ""),
+        best_concept_f1=np.where(f == 3, 0.92, np.nan),
+        best_concept_q=np.nan,
+        kind=kind,
+        plain_label=plain,
+        group=group,
+    )
+
+
 def random_sequence(n: int, seed: int) -> str:
     rng = np.random.default_rng(seed)
     return "".join(rng.choice(list(AA), size=n))
+
+
+def detail_letters(svg_text: str) -> tuple[int, str]:
+    """(first residue, 0-based; the letters) of the first detail view in a page."""
+    detail = svg_text[svg_text.index('class="track detail"') :]
+    detail = detail[: detail.index("</svg>")]
+    lo = int(re.search(r'data-start="(\d+)"', detail).group(1)) - 1
+    text = re.search(r'<text class="seq"[^>]*>(.*?)</text>', detail).group(1)
+    return lo, html.unescape(re.sub(r"<[^>]+>", "", text))

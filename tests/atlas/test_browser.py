@@ -67,8 +67,10 @@ def site(tmp_path_factory) -> Path:
         out = {}
         for pid, feats in needed.items():
             for f in feats:
-                t = np.zeros(lengths[pid], np.float16)
+                n = lengths[pid]
+                t = np.zeros(n, np.float16)
                 t[10:14] = 1.0 + f % 7
+                t[expected_peak(f, n)] = 9.0  # anywhere, the last residue included
                 out[(f, pid)] = t
         return out
 
@@ -79,6 +81,11 @@ def site(tmp_path_factory) -> Path:
         mp.setattr(tracks, "read_sequences", lambda fasta, ids: {i: seqs[i] for i in ids})
         report(assoc, out=base / "site", sae=base / "sae", store=base / "store")
     return base / "site"
+
+
+def expected_peak(f: int, n: int) -> int:
+    """Where the synthetic track of feature ``f`` on a protein of ``n`` residues peaks."""
+    return (37 * f) % n if f % 3 else n - 1
 
 
 @pytest.fixture()
@@ -137,9 +144,12 @@ def test_table_search_sort_paginate(site, page):
     page.wait_for_selector("#rows tr")
     assert page.inner_text("#count") == f"{N_FEATURES} of {N_FEATURES} features"
     assert page.evaluate("window.scrollY") == 0  # opening the atlas does not jump to the table
-    # default order: best q-value first, features without any tested concept last
-    by_q = sorted(rows, key=lambda r: (r["best_q"] is None, r["best_q"] or 0, r["feature"]))
-    assert features_shown(page) == [r["feature"] for r in by_q[:50]]
+    # default order: by evidence (associated and described first)
+    by_evidence = sorted(rows, key=lambda r: r["evidence"])
+    assert features_shown(page) == [r["feature"] for r in by_evidence[:50]]
+    assert page.get_attribute("th[data-key=evidence]", "aria-sort") == "ascending"
+    first = page.locator("#rows tr").first
+    assert "described" in first.inner_text() and first.locator("td.desc .more").inner_text()
     page.click("th[data-key=feature]")
     assert features_shown(page) == list(range(50))
     assert "page 1 of 3" in page.inner_text("#page-info")
@@ -154,13 +164,25 @@ def test_table_search_sort_paginate(site, page):
     page.click("#prev")
     assert features_shown(page)[0] == 50
 
-    # search filters (words are ANDed, case-insensitive, over label, description and concepts)
+    # search filters (words are ANDed, case-insensitive, over label, description, concepts and
+    # top proteins); the table keeps its sort (here: by feature)
+    def hay(r):
+        concepts = [str(x) for c in r["concepts"] for x in c[:2]]
+        return " ".join(
+            [f"#{r['feature']}", r["label"], r["description"], *concepts, *r["proteins"]]
+        ).lower()
+
     search(page, "Feature LABEL 11")
-    want = [r["feature"] for r in rows if "feature label 11" in r["label"].lower()]
-    assert features_shown(page) == want and len(want) == 11  # 11, 110..119
-    assert page.inner_text("#count") == f"11 of {N_FEATURES} features"
+    want = [r["feature"] for r in rows if all(w in hay(r) for w in ("feature", "label", "11"))]
+    assert features_shown(page) == want and {11, *range(110, 120)} <= set(want)
+    assert page.inner_text("#count") == f"{len(want)} of {N_FEATURES} features"
     search(page, "atp binding")
     assert 2 in features_shown(page)
+    search(page, "kinase 4")  # top proteins' names are searched too ("Kinase </script>...")
+    want = [r["feature"] for r in rows if all(w in hay(r) for w in ("kinase", "4"))]
+    by_protein = [r for r in rows if any("Kinase" in p for p in r["proteins"])]
+    assert features_shown(page) == want and by_protein
+    assert {r["feature"] for r in by_protein if "4" in hay(r)} <= set(want)
     search(page, "no such thing at all")
     assert "No feature matches" in page.inner_text("#rows")
     search(page, "")
@@ -213,14 +235,20 @@ def test_planted_markup_is_text(site, page):
 
 def test_feature_page_draws_track(site, page):
     page.goto((site / "features" / "00002.html").as_uri())
-    tracks = page.locator("svg.track")
-    assert tracks.count() >= 3
-    box = tracks.first.bounding_box()
-    assert box["width"] > 100 and box["height"] > 40
-    bars = tracks.first.locator("path[transform]")
+    overviews, details = page.locator("svg.overview"), page.locator("svg.detail")
+    assert overviews.count() >= 3 and details.count() == overviews.count()
+    box = overviews.first.bounding_box()
+    assert box["width"] > 600 and box["height"] > 40
+    bars = overviews.first.locator("path[fill]")
     assert bars.first.bounding_box()["height"] > 5  # the activation bars are drawn
-    assert re.fullmatch(r"[A-Z]+", page.locator("svg.track text.seq").first.text_content())
-    assert page.locator("svg.plot").count() == 1  # histogram
+    letters = page.locator("svg.detail text.seq").first
+    assert re.fullmatch(r"[A-Z]+", letters.text_content())
+    # the detail view's letters sit one per cell, the peak letter highlighted
+    pk = letters.locator("tspan.pk").bounding_box()
+    cell = page.locator("svg.detail rect.peak-cell").first.bounding_box()
+    assert cell["x"] <= pk["x"] and pk["x"] + pk["width"] <= cell["x"] + cell["width"] + 1
+    assert page.locator("svg.logo").count() == 1 and page.locator("svg.logo text.logo-aa").count()
+    assert page.locator("svg.plot").count() == 2  # the logo and the histogram
     assert page.locator('a[href^="https://www.ebi.ac.uk/QuickGO/term/GO:0005524"]').count() == 1
     clean(page)
 
@@ -235,3 +263,38 @@ def test_works_without_javascript(site, browser):
     pg.goto((site / "features" / "00002.html").as_uri())
     assert pg.locator("svg.track").first.is_visible()
     ctx.close()
+
+
+PEAK_IN_VIEW = """() => [...document.querySelectorAll('svg.overview')].map(svg => {
+    const box = svg.getBoundingClientRect(), peak = svg.querySelector('g.peak');
+    const mark = peak ? peak.querySelector('path').getBoundingClientRect() : null;
+    let scrolls = false;
+    for (let e = svg.parentElement; e; e = e.parentElement)
+        if (e.scrollWidth > e.clientWidth + 1 && getComputedStyle(e).overflowX !== 'visible') scrolls = true;
+    return {residue: peak ? +peak.dataset.residue : null, length: +svg.dataset.length,
+            left: box.left, right: box.right, mark: mark ? (mark.left + mark.right) / 2 : null,
+            viewport: document.documentElement.clientWidth, scrolls: scrolls};
+})"""
+
+
+@pytest.mark.parametrize("width", [1280, 700])
+def test_peak_is_in_the_visible_overview_on_every_feature_page(site, page, width):
+    """For every top protein on every feature page: the overview fits the window (nothing
+    scrolls sideways) and the marked peak is the track's peak, inside the drawn overview."""
+    page.set_viewport_size({"width": width, "height": 900})
+    n_checked = 0
+    for path in sorted((site / "features").iterdir()):
+        f = int(path.stem)
+        page.goto(path.as_uri())
+        views = page.evaluate(PEAK_IN_VIEW)
+        assert views, path
+        for v in views:
+            assert v["residue"] == expected_peak(f, v["length"]) + 1, (path, v)
+            assert v["left"] >= 0 and v["right"] <= v["viewport"] and not v["scrolls"], (path, v)
+            assert v["left"] <= v["mark"] <= v["right"], (path, v)
+            # where it should be: residue r's centre at (r - 0.5) / length of the width
+            frac = (v["mark"] - v["left"]) / (v["right"] - v["left"])
+            assert frac == pytest.approx((v["residue"] - 0.5) / v["length"], abs=0.01), (path, v)
+            n_checked += 1
+    assert n_checked >= 8 * (N_FEATURES - 1) // 2
+    clean(page)

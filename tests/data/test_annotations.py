@@ -127,6 +127,8 @@ def test_uniprot_go_families_names_sequences(uniprot):
         "P0A7V0": "Small ribosomal subunit protein uS2",
     }
     assert len(uniprot.sequences["P06493"]) == 297
+    assert uniprot.protein_organisms["P06493"] == "Homo sapiens (Human)"
+    assert set(uniprot.protein_organisms) == set(uniprot.protein_names)
 
 
 def test_uniprot_locations(uniprot):

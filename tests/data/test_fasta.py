@@ -3,7 +3,14 @@ import gzip
 import pytest
 
 from plmsae._util import InputError
-from plmsae.data.fasta import ESM_RESIDUES, Protein, iter_fasta, parse_header, read_fasta
+from plmsae.data.fasta import (
+    ESM_RESIDUES,
+    Protein,
+    describe,
+    iter_fasta,
+    parse_header,
+    read_fasta,
+)
 
 
 def write(tmp_path, text, name="x.fasta"):
@@ -41,6 +48,46 @@ def test_reads_tiny_fasta_with_uniprot_ids(tiny_fasta, tiny_proteins):
 )
 def test_parse_header(header, expected):
     assert parse_header(header) == expected
+
+
+@pytest.mark.parametrize(
+    "description,expected",
+    [
+        (
+            "HBA_HUMAN Hemoglobin subunit alpha OS=Homo sapiens OX=9606 GN=HBA1 PE=1 SV=2",
+            ("Hemoglobin subunit alpha", "Homo sapiens"),
+        ),
+        (
+            "A0A024R161_HUMAN Uncharacterized protein OS=Homo sapiens (Human) OX=9606 PE=4 SV=1",
+            ("Uncharacterized protein", "Homo sapiens (Human)"),
+        ),
+        (  # OS= ends at the next tag, however many words the organism has
+            "RPOB_ECOLI DNA-directed RNA polymerase subunit beta OS=Escherichia coli (strain "
+            "K12) OX=83333 GN=rpoB",
+            ("DNA-directed RNA polymerase subunit beta", "Escherichia coli (strain K12)"),
+        ),
+        (
+            "Cluster: Foo n=3 Tax=Homo sapiens TaxID=9606 RepID=X",
+            ("Cluster: Foo n=3", "Homo sapiens"),
+        ),
+        ("my kinase, isoform 2", ("my kinase, isoform 2", "")),
+        ("NAME_HUMAN", ("NAME_HUMAN", "")),  # only the entry name: better than nothing
+        ("", ("", "")),
+    ],
+)
+def test_describe_uniprot_descriptions(description, expected):
+    assert describe(description) == expected
+
+
+def test_protein_name_and_organism_from_a_uniprot_fasta(tmp_path):
+    p = write(
+        tmp_path,
+        ">sp|P69905|HBA_HUMAN Hemoglobin subunit alpha OS=Homo sapiens OX=9606 GN=HBA1 PE=1 "
+        "SV=2\nMVLSPADKTN\n>plain a plain name\nMK\n",
+    )
+    a, b = read_fasta(p)
+    assert (a.id, a.name, a.organism) == ("P69905", "Hemoglobin subunit alpha", "Homo sapiens")
+    assert (b.id, b.name, b.organism) == ("plain", "a plain name", "")
 
 
 def test_multiline_gzip_lowercase_crlf_blank_lines_and_stop(tmp_path):

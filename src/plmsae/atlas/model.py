@@ -1,9 +1,13 @@
-"""The atlas data model: what the report and annotate read from an association directory.
+"""The atlas data model: what the report, annotate, the demo and compare read from an
+association directory.
 
 :func:`load_atlas` reads an ASSOC_DIR through :class:`plmsae.analysis.assocdir.AssocDir` (and the
 explain stage's files through :mod:`plmsae.interpret.explanations`) into an :class:`Atlas`: the
-SAE features only, one best association row per (feature, concept), explanations and scores keyed
-by feature, and the thresholds that decide what counts as "associated".
+SAE features only (with their specificity columns, derived from density when the run predates
+them), one best association row per (feature, concept), explanations and scores keyed by
+feature, and the thresholds that decide what counts as "associated". :func:`headline` reads the
+concept-centric comparison of SAE, neurons and random directions from summary.json (or what an
+older summary.json has of it).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from plmsae.analysis.assocdir import (
     Q_MAX,
     RESIDUE_F1_MIN,
     RUN,
+    SOURCES,
     AssocDir,
 )
 
@@ -43,18 +48,46 @@ _ASSOC_SHOWN = (
 )
 
 
+#: what kind of feature it is (features.parquet ``kind``): one that fires on a subset of proteins,
+#: one that tracks residue chemistry (an amino acid, a terminus), one that fires on most proteins
+KINDS = ("specific", "sequence-chemistry", "dense", "dead")
+#: a feature active on at least this fraction of proteins is "dense" (not specific), whatever
+#: features.parquet says
+DENSE_MIN = 0.5
+#: specificity columns of features.parquet and the value each takes when a run predates them
+SPECIFICITY_DEFAULTS: dict[str, object] = {
+    "residue_density": np.nan,
+    "top_amino_acid": "",
+    "top_amino_acid_share": np.nan,
+    "position_bias": "",
+    "position_mean": np.nan,
+    "best_concept": "",
+    "best_concept_name": "",
+    "best_concept_category": "",
+    "best_concept_f1": np.nan,
+    "best_concept_q": np.nan,
+    "kind": "",
+    "plain_label": "",
+    "group": -1,
+}
+
+
 @dataclass
 class Atlas:
     """What an association directory holds, as loaded for the report (SAE features only).
 
-    proteins: rows in activation-matrix order (``id, split, cluster, length, name``).
-    features: one row per SAE feature (``feature, density, max_activation, top_proteins``).
+    proteins: rows in activation-matrix order (``id, split, cluster, length, name, organism``).
+    features: one row per SAE feature (``feature, density, max_activation, top_proteins`` and
+    the specificity columns of :data:`SPECIFICITY_DEFAULTS`; ``kind`` always set).
+    has_specificity: whether features.parquet had the specificity columns (else ``kind`` comes
+    from density alone and ``plain_label`` is empty).
     associations: best row per (feature, concept), sorted by feature then q-value, with the
     concept's ``name`` and readable ``category_name`` joined in.
     residue_associations: best row per (feature, concept), by feature then F1 (may be empty).
     explanations: feature -> explanations.parquet row; scores: feature -> method -> row.
     activations: float32 CSC [n_proteins, n_features] (None when not loaded).
     annotations: bool CSC [n_proteins, n_concepts] (None when not loaded or absent).
+    significant: every associated SAE row (all thresholds), for annotate's threshold check.
     """
 
     path: Path
@@ -73,6 +106,8 @@ class Atlas:
     min_precision: float = PRECISION_MIN
     residue_f1_min: float = RESIDUE_F1_MIN
     concept_index: dict[str, int] = field(default_factory=dict)
+    significant: pd.DataFrame | None = None
+    has_specificity: bool = False
 
     def is_significant(self, row: dict) -> bool:
         """Whether an association row counts: q below ``q_max`` and precision at least
@@ -125,14 +160,20 @@ def load_atlas(
         assoc = d.read_associations("sae", q_max)
     else:
         assoc = d.associations
+    assoc = assoc[assoc["source"] == "sae"]
+    features = d.features("sae")
+    proteins = d.proteins
+    if "organism" not in proteins.columns:
+        proteins = proteins.assign(organism="")
     atlas = Atlas(
         path=d.path,
         run=d.run,
         summary=d.summary,
-        proteins=d.proteins,
+        proteins=proteins,
         concepts=d.concepts,
-        features=d.features("sae"),
-        associations=_best_rows(assoc[assoc["source"] == "sae"], d.concepts),
+        features=with_specificity(features),
+        has_specificity="kind" in features.columns,
+        associations=_best_rows(assoc, d.concepts),
         residue_associations=_best_residue_rows(d.residue_associations, d.concepts),
         explanations=_explanations(d.path),
         scores=_scores(d.path),
@@ -140,12 +181,37 @@ def load_atlas(
         min_precision=float(_first(settings, ("min_precision", "precision_min"), PRECISION_MIN)),
         residue_f1_min=float(_first(settings, ("residue_f1_min",), RESIDUE_F1_MIN)),
     )
+    prec = assoc["precision"] if "precision" in assoc.columns else 1.0
+    atlas.significant = assoc[(assoc["q_value"] < q_max) & (prec >= atlas.min_precision)]
     if activations:
         atlas.activations = d.activations("sae")
         if (d.path / ANNOTATIONS).exists():
             atlas.annotations = d.annotations.tocsc()
             atlas.concept_index = d.concept_index
     return atlas
+
+
+def with_specificity(features: pd.DataFrame) -> pd.DataFrame:
+    """features.parquet rows with every specificity column (defaults where a run predates
+    them) and ``kind`` set: the file's value, else ``dead`` (never active), ``dense`` (active on
+    at least :data:`DENSE_MIN` of the proteins) or ``specific``."""
+    features = features.copy()
+    for col, default in SPECIFICITY_DEFAULTS.items():
+        if col not in features.columns:
+            features[col] = default
+        elif isinstance(default, str):
+            features[col] = features[col].fillna("").astype(str)
+    density = features["density"].to_numpy(dtype=np.float64)
+    max_act = features["max_activation"].to_numpy(dtype=np.float64)
+    fallback = np.where(
+        ~(np.nan_to_num(density) > 0) | ~(np.nan_to_num(max_act) > 0),
+        "dead",
+        np.where(density >= DENSE_MIN, "dense", "specific"),
+    )
+    kind = features["kind"].to_numpy(dtype=object)
+    features["kind"] = np.where(np.isin(kind, KINDS), kind, fallback)
+    features["group"] = features["group"].fillna(-1).astype(np.int64)
+    return features
 
 
 def _first(d: dict, keys: Iterable[str], default: float) -> float:
@@ -215,3 +281,171 @@ def group_records(df: pd.DataFrame, limit: int | None = None) -> dict[int, list[
         if limit is None or len(lst) < limit:
             lst.append(r)
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# The headline: concepts found by SAE features vs neurons vs random directions
+# --------------------------------------------------------------------------------------------
+
+#: why counting associated features favours the baselines (shown next to that figure)
+FRACTION_CAVEAT = (
+    "The share of features with an association favours the baselines: an SAE splits what it "
+    "knows over many narrow, often redundant features, many too rare to pass a test, while each "
+    "of the few neurons or random directions mixes several concepts and so usually passes one. "
+    "Counting distinct concepts with the same number of features compares what each set of "
+    "directions finds."
+)
+_LEGACY_NOTE = (
+    "This association run predates the size-matched headline (concepts recovered and replicated, "
+    "with confidence intervals): re-run `plmsae associate` to get it. Shown: distinct concepts "
+    "associated (the SAE also with as many features as the baselines, median of 20 draws) and "
+    "concepts recovered by one feature at F1 ≥ 0.5 (not size-matched)."
+)
+
+
+def headline(summary: dict) -> dict | None:
+    """The concept-centric comparison of summary.json, one shape for every reader.
+
+    Returns ``{legacy, note, caveat, matched_n_features, draws, sources, n_features, rows,
+    secondary}``: ``rows`` = one per measure ``{key, label, description, cells: {source: {value,
+    ci, all, matched}}}`` (``value``: the size-matched figure when there is one, else the figure
+    over all features; ``ci``: ``(lo, hi)`` or None); ``secondary``: per source the fraction of
+    features associated (with ``unique_features`` when redundancy groups were counted).
+    ``legacy`` is True when summary.json predates the ``headline`` block (built from its
+    ``concepts`` blocks); None when it has neither.
+    """
+    if not isinstance(summary, dict):
+        return None
+    sources = [s for s in SOURCES if isinstance(summary.get(s), dict)]
+    block = summary.get("headline")
+    if isinstance(block, dict) and isinstance(block.get("sources"), dict):
+        out = _headline_block(block, sources)
+    elif any(isinstance(summary[s].get("concepts"), dict) for s in sources):
+        out = _legacy_headline(summary, sources)
+    else:
+        return None
+    out["caveat"] = FRACTION_CAVEAT
+    out["secondary"] = {
+        s: {
+            "n_features": summary[s].get("n_features"),
+            "n_features_associated": summary[s].get("n_features_associated"),
+            "fraction_associated": _frac(summary[s]),
+            "unique_features": ((block or {}).get("sources") or {})
+            .get(s, {})
+            .get("unique_features")
+            if isinstance(block, dict)
+            else None,
+        }
+        for s in sources
+    }
+    return out
+
+
+def _frac(block: dict) -> float | None:
+    f = block.get("fraction_associated")
+    if isinstance(f, (int, float)):
+        return float(f)
+    n, m = block.get("n_features"), block.get("n_features_associated")
+    return m / n if isinstance(n, int) and n and isinstance(m, (int, float)) else None
+
+
+def _number(x: object) -> float | None:
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and x == x else None
+
+
+def _headline_block(block: dict, present: list[str]) -> dict:
+    srcs = block["sources"]
+    sources = [s for s in SOURCES if isinstance(srcs.get(s), dict)] or present
+    rows = []
+    for m in block.get("measures") or []:
+        if not isinstance(m, dict) or "key" not in m:
+            continue
+        cells = {}
+        for s in sources:
+            v = (srcs.get(s, {}).get("values") or {}).get(m["key"])
+            v = v if isinstance(v, dict) else {"all": v}
+            matched, everything = _number(v.get("matched")), _number(v.get("all"))
+            ci = v.get("matched_ci") or v.get("ci")
+            cells[s] = {
+                "value": matched if matched is not None else everything,
+                "ci": tuple(ci) if isinstance(ci, (list, tuple)) and len(ci) == 2 else None,
+                "all": everything,
+                "matched": matched is not None,
+            }
+        rows.append(
+            {
+                "key": str(m["key"]),
+                "label": str(m.get("label") or m["key"]),
+                "description": str(m.get("description") or ""),
+                "cells": cells,
+            }
+        )
+    return {
+        "legacy": False,
+        "note": str(block.get("note") or ""),
+        "matched_n_features": block.get("matched_n_features"),
+        "draws": block.get("draws"),
+        "sources": sources,
+        "n_features": {s: srcs[s].get("n_features") for s in sources if s in srcs},
+        "rows": rows,
+    }
+
+
+def _legacy_headline(summary: dict, sources: list[str]) -> dict:
+    def cells(key: str, matched_key: str | None) -> dict:
+        out = {}
+        for s in sources:
+            c = summary[s].get("concepts") or {}
+            everything = _number(c.get(key))
+            matched = _number(c.get(matched_key)) if matched_key else None
+            out[s] = {
+                "value": matched if matched is not None else everything,
+                "ci": None,
+                "all": everything,
+                "matched": matched is not None,
+            }
+        return out
+
+    matched_n = next(
+        (
+            summary[s]["concepts"].get("matched_n_features")
+            for s in sources
+            if isinstance(summary[s].get("concepts"), dict)
+            and summary[s]["concepts"].get("matched_n_features")
+        ),
+        None,
+    )
+    return {
+        "legacy": True,
+        "note": _LEGACY_NOTE,
+        "matched_n_features": matched_n,
+        "draws": 20 if matched_n else None,
+        "sources": sources,
+        "n_features": {s: summary[s].get("n_features") for s in sources},
+        "rows": [
+            {
+                "key": "concepts_associated",
+                "label": "distinct concepts associated",
+                "description": "concepts with at least one associated feature "
+                "(q < 0.05, precision ≥ 0.5 on test)",
+                "cells": cells("n_concepts_associated", "n_concepts_associated_matched"),
+            },
+            {
+                "key": "concepts_recovered",
+                "label": "concepts recovered (one feature F1 ≥ 0.5)",
+                "description": "concepts that a single feature predicts with F1 ≥ 0.5 on test",
+                "cells": cells("n_concepts_f1_05", None),
+            },
+        ],
+    }
+
+
+def headline_cell(cell: dict | None, digits: int = 0) -> str:
+    """``121 [110–133]`` (value and CI), ``300*`` when not size-matched, ``–`` when missing."""
+    if not cell or cell.get("value") is None:
+        return "–"
+    text = f"{cell['value']:,.{digits}f}"
+    ci = cell.get("ci")
+    if ci and all(isinstance(x, (int, float)) for x in ci):
+        text += f" [{ci[0]:,.{digits}f}–{ci[1]:,.{digits}f}]"
+    return text

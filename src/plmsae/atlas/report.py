@@ -26,8 +26,16 @@ import numpy as np
 
 from plmsae._util import progress, read_json, write_json
 from plmsae.atlas import site
-from plmsae.atlas.model import Atlas, group_records, load_atlas
-from plmsae.atlas.tracks import Tracks, compute_tracks, run_sae_path, run_store_path
+from plmsae.atlas.model import KINDS, Atlas, group_records, load_atlas
+from plmsae.atlas.tracks import (
+    Tracks,
+    annotation_residue_concepts,
+    compute_tracks,
+    read_proteins,
+    run_sae_path,
+    run_store_path,
+    store_fasta,
+)
 from plmsae.config import StageConfig, argument, option, stage_function
 
 
@@ -98,21 +106,27 @@ def _num(x: Any) -> float | None:
     return None if math.isnan(x) or math.isinf(x) else x
 
 
-def rank_key(row: dict) -> tuple:
-    """Order of features for pages: explained first (a description in the table should lead to
-    its page), then associated ones by best q-value, then the densest."""
+def evidence_key(row: dict) -> tuple:
+    """Order of features by evidence (the index's default order, and which pages
+    ``--max-features`` keeps): associated and described, associated, described, neither; within
+    each, specific features before sequence-chemistry, dense and dead ones, then the best q-value,
+    the best simulation score, the feature number."""
+    assoc, described = row["n_associated"] > 0, bool(row["description"])
+    tier = 0 if assoc and described else 1 if assoc else 2 if described else 3
+    kind = KINDS.index(row["kind"]) if row["kind"] in KINDS else len(KINDS)
     return (
-        not row["description"],
-        row["n_associated"] == 0,
+        tier,
+        kind,
         row["best_q"] if row["best_q"] is not None else 2.0,
-        -(row["density"] or 0.0),
+        -(row["simulation"] if row["simulation"] is not None else -2.0),
         row["feature"],
     )
 
 
 class Reporter:
-    """Writes an atlas in named steps: :meth:`load`, :meth:`summarise`, :meth:`choose_pages`,
-    :meth:`find_top_proteins`, :meth:`compute_tracks`, :meth:`write`; :meth:`run` does all.
+    """Writes an atlas in named steps: :meth:`load`, :meth:`describe_proteins`,
+    :meth:`summarise`, :meth:`choose_pages`, :meth:`find_top_proteins`, :meth:`compute_tracks`,
+    :meth:`write`; :meth:`run` does all.
 
     ``atlas``: an :class:`Atlas` already loaded (with activations) from ``cfg.assoc_dir``.
     """
@@ -128,11 +142,14 @@ class Reporter:
         self.tracks = Tracks()
         self.sae_cfg: dict = {}
         self.level = "residue"
+        self.sequences: dict[str, str] = {}
+        self.fasta_note: str | None = None
 
     def run(self) -> ReportResult:
         t_start = time.perf_counter()
         site.check_out(self.cfg.out)
         self.load()
+        self.describe_proteins()
         self.summarise()
         self.choose_pages()
         self.find_top_proteins()
@@ -152,6 +169,26 @@ class Reporter:
         self.sae_cfg = self._sae_cfg()
         self.level = str(self.atlas.run.get("level") or self.sae_cfg.get("level") or "residue")
 
+    def describe_proteins(self) -> None:
+        """Names, organisms and sequences of the atlas proteins from the FASTA (``--fasta``, else
+        the store's input): UniProt headers name them; names already in proteins.parquet win."""
+        a = self.atlas
+        store = self.cfg.store or run_store_path(a.run, a.path)
+        fasta = self.cfg.fasta or (store_fasta(store) if store is not None else None)
+        records = read_proteins(fasta, set(a.proteins["id"]))
+        if not records:
+            return
+        self.sequences = {pid: p.sequence for pid, p in records.items()}
+        named = [
+            (records[i].name, records[i].organism) if i in records else ("", "")
+            for i in a.proteins["id"]
+        ]
+        names = [n for n, _ in named]
+        a.proteins["name"] = [old or new for old, new in zip(a.proteins["name"], names)]
+        a.proteins["organism"] = [
+            old or new for old, new in zip(a.proteins["organism"], (o for _, o in named))
+        ]
+
     def _sae_cfg(self) -> dict:
         """The SAE's cfg.json (read as JSON: the index needs metrics, not the weights)."""
         from plmsae.sae.checkpoint import CFG_FILE
@@ -169,10 +206,19 @@ class Reporter:
         self.tested = group_records(a.associations)
         self.residue = group_records(a.residue_associations, limit=20)
         nnz = np.diff(self._activations().indptr)
+        label_of = {
+            pid: f"{name} ({org})" if name and org else name or pid
+            for pid, name, org in zip(a.proteins["id"], a.proteins["name"], a.proteins["organism"])
+        }
         self.rows = []
         for r in a.features.itertuples(index=False):
             f = int(r.feature)
-            self.rows.append(self._row(f, r, int(nnz[f]) if f < len(nnz) else 0))
+            row = self._row(f, r, int(nnz[f]) if f < len(nnz) else 0)
+            listed = r.top_proteins if r.top_proteins is not None else []
+            row["proteins"] = [label_of.get(str(p), str(p)) for p in list(listed)[:3]]
+            self.rows.append(row)
+        for k, row in enumerate(sorted(self.rows, key=evidence_key)):
+            row["evidence"] = k
 
     def _activations(self) -> Any:
         if self.atlas.activations is None:
@@ -192,8 +238,10 @@ class Reporter:
         sc = a.scores.get(f, {})
         return {
             "feature": f,
-            "label": ex["label"] or (top[0][1] if top else ""),
+            "label": ex["label"] or (top[0][1] if top else "") or str(r.plain_label),
             "description": ex["description"],
+            "kind": str(r.kind),
+            "plain_label": str(r.plain_label),
             "is_llm": ex["is_llm"],
             "concepts": top,
             "n_associated": len(sig) + len(hits),
@@ -212,7 +260,7 @@ class Reporter:
             for r in self.rows
             if r["n_active"] > 0 and (r["n_associated"] > 0 or not self.cfg.associated_only)
         ]
-        candidates.sort(key=rank_key)
+        candidates.sort(key=evidence_key)
         if self.cfg.max_features is not None:
             candidates = candidates[: self.cfg.max_features]
         self.paged = sorted(r["feature"] for r in candidates)
@@ -264,6 +312,7 @@ class Reporter:
             fasta=cfg.fasta,
             layer=a.run.get("layer"),
             device=cfg.device,
+            sequences=self.sequences or None,
         )
 
     def write(self, t_start: float | None = None) -> ReportResult:
@@ -278,7 +327,7 @@ class Reporter:
             page_seconds = self.write_pages(tmp, env, ctx)
             listed = [r for r in self.rows if r["n_associated"] > 0 or r["label"]]
             index = site.index_context(
-                a, self.rows, len(self.paged), sorted(listed, key=rank_key)[:100]
+                a, self.rows, len(self.paged), sorted(listed, key=evidence_key)[:100]
             )
             html = env.get_template("index.html").render(**ctx, **index)
             (tmp / site.INDEX).write_text(html, encoding="utf-8")
@@ -293,7 +342,16 @@ class Reporter:
 
     def write_pages(self, tmp: Path, env: Any, ctx: dict) -> float:
         """One page per paged feature under ``tmp/features``; returns the seconds it took."""
-        pages = site.FeaturePages(self.atlas, self.tracks, self.tested, self.residue)
+        a = self.atlas
+        drawn = {str(r["concept"]) for rows in self.residue.values() for r in rows[:3]}
+        intervals = (
+            annotation_residue_concepts(a.run, a.path)
+            if self.tracks.data and any(not c.startswith("seq:") for c in drawn)
+            else {}
+        )
+        pages = site.FeaturePages(
+            a, self.tracks, self.tested, self.residue, intervals, set(self.paged)
+        )
         template = env.get_template("feature.html")
         row_of = {r["feature"]: r for r in self.rows}
         paged = self.paged

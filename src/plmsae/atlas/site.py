@@ -24,8 +24,8 @@ import numpy as np
 
 from plmsae._util import VERSION, InputError
 from plmsae.analysis.assocdir import CATEGORY_NAMES, SOURCE_NAMES
-from plmsae.atlas.model import Atlas
-from plmsae.atlas.tracks import Tracks
+from plmsae.atlas.model import KINDS, Atlas, headline, headline_cell
+from plmsae.atlas.tracks import Tracks, concept_intervals
 
 if TYPE_CHECKING:
     import jinja2
@@ -97,6 +97,7 @@ def environment() -> jinja2.Environment:
     )
     env.filters["fmt"] = fmt
     env.filters["pct"] = pct
+    env.filters["headline_cell"] = headline_cell
     env.globals.update(
         concept_url=concept_url,
         protein_url=protein_url,
@@ -279,6 +280,9 @@ def index_context(atlas: Atlas, rows: list[dict], n_pages: int, static_top: list
         "n_pages": n_pages,
         "static_top": static_top,
         "n_associated": sum(1 for r in rows if r["n_associated"] > 0),
+        "n_kinds": {k: sum(1 for r in rows if r["kind"] == k) for k in KINDS},
+        "has_specificity": atlas.has_specificity,
+        "headline": headline(atlas.summary),
         "comparison": comparison(atlas),
         "explain_info": explain_info(atlas),
     }
@@ -337,7 +341,9 @@ class FeaturePages:
     """Contexts of the feature pages of one atlas.
 
     tested: feature -> its association rows (best first); residue: feature -> its residue
-    association rows; tracks: the per-residue tracks drawn under the top proteins.
+    association rows; tracks: the per-residue tracks drawn under the top proteins;
+    residue_concepts: UniProt residue features (concept -> protein -> intervals) drawn under the
+    tracks; paged: the features that have a page (for links between them).
     """
 
     def __init__(
@@ -346,12 +352,25 @@ class FeaturePages:
         tracks: Tracks,
         tested: dict[int, list[dict]],
         residue: dict[int, list[dict]],
+        residue_concepts: dict[str, dict[str, list]] | None = None,
+        paged: set[int] | None = None,
     ):
         if atlas.activations is None:
             raise ValueError("feature pages need the atlas loaded with activations")
         self.atlas, self.acts, self.tracks = atlas, atlas.activations, tracks
         self.tested, self.residue = tested, residue
-        self.prot = {c: atlas.proteins[c].tolist() for c in ("id", "name", "length", "split")}
+        self.residue_concepts = residue_concepts or {}
+        self.paged = paged
+        cols = ("id", "name", "organism", "length", "split")
+        self.prot = {c: atlas.proteins[c].tolist() for c in cols}
+        self.spec = {
+            int(r["feature"]): r
+            for r in atlas.features.drop(columns=["top_proteins"]).to_dict("records")
+        }
+        self.groups: dict[int, list[int]] = {}
+        for f, r in self.spec.items():
+            if r["group"] >= 0:
+                self.groups.setdefault(int(r["group"]), []).append(f)
 
     def context(self, f: int, top_rows: list[int]) -> dict:
         """Context of feature ``f``'s page; ``top_rows``: row indices of its top proteins."""
@@ -369,54 +388,110 @@ class FeaturePages:
         enr = [{**r, "significant": self.atlas.is_significant(r)} for r in tested[:40]]
         enr = enr[: max(10, sum(1 for r in enr if r["q_value"] < self.atlas.q_max))]
         best = next((r for r in enr if r["significant"]), None)
+        residue_rows = [
+            {**r, "significant": self.atlas.is_residue_hit(r)} for r in self.residue.get(f, [])
+        ]
+        top, logo = self.top(f, top_rows, dict(zip(col_rows.tolist(), col_vals.tolist())))
         return {
             "feature": f,
             "ex": self.atlas.explanation(f),
             "scores": self.atlas.scores.get(f, {}),
             "n_active": n_active,
             "histogram": hist,
-            "top": self.top(f, top_rows, dict(zip(col_rows.tolist(), col_vals.tolist()))),
+            "top": top,
+            "logo": logo,
+            "spec": self.specificity(f),
             "track_note": self.tracks.note,
             "n_explained": len(self.atlas.explanations),
             "enrichments": enr,
             "n_tested": len(tested),
             "inactive": self.inactive(f, set(col_rows[pos].tolist()), best),
-            "residue_assoc": [
-                {**r, "significant": self.atlas.is_residue_hit(r)} for r in self.residue.get(f, [])
-            ],
+            "residue_assoc": residue_rows,
         }
 
-    def top(self, f: int, top_rows: list[int], act_of: dict[int, float]) -> list[dict]:
-        """The top proteins with their activation, track (drawn on one scale) and spans."""
-        from plmsae.atlas.plots import active_spans, format_spans, track_svg
+    def specificity(self, f: int) -> dict:
+        """What kind of feature it is (features.parquet's specificity columns), with the other
+        features of its redundancy group."""
+        r = dict(self.spec.get(f) or {})
+        if not r:
+            return {"kind": "", "plain_label": "", "group_members": [], "known": False}
+        members = [g for g in self.groups.get(int(r["group"]), []) if g != f]
+        r["group_members"] = [
+            {"feature": g, "page": self.paged is None or g in self.paged} for g in members[:30]
+        ]
+        r["n_group"] = len(members) + 1
+        r["known"] = self.atlas.has_specificity
+        return r
+
+    def lanes(self, f: int, pid: str, seq: str | None) -> list[tuple[str, list]]:
+        """The feature's best residue concepts (up to 3, by F1) where they lie on one protein."""
+        out = []
+        for r in self.residue.get(f, [])[:3]:
+            where = concept_intervals(str(r["concept"]), pid, seq, self.residue_concepts)
+            f1 = r.get("f1")
+            label = str(r.get("name") or r["concept"])
+            if f1 is not None and f1 == f1:
+                label += f" (F1 {f1:.2f})"
+            out.append((label, where))
+        return out
+
+    def top(
+        self, f: int, top_rows: list[int], act_of: dict[int, float]
+    ) -> tuple[list[dict], dict | None]:
+        """The top proteins with their activation, views (drawn on one scale), spans and
+        concept lanes; and the sequence logo of the windows around their peaks."""
+        from plmsae.atlas.plots import (
+            LANE_COLOURS,
+            active_spans,
+            detail_svg,
+            detail_window,
+            format_spans,
+            logo_svg,
+            overview_svg,
+            peak_of,
+            peak_windows,
+        )
 
         shown = [self.tracks.data.get((f, self.prot["id"][i])) for i in top_rows]
         scale = max([float(np.max(t)) for t in shown if t is not None and t.size] + [0.0]) or None
-        top = []
+        top, for_logo = [], []
         for i, t in zip(top_rows, shown):
             pid = self.prot["id"][i]
             seq = self.tracks.sequences.get(pid)
-            item = {**self.protein(i), "activation": act_of.get(i, 0.0), "track": None, "spans": ""}
+            item = {**self.protein(i), "activation": act_of.get(i, 0.0), "track": None}
+            item.update(spans="", overview=None, detail=None, peak=None, lanes=[])
             if t is not None:
                 vals = t.astype(np.float32)
                 spans = active_spans(vals)
+                peak = peak_of(vals)
+                window = detail_window(len(vals), peak)
+                lanes = self.lanes(f, pid, seq if seq and len(seq) == len(vals) else None)
+                title = f"activation of feature {f} along {pid}"
+                kw: dict[str, Any] = {"scale_max": scale, "spans": spans, "lanes": lanes}
+                kw.update(title=title, window=window)
                 item["spans"] = format_spans(spans, seq)
-                item["track"] = track_svg(
-                    vals,
-                    seq,
-                    scale_max=scale,
-                    spans=spans,
-                    title=f"activation of feature {f} along {pid}",
-                )
+                item["overview"] = overview_svg(vals, seq, **kw)
+                item["detail"] = detail_svg(vals, seq, **kw)
+                item["track"] = True
+                item["peak"] = None if peak is None else peak + 1
+                item["lanes"] = [
+                    (label, LANE_COLOURS[k % len(LANE_COLOURS)], len(iv))
+                    for k, (label, iv) in enumerate(lanes)
+                ]
+                if seq and len(seq) == len(vals):
+                    for_logo.append((vals, seq))
             top.append(item)
-        return top
+        windows = peak_windows(for_logo)
+        logo = {"svg": logo_svg(windows, 7), "n": len(windows)} if len(windows) >= 2 else None
+        return top, logo
 
     def protein(self, i: int) -> dict:
-        """``{id, name, length, split}`` of protein row ``i``."""
+        """``{id, name, organism, length, split}`` of protein row ``i``."""
         n = self.prot["length"][i]
         return {
             "id": self.prot["id"][i],
             "name": self.prot["name"][i],
+            "organism": self.prot["organism"][i],
             "length": int(n) if n == n and n else 0,
             "split": self.prot["split"][i],
         }

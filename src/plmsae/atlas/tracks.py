@@ -58,19 +58,62 @@ def store_fasta(store_path: Path) -> Path | None:
     return Path(p) if p else None
 
 
-def read_sequences(fasta: Path | None, ids: set[str]) -> dict[str, str]:
-    """Sequences of ``ids`` from a FASTA file (streamed; other records are skipped)."""
+def read_proteins(fasta: Path | None, ids: set[str]) -> dict[str, Any]:
+    """The records of ``ids`` in a FASTA file (:class:`plmsae.data.fasta.Protein`: sequence,
+    description, name, organism); streamed, other records skipped; {} when the file is missing
+    or unreadable (a moved FASTA only costs the letters and names, so it is logged)."""
     if fasta is None or not Path(fasta).exists() or not ids:
         return {}
     from plmsae.data.fasta import iter_fasta
 
     out = {}
-    for p in iter_fasta(fasta):
-        if p.id in ids:
-            out[p.id] = p.sequence
-            if len(out) == len(ids):
-                break
+    try:
+        for p in iter_fasta(fasta):
+            if p.id in ids:
+                out[p.id] = p
+                if len(out) == len(ids):
+                    break
+    except PlmsaeError as e:
+        log.warning("cannot read sequences and protein names from %s: %s", fasta, e)
     return out
+
+
+def read_sequences(fasta: Path | None, ids: set[str]) -> dict[str, str]:
+    """Sequences of ``ids`` from a FASTA file (see :func:`read_proteins`)."""
+    return {pid: p.sequence for pid, p in read_proteins(fasta, ids).items()}
+
+
+#: built-in amino-acid identity concepts (``seq:aa:Q``): where they are is the sequence itself
+_AA_CONCEPT = "seq:aa:"
+
+
+def concept_intervals(
+    concept: str, pid: str, sequence: str | None, residue_concepts: dict[str, dict[str, list]]
+) -> list[tuple[int, int]]:
+    """Instances of a residue concept on one protein, 0-based half-open: UniProt features from
+    the annotation file (``residue_concepts``), amino-acid identity from the sequence; [] for
+    what is not known here."""
+    if concept.startswith(_AA_CONCEPT) and sequence:
+        aa = concept[len(_AA_CONCEPT) :]
+        return [(i, i + 1) for i, c in enumerate(sequence) if c == aa]
+    return [(int(a), int(b)) for a, b in residue_concepts.get(concept, {}).get(pid, [])]
+
+
+def annotation_residue_concepts(run: dict, base: Path) -> dict[str, dict[str, list]]:
+    """Residue concepts (UniProt features) of the annotation file named in run.json, {} when it
+    has none (GO files) or is missing."""
+    path = _run_path(run, ("annotations",), base)
+    if path is None or not path.exists():
+        return {}
+    from plmsae.data.annotations import read_annotations, sniff_format
+
+    try:
+        if sniff_format(path) != "uniprot_tsv":
+            return {}
+        return read_annotations(path).residue_concepts
+    except PlmsaeError as e:
+        log.warning("residue features of %s are not drawn: %s", path, e)
+        return {}
 
 
 def residue_tracks(
@@ -166,11 +209,12 @@ def compute_tracks(
     fasta: Path | None = None,
     layer: int | None = None,
     device: str = "cpu",
+    sequences: dict[str, str] | None = None,
 ) -> Tracks:
     """Tracks of the wanted (protein, features): ``needed`` maps protein id -> features.
 
     ``sae``/``store`` are the SAE checkpoint and activation store (None when unknown), ``fasta``
-    the sequences (default: the store's input). Tracks that cannot be drawn (a protein-level SAE,
+    the sequences (default: the store's input), unless ``sequences`` are given. Tracks that cannot be drawn (a protein-level SAE,
     a missing or unusable SAE or store) leave a note saying why; the atlas is still worth writing.
     """
     if level != "residue":
@@ -198,7 +242,10 @@ def compute_tracks(
         log.warning(note)
         return Tracks(note=note)
     fasta_path = Path(fasta) if fasta else store_fasta(store)
-    sequences = read_sequences(fasta_path, set(needed)) if data else {}
+    if sequences is None:
+        sequences = read_sequences(fasta_path, set(needed)) if data else {}
+    else:
+        sequences = {pid: sequences[pid] for pid in needed if pid in sequences}
     if data and not sequences:
         note = (
             f"Residue letters are not drawn: the FASTA {fasta_path} recorded in the "

@@ -6,9 +6,9 @@
 - **GAF 2.x** (GO annotation file): column 2 is the accession, 5 the GO ID, 10 the protein name;
   annotations with a ``NOT`` qualifier are skipped;
 - **UniProt TSV export** (uniprot.org "Download" as TSV, or the REST API with ``format=tsv``): a
-  header row with ``Entry`` and any of ``Sequence``, ``Protein names``, ``Gene Ontology IDs`` (or
-  the ``Gene Ontology (...)`` columns), ``Protein families``, ``Subcellular location [CC]`` and the
-  feature columns in :data:`FEATURE_COLUMNS`.
+  header row with ``Entry`` and any of ``Sequence``, ``Protein names``, ``Organism``, ``Gene
+  Ontology IDs`` (or the ``Gene Ontology (...)`` columns), ``Protein families``, ``Subcellular
+  location [CC]`` and the feature columns in :data:`FEATURE_COLUMNS`.
 
 Concepts
 --------
@@ -95,6 +95,7 @@ class Annotations:
     residue_concepts : residue concept id -> protein id -> [(start, end)] 0-based half-open.
     concept_names : concept id -> readable name (GO names when an ontology was given).
     protein_names : protein id -> protein name, when the file has one.
+    protein_organisms : protein id -> organism (UniProt TSV ``Organism``), when the file has it.
     sequences : protein id -> sequence, when the file has one (UniProt TSV ``Sequence``).
     counts : what was read, mapped and dropped (``go_alt_ids_mapped``,
         ``go_obsolete_or_unknown``, ``gaf_not_qualifier``, ``features_uncertain`` ...).
@@ -105,6 +106,7 @@ class Annotations:
     residue_concepts: dict[str, dict[str, list[tuple[int, int]]]] = field(default_factory=dict)
     concept_names: dict[str, str] = field(default_factory=dict)
     protein_names: dict[str, str] = field(default_factory=dict)
+    protein_organisms: dict[str, str] = field(default_factory=dict)
     sequences: dict[str, str] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     format: str = ""
@@ -396,6 +398,8 @@ def _read_uniprot_tsv(
             name = _protein_name(fields[col["Protein names"]])
             if name:
                 ann.protein_names[acc] = name
+        if "Organism" in col and fields[col["Organism"]].strip():
+            ann.protein_organisms[acc] = fields[col["Organism"]].strip()
         terms = frozenset(t for i in go_cols for t in _GO_IN_TEXT.findall(fields[i]))
         if terms:
             go[acc] = go[acc] | terms if acc in go else terms

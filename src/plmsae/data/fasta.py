@@ -4,6 +4,9 @@ Rules (the same for :func:`read_fasta` and the streaming :func:`iter_fasta`):
 
 - The ID is the first word of the header; UniProt headers ``sp|P12345|NAME_HUMAN ...`` and
   ``tr|A0A024|...`` give the accession (``P12345``). The rest of the header is the description.
+  :attr:`Protein.name` and :attr:`Protein.organism` read UniProt's description
+  (``HBA_HUMAN Hemoglobin subunit alpha OS=Homo sapiens OX=9606 GN=HBA1 PE=1 SV=2`` -> name
+  ``Hemoglobin subunit alpha``, organism ``Homo sapiens``); other descriptions are the name.
 - Sequences may span lines; blank lines, spaces and Windows line ends are ignored (as Biopython
   does); lower case is accepted and upper-cased.
 - Allowed residues are the 20 standard amino acids plus the ambiguity codes ``X B Z U O``, which
@@ -33,6 +36,9 @@ ESM_RESIDUES = "ACDEFGHIKLMNPQRSTVWY" + "XBZUO"
 _BAD_RESIDUE = re.compile(f"[^{ESM_RESIDUES}]")
 _ESM_RESIDUE_BYTES = ESM_RESIDUES.encode("ascii")
 _UNIPROT_ID = re.compile(r"^(?:sp|tr)\|([^|]+)\|")
+#: UniProt FASTA description: ``ENTRY_NAME Protein name OS=Organism OX=9606 GN=GENE PE=1 SV=2``
+_UNIPROT_TAGS = re.compile(r"\s(OS|OX|GN|PE|SV)=")
+_ENTRY_NAME = re.compile(r"^[A-Z0-9]{1,10}_[A-Z0-9]{1,5}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +51,42 @@ class Protein:
 
     def __len__(self) -> int:
         return len(self.sequence)
+
+    @property
+    def name(self) -> str:
+        """The protein's name from a UniProt description (else the whole description)."""
+        return describe(self.description)[0]
+
+    @property
+    def organism(self) -> str:
+        """The organism (UniProt ``OS=``), '' when the description does not say."""
+        return describe(self.description)[1]
+
+
+def describe(description: str) -> tuple[str, str]:
+    """``(name, organism)`` of a FASTA description.
+
+    UniProt: ``"HBA_HUMAN Hemoglobin subunit alpha OS=Homo sapiens OX=9606 GN=HBA1 PE=1 SV=2"``
+    -> ``("Hemoglobin subunit alpha", "Homo sapiens")`` (the entry name ``HBA_HUMAN`` is dropped
+    when a name follows it); UniRef-style ``Tax=`` is read as the organism too. Anything else is
+    the name as it is, with no organism: ``"my kinase"`` -> ``("my kinase", "")``.
+    """
+    text = " ".join(description.split())
+    organism = ""
+    m = _UNIPROT_TAGS.search(" " + text)
+    if m:
+        head, tags = text[: m.start()].strip(), " " + text[m.start() :]
+        parts = _UNIPROT_TAGS.split(tags)  # ['', 'OS', 'Homo sapiens', 'OX', '9606', ...]
+        fields = dict(zip(parts[1::2], (v.strip() for v in parts[2::2])))
+        organism = fields.get("OS", "")
+        text = head
+    elif " Tax=" in text:
+        text, _, rest = text.partition(" Tax=")
+        organism = rest.split(" TaxID=")[0].strip()
+    words = text.split(None, 1)
+    if len(words) == 2 and _ENTRY_NAME.match(words[0]):
+        text = words[1]
+    return text, organism
 
 
 def parse_header(header: str) -> tuple[str, str]:

@@ -14,6 +14,8 @@ from typing import Any
 
 from plmsae._util import read_json
 from plmsae.analysis.assocdir import SOURCES, SUMMARY
+from plmsae.atlas.model import headline
+from plmsae.atlas.site import SITE_MARKER
 from plmsae.config import StageConfig, option, stage_function
 from plmsae.data.demo import demo_paths
 from plmsae.interpret.explanations import SUMMARY_KEY, read_explanations, read_scores
@@ -40,7 +42,8 @@ DEMO_SETTINGS: dict[str, dict[str, Any]] = {
     "evaluate": {},
     "associate": {},
     "explain": {"n_features": 40},
-    "report": {"max_features": 100},
+    # a page for every active feature (every associated or explained one among them)
+    "report": {},
 }
 
 
@@ -98,18 +101,23 @@ def demo(cfg: DemoConfig) -> DemoResult:
 
 
 def summarise(unit: UnitPaths) -> dict[str, Any]:
-    """Numbers a newcomer wants from one layer's run: fidelity, associations, example features."""
+    """Numbers a newcomer wants from one layer's run: fidelity, the concepts SAE features,
+    neurons and random directions find (:func:`plmsae.atlas.model.headline`), associations,
+    example features, the atlas and its number of pages."""
     sae_cfg = read_sae_config(unit.sae)
     assoc = read_json(unit.assoc / SUMMARY)
     model = sae_cfg.model or {}
+    site_json = unit.site / SITE_MARKER
     return {
         "model": model.get("description") or model.get("id"),
         "layer": sae_cfg.layer,
         "evaluation": read_json(unit.sae / EVALUATION),
+        "headline": headline(assoc),
         "associations": {s: assoc.get(s, {}) for s in SOURCES},
         "explain": assoc.get(SUMMARY_KEY, {}),
         "examples": best_explained(unit.assoc, 3),
         "atlas": str(unit.index),
+        "n_pages": read_json(site_json).get("n_pages") if site_json.exists() else None,
     }
 
 

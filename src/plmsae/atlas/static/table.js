@@ -27,13 +27,15 @@
   // one lower-case search string per row, built once
   var hay = new Array(rows.length);
   for (var i = 0; i < rows.length; i++) {
-    var r = rows[i], parts = ["#" + r.feature, String(r.feature), r.label || "", r.description || ""];
+    var r = rows[i], parts = ["#" + r.feature, String(r.feature), r.label || "", r.description || "",
+      r.plain_label || "", r.kind || ""];
     for (var c = 0; c < r.concepts.length; c++) parts.push(r.concepts[c][0], r.concepts[c][1] || "");
+    for (var p = 0; p < (r.proteins || []).length; p++) parts.push(r.proteins[p]);
     hay[i] = parts.join(" ").toLowerCase();
   }
 
-  // default order: the most significant association first (features without one last)
-  var DEFAULT_SORT = "best_q";
+  // default order: by evidence (associated and described first; computed by plmsae report)
+  var DEFAULT_SORT = "evidence";
   var state = { q: "", assoc: false, sort: DEFAULT_SORT, dir: 1, page: 0, size: 50 };
   var view = [];
 
@@ -53,6 +55,7 @@
 
   function sortValue(r, key) {
     var v = r[key];
+    if (Array.isArray(v)) v = v.join("; ");
     if (typeof v === "string") return v.toLowerCase();
     return v;
   }
@@ -103,28 +106,53 @@
         td.textContent = "#" + r.feature;
         td.title = "no page written for this feature";
       }
-      cell(tr, r.label || "");
-      cell(tr, r.description || "", "desc");
+      var ev = [];
+      if (r.n_associated) ev.push(r.n_associated + (r.n_associated === 1 ? " concept" : " concepts"));
+      if (r.description) ev.push("described");
+      cell(tr, ev.length ? ev.join(" · ") : "–", "evidence");
+      var lt = cell(tr, "", "desc");
+      var head = document.createElement("div");
+      head.className = "lbl";
+      head.textContent = r.label || "";
+      if (r.kind && r.kind !== "specific") {
+        var b = document.createElement("span");
+        b.className = "badge kind";
+        b.textContent = r.kind;
+        head.appendChild(document.createTextNode(" "));
+        head.appendChild(b);
+      }
+      lt.appendChild(head);
+      var more = r.description || (r.plain_label && r.plain_label !== r.label ? r.plain_label : "");
+      if (more) {
+        var d = document.createElement("div");
+        d.className = "more";
+        d.textContent = more;
+        lt.appendChild(d);
+      }
       var ct = cell(tr, "", "concepts");
       for (var c = 0; c < r.concepts.length; c++) {
         var cc = r.concepts[c], s = document.createElement("div");
         s.title = cc[0] + (cc[2] ? " (" + cc[2] + ")" : "");
-        s.appendChild(document.createTextNode(cc[1] || cc[0]));
+        s.appendChild(document.createTextNode((cc[1] || cc[0]) + " "));
         var qs = document.createElement("span");
-        qs.className = "q";
-        qs.textContent = cc[2] === "residue" ? " F1 = " + fmt(cc[4]) : " q = " + fmt(cc[3]);
+        qs.className = "q";  // never broken inside ("q = 3.4e-\n47")
+        qs.textContent = cc[2] === "residue" ? "F1 = " + fmt(cc[4]) : "q = " + fmt(cc[3]);
         s.appendChild(qs);
         ct.appendChild(s);
       }
+      var pt = cell(tr, "", "proteins");
+      for (var p = 0; p < (r.proteins || []).length; p++) {
+        var pd = document.createElement("div");
+        pd.textContent = r.proteins[p];
+        pt.appendChild(pd);
+      }
       cell(tr, pct(r.density), "n");
-      cell(tr, fmt(r.max_activation), "n");
-      cell(tr, fmt(r.detection), "n");
       cell(tr, fmt(r.simulation), "n");
       frag.appendChild(tr);
     }
     if (end === start) {
       var tr0 = document.createElement("tr"), td0 = cell(tr0, "No feature matches.", "feat-table-empty");
-      td0.colSpan = 8;
+      td0.colSpan = 7;
       frag.appendChild(tr0);
     }
     tbody.textContent = "";
@@ -185,7 +213,7 @@
     headers[h].addEventListener("click", function (ev) {
       var key = ev.currentTarget.getAttribute("data-key");
       if (state.sort === key) state.dir = -state.dir;
-      else { state.sort = key; state.dir = (key === "label" || key === "description" || key === "feature" || key === "best_q") ? 1 : -1; }
+      else { state.sort = key; state.dir = (key === "label" || key === "proteins" || key === "feature" || key === "best_q" || key === "evidence") ? 1 : -1; }
       state.page = 0;
       compute();
       render();
