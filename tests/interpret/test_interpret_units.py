@@ -107,7 +107,7 @@ def test_reply_parsers():
 
 
 def test_prompt_version_and_llm_parsing(monkeypatch):
-    assert prompt_version() == "explain-v2+simulate-v2+reask-v1"
+    assert prompt_version() == "explain-v3+simulate-v3+reask-v1"
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     assert parse_llm("auto").provider == "offline"
     monkeypatch.setenv("ANTHROPIC_API_KEY", "x")
