@@ -346,21 +346,14 @@ class ExplainRun:
             llm.windows = self.llm.windows
             for j in todo:
                 llm.run(j)
-            est.update(
-                calls=replay.new_calls,
-                cached_calls=replay.cached_calls,
-                reasks_replayed=replay.reasks,
-                input_tokens=replay.input_tokens,
-                output_tokens=replay.output_tokens,
-                cost_usd=replay.cost_usd,
-                # a malformed reply is asked again with the prompt and the reply resent
-                max_calls=2 * replay.new_calls,
-                max_input_tokens=2 * replay.input_tokens + replay.output_tokens,
-                local=self.client.local,
-                price_usd_per_mtok=self.client.price,
-            )
+            est.update(replay.totals)
+            # worst case: every new reply malformed, asked again with the prompt and reply resent
+            est["max_calls"] = 2 * est["calls"]
+            est["max_input_tokens"] = 2 * est["input_tokens"] + est["output_tokens"]
+            est["local"] = self.client.local
+            est["price_usd_per_mtok"] = self.client.price
             est["max_cost_usd"] = round(
-                self.client.cost(est["max_input_tokens"], 2 * replay.output_tokens), 4
+                self.client.cost(est["max_input_tokens"], 2 * est["output_tokens"]), 4
             )
         est["cost_usd"] = round(est["cost_usd"], 4)
         return est

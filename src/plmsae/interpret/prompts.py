@@ -226,7 +226,7 @@ _PLACEHOLDER_RE = re.compile(
     re.I,
 )
 #: "Protein 17": the prompt's numbering of its examples, meaningless outside the prompt
-_NUMBERED_RE = re.compile(r"\bproteins?\s*#?\s*\d+(?![\d.\-/])", re.I)
+_NUMBERED_RE = re.compile(r"\bproteins?\s*#?\s*\d+(?!\d|\.\d|-\d+-)", re.I)
 
 
 def _json_object(text: str) -> dict:

@@ -700,29 +700,33 @@ class LLMClient:
 
 class ReplayClient:
     """Stands in for an :class:`LLMClient` in --dry-run: answers from the cache, or with the
-    format's example reply for a call that would be made, counting both; calls nothing."""
+    format's example reply for a call that would be made, counting both in ``totals`` (new
+    calls, cached calls, re-asks replayed, estimated tokens and cost of the new calls); calls
+    nothing."""
 
     def __init__(self, client: LLMClient):
         self.client, self.spec = client, client.spec
-        self.new_calls = self.cached_calls = self.input_tokens = self.output_tokens = 0
-        self.reasks = 0
-        self.cost_usd = 0.0
+        self.totals: dict[str, Any] = dict.fromkeys(
+            ("calls", "cached_calls", "reasks_replayed", "input_tokens", "output_tokens"), 0
+        )
+        self.totals["cost_usd"] = 0.0
 
     def complete(self, messages: list[dict], max_tokens: int, fmt: ReplyFormat) -> Reply:
+        t = self.totals
         hit = self.client.cached_reply(messages, max_tokens, fmt)
         if hit is not None:
-            self.cached_calls += 1
+            t["cached_calls"] += 1
             return hit
         n_in, n_out = self.client.estimate(messages, max_tokens)
-        self.new_calls += 1
-        self.input_tokens += n_in
-        self.output_tokens += n_out
-        self.cost_usd += self.client.cost(n_in, n_out)
+        t["calls"] += 1
+        t["input_tokens"] += n_in
+        t["output_tokens"] += n_out
+        t["cost_usd"] += self.client.cost(n_in, n_out)
         return Reply(fmt.example, n_in, n_out, 0.0, False, False, max_tokens)
 
     def count(self, name: str) -> None:
         if name == "reasks":
-            self.reasks += 1
+            self.totals["reasks_replayed"] += 1
 
 
 def _retry_after(response) -> float | None:
