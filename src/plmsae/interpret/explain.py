@@ -130,7 +130,9 @@ class ExplainConfig(StageConfig):
     dry_run: bool = option(
         False, help="Print the number of calls and the estimated tokens and cost; call nothing."
     )
-    concurrency: int = option(4, help="LLM calls in flight at once.")
+    concurrency: int = option(
+        4, help="Most LLM calls in flight at once (halved while the server is overloaded)."
+    )
     base_url: str | None = option(
         None,
         help="API base URL (default: ANTHROPIC_BASE_URL / OPENAI_BASE_URL, else the vendor's); "
@@ -488,6 +490,7 @@ class ExplainRun:
             "split": pools.how,
             "seed": cfg.seed,
             "sampling": SAMPLING,
+            "outcome": outcome(tables.results, self.seconds),
             "sources": {},
         }
         if self.llm is not None:
@@ -509,7 +512,6 @@ class ExplainRun:
                 cfg.n_bootstrap,
                 cfg.seed,
             )
-        block["outcome"] = outcome(res, self.seconds)
         if self.client is not None:
             block["usage"] = self.client.usage.as_dict()
             if self.client.price is None:  # unknown, not free

@@ -199,7 +199,9 @@ class LLMExplainer:
                 return parse(reply.text)
             except ReplyError as e:
                 if reply.truncated:
-                    raise ReplyError(f"{e} at {reply.max_tokens} tokens", truncated=True) from None
+                    raise ReplyError(
+                        f"{e}; cut at {reply.max_tokens} tokens", truncated=True
+                    ) from None
                 if attempt:
                     raise
                 problem = str(e)
