@@ -158,7 +158,7 @@ out = block.get("outcome", {})
 u = block.get("usage", {})
 print(f"## plmsae explain with {model} (llama.cpp llama-server, CPU)\n")
 print(f"- exit code {rc}; {out.get('explained')} of {out.get('features')} features explained and "
-      f"scored in {out.get('seconds')} s; structured output: {block.get('structured_output')}")
+      f"scored; structured output: {block.get('structured_output')}")
 print(f"- valid replies: {valid} of {total} ({100 * valid / max(total, 1):.0f} %): explanations "
       f"{replies['explanation'][0]}/{replies['explanation'][1]}, simulations "
       f"{replies['simulation'][0]}/{replies['simulation'][1]}")

@@ -42,7 +42,7 @@ def show_explain(result: ExplainResult, console: Console) -> None:
             f"{diff['difference']:+.2f} {_ci(diff['ci'])}",
         )
     if "outcome" in block:
-        show_outcome(block["outcome"], console)
+        show_outcome(block["outcome"], result.seconds, console)
     if "usage" in block:
         show_usage(block, console)
     say(console, f"Wrote {', '.join(p.name for p in result.files)} in {result.assoc_dir}")
@@ -50,9 +50,9 @@ def show_explain(result: ExplainResult, console: Console) -> None:
         raise fail(result.failure, code=EXIT_NOTHING_EXPLAINED)
 
 
-def show_outcome(out: dict[str, Any], console: Console) -> None:
+def show_outcome(out: dict[str, Any], took_s: float, console: Console) -> None:
     """Features explained, failed (by reason), skipped and the time taken."""
-    minutes, seconds = divmod(round(out["seconds"]), 60)
+    minutes, seconds = divmod(round(took_s), 60)
     took = f"{minutes}m {seconds:02d}s" if minutes else f"{seconds}s"
     parts = [f"explained and scored: {out['explained']} of {out['features']} features in {took}"]
     for key, what in (("skipped", "skipped"), ("budget", "not requested (--max-cost)")):

@@ -198,6 +198,7 @@ class ExplainResult:
     summary: dict[str, Any] = field(default_factory=dict)
     estimate: dict[str, Any] | None = None
     files: list[Path] = field(default_factory=list)  # written (none with dry_run)
+    seconds: float = 0.0  # time spent explaining (not in summary.json: re-runs stay identical)
 
     @property
     def dry_run(self) -> bool:
@@ -268,7 +269,9 @@ class ExplainRun:
         tables = self.tables(jobs, rows)
         block = self.summarise(tables, pools, stopped)
         files = self.write(tables, block)
-        return ExplainResult(self.ad.path, self.explainer_name, summary=block, files=files)
+        return ExplainResult(
+            self.ad.path, self.explainer_name, summary=block, files=files, seconds=self.seconds
+        )
 
     # -- steps ------------------------------------------------------------------------------
     def check_sources(self) -> None:
@@ -490,7 +493,7 @@ class ExplainRun:
             "split": pools.how,
             "seed": cfg.seed,
             "sampling": SAMPLING,
-            "outcome": outcome(tables.results, self.seconds),
+            "outcome": outcome(tables.results),
             "sources": {},
         }
         if self.llm is not None:
@@ -565,9 +568,9 @@ def score_table(results: pd.DataFrame) -> pd.DataFrame:
     return scores[scores["score"].notna()].reset_index(drop=True)
 
 
-def outcome(results: pd.DataFrame, seconds: float) -> dict[str, Any]:
+def outcome(results: pd.DataFrame) -> dict[str, Any]:
     """What happened to the run's features: explained (and scored), failed by reason, skipped,
-    not requested for the budget; and the time taken."""
+    not requested for the budget."""
     status = results["status"].astype(str)
     reasons = status.map(failure_reason)
     by_reason = reasons[reasons != ""].value_counts()
@@ -578,7 +581,6 @@ def outcome(results: pd.DataFrame, seconds: float) -> dict[str, Any]:
         "failed_by_reason": {str(k): int(v) for k, v in by_reason.items()},
         "skipped": int(status.str.startswith("skipped").sum()),
         "budget": int(status.str.startswith("budget").sum()),
-        "seconds": round(seconds, 1),
     }
 
 
