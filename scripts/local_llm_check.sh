@@ -89,13 +89,15 @@ GGUF=$(get_model)
 log "llama-server: $SERVER; model: $GGUF"
 
 # --- 3. serve on 127.0.0.1 (by default 4 slots share one context of $CTX tokens) -----------
+up() { "$PY" -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$PORT/health', timeout=2)" 2>/dev/null; }
+if up; then log "something already answers on port $PORT; stop it or set PORT"; exit 2; fi
 # shellcheck disable=SC2086
 "$SERVER" -m "$GGUF" --host 127.0.0.1 --port "$PORT" -c "$CTX" ${SLOTS:+-np $SLOTS} \
   -t "$JOBS" >"$WORK/server-$MODEL.log" 2>&1 &
 SERVER_PID=$!
-trap 'kill "$SERVER_PID" 2>/dev/null || true' EXIT
+trap 'kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null || true' EXIT
 for _ in $(seq 300); do
-  if "$PY" -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:$PORT/health', timeout=2)" 2>/dev/null; then break; fi
+  if up; then break; fi
   kill -0 "$SERVER_PID" 2>/dev/null || { log "llama-server died; see $WORK/server-$MODEL.log"; exit 1; }
   sleep 1
 done
