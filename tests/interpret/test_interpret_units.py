@@ -100,9 +100,12 @@ def test_reply_parsers():
         with pytest.raises(ReplyError):
             parse_explanation(bad)
     # a real protein name with a number stays valid
-    assert parse_explanation(
-        '{"label": "Protein 4.1 family", "description": "Band protein 4.1 family members."}'
-    )[0] == "Protein 4.1 family"
+    assert (
+        parse_explanation(
+            '{"label": "Protein 4.1 family", "description": "Band protein 4.1 family members."}'
+        )[0]
+        == "Protein 4.1 family"
+    )
     assert parse_simulation('{"1": 0, "2": 7.5, "3": 10}', 3).tolist() == [0, 7.5, 10]
     for bad in (
         '{"1": 0, "2": 7}',

@@ -319,7 +319,7 @@ class LLMClient:
     concurrency: int = 4
     usage: Usage = field(default_factory=Usage)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._reserved = 0.0
