@@ -4,10 +4,12 @@ HTTP server that speaks the Anthropic Messages API and the OpenAI chat-completio
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -49,20 +51,36 @@ def assoc_dir(_assoc_template, tmp_path) -> Path:
 # ------------------------------------------------------------------ fake LLM server
 
 
+LLAMA_CONTEXT_ERROR = "Context size has been exceeded."  # llama.cpp's message for a full KV cache
+
+
 class FakeLLM:
     """Anthropic (/v1/messages) and OpenAI (/v1/chat/completions) on 127.0.0.1.
 
     A plausible model: the explanation names the top enrichment result (else the first
-    annotation of the strongest example);
-    the simulation predicts 8 for proteins carrying that annotation, else 0. ``faults`` is a
-    list consumed one per request: None (normal), an int HTTP status (with retry-after: 0), or
-    "malformed" (a 200 reply whose text is not the asked-for JSON) or "slow" (answers after 1 s).
+    annotation of the strongest example); the simulation predicts 8 for proteins carrying that
+    annotation, else 0. It honours Anthropic tool use and an assistant "{" prefill.
+
+    ``faults`` is a list consumed one per request: None (normal), an int HTTP status (with
+    retry-after: 0), "malformed" (prose without JSON), "placeholder" (the prompt's placeholder
+    echoed), "length" (the reply cut at max_tokens, finish_reason "length"), "context"
+    (llama.cpp's HTTP 500 for a full context), "slow" (answers after 1 s) or "hang" (after 30 s).
+    ``max_parallel``: more requests than this at once get the context error (a llama.cpp server
+    whose slots share one context); ``delay`` (s) keeps every request busy that long.
+    ``refuse_response_format``: HTTP 400 for a request that carries one (an old server).
+    ``on_request(n)`` is called with the number of requests so far (from the server thread).
     """
 
     def __init__(self):
         self.requests: list[dict] = []
         self.faults: list = []
         self.lock = threading.Lock()
+        self.max_parallel: int | None = None
+        self.delay = 0.0
+        self.in_flight = 0
+        self.peak = 0
+        self.refuse_response_format = False
+        self.on_request = None
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -71,78 +89,60 @@ class FakeLLM:
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+                auth = self.headers.get("x-api-key") or self.headers.get("authorization")
                 with fake.lock:
-                    fake.requests.append(
-                        {
-                            "path": self.path,
-                            "body": body,
-                            "auth": self.headers.get("x-api-key")
-                            or self.headers.get("authorization"),
-                        }
-                    )
+                    fake.requests.append({"path": self.path, "body": body, "auth": auth})
+                    n = len(fake.requests)
                     fault = fake.faults.pop(0) if fake.faults else None
-                if isinstance(fault, int):
-                    data = json.dumps(
-                        {"type": "error", "error": {"type": "fake", "message": f"fake {fault}"}}
-                    ).encode()
-                    self.send_response(fault)
-                    self.send_header("content-type", "application/json")
-                    self.send_header("retry-after", "0")
-                    self.send_header("content-length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                    return
-                if fault == "slow":  # longer than the client's timeout in the tests
-                    import time
+                    fake.in_flight += 1
+                    fake.peak = max(fake.peak, fake.in_flight)
+                    crowded = fake.max_parallel is not None and fake.in_flight > fake.max_parallel
+                try:
+                    if fake.on_request is not None:
+                        fake.on_request(n)
+                    if fake.delay:
+                        time.sleep(fake.delay)
+                    if crowded or fault == "context":
+                        return self.send_json(500, error(LLAMA_CONTEXT_ERROR))
+                    if fake.refuse_response_format and "response_format" in body:
+                        return self.send_json(400, error("response_format is not supported"))
+                    if isinstance(fault, int):
+                        return self.send_json(fault, error(f"fake {fault}"))
+                    if fault in ("slow", "hang"):  # longer than the client's timeout in the tests
+                        time.sleep(1.0 if fault == "slow" else 30.0)
+                    self.answer(body, fault)
+                finally:
+                    with fake.lock:
+                        fake.in_flight -= 1
 
-                    time.sleep(1.0)
-                text = (
-                    "I believe this feature is about kinases."
-                    if fault == "malformed"
-                    else fake.reply(body["messages"])
-                )
+            def answer(self, body: dict, fault):
+                text = fake.reply(body["messages"])
+                if fault == "malformed":
+                    text = "I believe this feature is about kinases."
+                elif fault == "placeholder":
+                    text = '{"label": "...", "description": "..."}'
+                finish = "stop"
+                if fault == "length":
+                    text, finish = text[: len(text) // 2], "length"
                 if self.path.endswith("/messages"):
-                    resp = {
-                        "id": "msg_fake",
-                        "type": "message",
-                        "role": "assistant",
-                        "model": body["model"],
-                        "content": [{"type": "text", "text": text}],
-                        "stop_reason": "end_turn",
-                        "stop_sequence": None,
-                        "usage": {"input_tokens": 1000, "output_tokens": 50},
-                    }
-                elif self.path.endswith("/chat/completions"):
-                    resp = {
-                        "id": "chatcmpl-fake",
-                        "object": "chat.completion",
-                        "created": 0,
-                        "model": body["model"],
-                        "choices": [
-                            {
-                                "index": 0,
-                                "finish_reason": "stop",
-                                "message": {"role": "assistant", "content": text},
-                            }
-                        ],
-                        "usage": {
-                            "prompt_tokens": 1000,
-                            "completion_tokens": 50,
-                            "total_tokens": 1050,
-                        },
-                    }
-                else:
-                    self.send_response(404)
-                    self.end_headers()
-                    return
-                data = json.dumps(resp).encode()
-                self.send_response(200)
+                    return self.send_json(200, anthropic_reply(body, text, finish))
+                if self.path.endswith("/chat/completions"):
+                    return self.send_json(200, openai_reply(body, text, finish))
+                self.send_json(404, error("no such path"))
+
+            def send_json(self, code: int, obj: dict):
+                data = json.dumps(obj).encode()
+                self.send_response(code)
                 self.send_header("content-type", "application/json")
+                if code != 200:
+                    self.send_header("retry-after", "0")
                 self.send_header("content-length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(data)
+                with contextlib.suppress(ConnectionError):  # the client gave up (a timeout)
+                    self.wfile.write(data)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -169,9 +169,68 @@ class FakeLLM:
             + "\n```"
         )
 
+    def bodies(self, path_end: str = "") -> list[dict]:
+        return [q["body"] for q in self.requests if q["path"].endswith(path_end)]
+
     def close(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+def error(message: str) -> dict:
+    return {"type": "error", "error": {"type": "fake", "message": message}}
+
+
+def _json_part(text: str) -> str:
+    m = re.search(r"\{.*\}", text, re.S)
+    return m.group(0) if m else text
+
+
+def anthropic_reply(body: dict, text: str, finish: str) -> dict:
+    """A Messages API reply: a tool call when a tool is forced, a continuation after a prefill."""
+    content: list[dict]
+    stop = "max_tokens" if finish == "length" else "end_turn"
+    if body.get("tool_choice", {}).get("type") == "tool" and finish != "length":
+        try:
+            args = json.loads(_json_part(text))
+        except json.JSONDecodeError:
+            args = {"answer": text}
+        name = body["tool_choice"]["name"]
+        content = [{"type": "tool_use", "id": "toolu_fake", "name": name, "input": args}]
+        stop = "tool_use"
+    else:
+        last = body["messages"][-1]
+        if last["role"] == "assistant" and text.lstrip().startswith("```"):
+            text = _json_part(text)
+        if last["role"] == "assistant" and text.startswith(last["content"]):
+            text = text[len(last["content"]) :]
+        content = [{"type": "text", "text": text}]
+    return {
+        "id": "msg_fake",
+        "type": "message",
+        "role": "assistant",
+        "model": body["model"],
+        "content": content,
+        "stop_reason": stop,
+        "stop_sequence": None,
+        "usage": {"input_tokens": 1000, "output_tokens": 50},
+    }
+
+
+def openai_reply(body: dict, text: str, finish: str) -> dict:
+    """A chat completion; bare JSON (no code fence) when a response_format asks for JSON."""
+    if "response_format" in body and finish != "length":
+        text = _json_part(text)
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": 0,
+        "model": body["model"],
+        "choices": [
+            {"index": 0, "finish_reason": finish, "message": {"role": "assistant", "content": text}}
+        ],
+        "usage": {"prompt_tokens": 1000, "completion_tokens": 50, "total_tokens": 1050},
+    }
 
 
 @pytest.fixture()

@@ -64,7 +64,7 @@ def test_anthropic_retries_cache_and_no_key_leak(
     ex = pd.read_parquet(assoc_dir / "explanations.parquet")
     assert (ex["status"] == "ok").all(), ex["status"].tolist()
     assert ex["is_llm"].all() and (ex["explainer"] == "anthropic:claude-sonnet-4-6").all()
-    assert (ex["prompt_version"] == "explain-v2+simulate-v2+reask-v1").all()
+    assert (ex["prompt_version"] == "explain-v3+simulate-v3+reask-v1").all()
     n_calls = 2 * len(ex)
     assert len(fake_llm.requests) == n_calls + 2  # + the 429 and the timeout
     assert all(q["path"] == "/v1/messages" and SENTINEL in q["auth"] for q in fake_llm.requests)
@@ -129,7 +129,9 @@ def test_openai_failures_are_recorded_not_fatal(assoc_dir, fake_llm, monkeypatch
     )
     block = explain(assoc_dir, **kw).summary
     ex = pd.read_parquet(assoc_dir / "explanations.parquet").set_index("feature")
-    assert ex.loc[0, "status"].startswith("failed: explanation call (gave up after 2 attempts")
+    assert ex.loc[0, "status"].startswith(
+        "failed: explanation call failed (gave up after 2 attempts"
+    )
     assert ex.loc[1, "status"] == "ok" and ex.loc[3, "status"] == "ok"
     assert ex.loc[2, "status"].startswith("failed: explanation reply malformed after a re-ask")
     assert len(fake_llm.requests) == 10

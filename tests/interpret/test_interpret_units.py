@@ -91,9 +91,21 @@ def test_reply_parsers():
         '{"label": "x"}',
         "[1, 2]",
         '{"label": "x", "description": 3}',
+        '{"label": "...", "description": "..."}',  # the old prompt's placeholder echoed
+        '{"label": "<label>", "description": "Proteins with kinase domains."}',
+        '{"label": "Protein 17", "description": "Proteins like protein 3 and protein 5."}',
+        '{"label": "kinases", "description": "Proteins 1-6."}',
+        '{"label": "kinases", "description": "kinases"}',
     ):
         with pytest.raises(ReplyError):
             parse_explanation(bad)
+    # a real protein name with a number stays valid
+    assert (
+        parse_explanation(
+            '{"label": "Protein 4.1 family", "description": "Band protein 4.1 family members."}'
+        )[0]
+        == "Protein 4.1 family"
+    )
     assert parse_simulation('{"1": 0, "2": 7.5, "3": 10}', 3).tolist() == [0, 7.5, 10]
     for bad in (
         '{"1": 0, "2": 7}',
@@ -107,7 +119,7 @@ def test_reply_parsers():
 
 
 def test_prompt_version_and_llm_parsing(monkeypatch):
-    assert prompt_version() == "explain-v2+simulate-v2+reask-v1"
+    assert prompt_version() == "explain-v3+simulate-v3+reask-v1"
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     assert parse_llm("auto").provider == "offline"
     monkeypatch.setenv("ANTHROPIC_API_KEY", "x")

@@ -11,15 +11,18 @@ from rich.markup import escape
 from rich.table import Table
 
 from plmsae.analysis.assocdir import SOURCE_NAMES
+from plmsae.cli.errors import fail
 from plmsae.interpret.explain import ExplainResult
 from plmsae.interpret.explanations import EXPLANATIONS
 
 WIDTH = 80
+EXIT_NOTHING_EXPLAINED = 1
 SCORE_CAPTION = "r: Pearson r of simulated and true activations of held-out proteins"
 
 
 def show_explain(result: ExplainResult, console: Console) -> None:
-    """Print an explain result, readable at 80 columns."""
+    """Print an explain result, readable at 80 columns; exit 1 with a one-line reason on stderr
+    when nothing was explained."""
     if result.estimate is not None:
         show_estimate(result.estimate, console)
         return
@@ -38,9 +41,28 @@ def show_explain(result: ExplainResult, console: Console) -> None:
             "SAE features minus neurons, median simulation r: "
             f"{diff['difference']:+.2f} {_ci(diff['ci'])}",
         )
+    if "outcome" in block:
+        show_outcome(block["outcome"], result.seconds, console)
     if "usage" in block:
         show_usage(block, console)
     say(console, f"Wrote {', '.join(p.name for p in result.files)} in {result.assoc_dir}")
+    if result.failure:
+        raise fail(result.failure, code=EXIT_NOTHING_EXPLAINED)
+
+
+def show_outcome(out: dict[str, Any], took_s: float, console: Console) -> None:
+    """Features explained, failed (by reason), skipped and the time taken."""
+    minutes, seconds = divmod(round(took_s), 60)
+    took = f"{minutes}m {seconds:02d}s" if minutes else f"{seconds}s"
+    parts = [f"explained and scored: {out['explained']} of {out['features']} features in {took}"]
+    for key, what in (("skipped", "skipped"), ("budget", "not requested (--max-cost)")):
+        if out[key]:
+            parts.append(f"{out[key]} {what}")
+    say(console, "; ".join(parts))
+    if out["failed"]:
+        say(console, f"failed: {out['failed']}", style="yellow")
+        for reason, n in out["failed_by_reason"].items():
+            say(console, f"{n:>4}  {reason}", 2, style="yellow")
 
 
 def source_table(sources: dict[str, Any]) -> Table:
@@ -61,13 +83,30 @@ def source_table(sources: dict[str, Any]) -> Table:
 def show_usage(block: dict[str, Any], console: Console) -> None:
     """LLM calls, tokens and cost; whether the budget stopped the run."""
     u = block["usage"]
+    extra = [
+        f"{u.get(k, 0)} {what}"
+        for k, what in (
+            ("reasks", "re-asks of malformed replies"),
+            ("length_reasks", "re-asks cut at the token limit"),
+        )
+        if u.get(k)
+    ]
     say(
         console,
-        f"LLM calls: {u['calls']} ({u['cached']} from the cache, {u['retries']} retries); "
-        f"tokens: {u['input_tokens']:,} input, {u['output_tokens']:,} output",
+        f"LLM calls: {u['calls']} ({u['cached']} from the cache, {u['retries']} retries"
+        + "".join(f", {e}" for e in extra)
+        + f"); tokens: {u['input_tokens']:,} input, {u['output_tokens']:,} output",
     )
+    if "structured_output" in block:
+        say(console, f"structured output: {block['structured_output']}")
     budget = "" if block.get("max_cost_usd") is None else f" of --max-cost ${block['max_cost_usd']}"
-    say(console, f"cost: ${u['cost_usd']:.4f}{budget} (list prices; an estimate, check your bill)")
+    if u["cost_usd"] is not None:
+        say(
+            console,
+            f"cost: ${u['cost_usd']:.4f}{budget} (list prices; an estimate, check your bill)",
+        )
+    elif not block.get("local_server"):
+        say(console, "cost: unknown (no price for this model; pass --price IN,OUT)")
     if block.get("stopped_by_budget"):
         n = sum(s["not_requested_budget"] for s in block["sources"].values())
         say(
@@ -94,23 +133,29 @@ def show_estimate(est: dict[str, Any], console: Console) -> None:
         return
     say(
         console,
-        f"calls: {est['calls']} (explain + simulate per feature; {est['cached_calls']} "
-        "explanations already cached; re-asks of malformed replies not counted)",
+        f"calls: {est['calls']} new, {est['cached_calls']} answered from the cache (explain + "
+        "simulate per feature, and the re-asks the cache holds)",
         2,
     )
+    if not est["calls"]:
+        say(console, "nothing to call: every reply is in the cache.", 2)
+        return
     say(
         console,
-        f"estimated tokens: ~{est['input_tokens']:,} input, <= {est['output_tokens']:,} output",
+        f"estimated tokens: ~{est['input_tokens']:,} input, <= {est['output_tokens']:,} output; "
+        f"if every new reply had to be asked again: {est['max_calls']} calls, "
+        f"~{est['max_input_tokens']:,} input tokens",
         2,
     )
-    price = (
-        "no price known: pass --price IN,OUT"
-        if est.get("price_usd_per_mtok") is None
-        else "list prices from the table in plmsae/interpret/providers.py"
-    )
+    if est.get("price_usd_per_mtok") is None:
+        if not est.get("local"):
+            say(console, "estimated cost: unknown (no price known: pass --price IN,OUT)", 2)
+        return
     say(
         console,
-        f"estimated cost: <= ${est['cost_usd']:.4f} ({price}; an estimate, check your bill)",
+        f"estimated cost: <= ${est['cost_usd']:.4f}, <= ${est['max_cost_usd']:.4f} with "
+        "re-asks (list prices from the table in plmsae/interpret/providers.py or --price; "
+        "an estimate, check your bill)",
         2,
     )
 

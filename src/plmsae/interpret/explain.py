@@ -23,7 +23,9 @@ in :mod:`.explanations`.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor, as_completed
+import queue
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,9 +39,9 @@ from plmsae.analysis.assocdir import ACTIVATIONS, AssocDir
 from plmsae.config import StageConfig, argument, flag, option, stage_function
 from plmsae.interpret import offline
 from plmsae.interpret.explainers import (
-    EXPLAIN_MAX_TOKENS,
     LLMExplainer,
     OfflineExplainer,
+    failure_reason,
     result_row,
 )
 from plmsae.interpret.explanations import (
@@ -51,7 +53,14 @@ from plmsae.interpret.explanations import (
     SIMULATION_COLUMNS,
     write_explain_outputs,
 )
-from plmsae.interpret.providers import LLMClient, parse_llm, price_for
+from plmsae.interpret.providers import (
+    STRUCTURED_OUTPUT,
+    Interrupted,
+    LLMClient,
+    ReplayClient,
+    parse_llm,
+    price_for,
+)
 from plmsae.interpret.sampling import Pools, split_pools
 from plmsae.interpret.scoring import median_difference, summarize
 from plmsae.interpret.selection import (
@@ -75,7 +84,9 @@ OFFLINE_NOTE = (
     "offline-statistical explainer: NOT an LLM; descriptions name the concepts whose "
     "membership best predicts the feature on training proteins"
 )
-DESCRIPTION_PLACEHOLDER = "x" * 220  # a typical one-sentence description, for --dry-run
+#: after Ctrl-C, seconds to wait for the calls in flight (their replies are cached) before
+#: leaving them behind
+INTERRUPT_GRACE_S = 5.0
 
 
 @dataclass
@@ -119,7 +130,9 @@ class ExplainConfig(StageConfig):
     dry_run: bool = option(
         False, help="Print the number of calls and the estimated tokens and cost; call nothing."
     )
-    concurrency: int = option(4, help="LLM calls in flight at once.")
+    concurrency: int = option(
+        4, help="Most LLM calls in flight at once (halved while the server is overloaded)."
+    )
     base_url: str | None = option(
         None,
         help="API base URL (default: ANTHROPIC_BASE_URL / OPENAI_BASE_URL, else the vendor's); "
@@ -131,7 +144,18 @@ class ExplainConfig(StageConfig):
     seed: int = option(0, help="Seed for feature and protein sampling.")
     max_retries: int = option(5, help="Retries per call on 429/5xx/timeouts.")
     retry_delay: float = option(1.0, help="First retry delay in seconds (doubles).")
-    timeout: float = option(120.0, help="Seconds per HTTP request.")
+    timeout: float | None = option(
+        None,
+        help="Seconds per HTTP request. Default: from the request's tokens at a slow CPU "
+        "server's speed (60 s + 0.02 s per prompt token + 0.2 s per reply token, times the "
+        "calls in flight), doubled after a timeout.",
+    )
+    structured_output: str = option(
+        "auto",
+        help="How replies are held to JSON: schema (OpenAI response_format json_schema, "
+        "Anthropic tool use), json (OpenAI json_object, Anthropic '{' prefill), off (the prompt "
+        "alone), or auto = schema, then json, then off when the server refuses one.",
+    )
     n_bootstrap: int = option(2000, help="Bootstrap resamples for CIs.")
 
     def __post_init__(self) -> None:
@@ -143,8 +167,14 @@ class ExplainConfig(StageConfig):
             value = getattr(self, name)
             if value is not None and value < 0:
                 self.reject(name, "must not be negative.", "use 0 or more.")
-        if not self.timeout > 0:
-            self.reject("timeout", "must be positive.", "use a number of seconds > 0, e.g. 120.")
+        if self.timeout is not None and not self.timeout > 0:
+            self.reject("timeout", "must be positive.", "use a number of seconds > 0, e.g. 600.")
+        if self.structured_output not in STRUCTURED_OUTPUT:
+            self.reject(
+                "structured_output",
+                "is not a known mode.",
+                f"use one of {', '.join(STRUCTURED_OUTPUT)}.",
+            )
         if not self.sources or len(set(self.sources)) < len(self.sources):
             self.reject(
                 "sources",
@@ -168,6 +198,7 @@ class ExplainResult:
     summary: dict[str, Any] = field(default_factory=dict)
     estimate: dict[str, Any] | None = None
     files: list[Path] = field(default_factory=list)  # written (none with dry_run)
+    seconds: float = 0.0  # time spent explaining (not in summary.json: re-runs stay identical)
 
     @property
     def dry_run(self) -> bool:
@@ -177,6 +208,22 @@ class ExplainResult:
     def stopped_by_budget(self) -> bool:
         """Whether --max-cost stopped the LLM before every feature was explained."""
         return bool(self.summary.get("stopped_by_budget"))
+
+    @property
+    def failure(self) -> str | None:
+        """One line saying why nothing was explained; None when a feature was (or dry run)."""
+        out = self.summary.get("outcome")
+        if not out or out["explained"]:
+            return None
+        if out["skipped"] == out["features"]:
+            return f"nothing was explained: all {out['features']} features were skipped."
+        if out["budget"] and not out["failed"]:
+            return "nothing was explained: --max-cost stopped the run before the first feature."
+        reasons = "; ".join(f"{k}: {n}" for k, n in out["failed_by_reason"].items())
+        return (
+            f"nothing was explained: {out['failed']} of {out['features']} features failed "
+            f"({reasons}); see the status column of {EXPLANATIONS}."
+        )
 
 
 @dataclass
@@ -208,6 +255,7 @@ class ExplainRun:
         self.client: LLMClient | None = None
         self.llm: LLMExplainer | None = None
         self.windows_note = ""
+        self.seconds = 0.0  # time taken by run_explainer
 
     def run(self) -> ExplainResult:
         self.check_sources()
@@ -221,7 +269,9 @@ class ExplainRun:
         tables = self.tables(jobs, rows)
         block = self.summarise(tables, pools, stopped)
         files = self.write(tables, block)
-        return ExplainResult(self.ad.path, self.explainer_name, summary=block, files=files)
+        return ExplainResult(
+            self.ad.path, self.explainer_name, summary=block, files=files, seconds=self.seconds
+        )
 
     # -- steps ------------------------------------------------------------------------------
     def check_sources(self) -> None:
@@ -273,13 +323,16 @@ class ExplainRun:
             max_retries=cfg.max_retries,
             retry_delay=cfg.retry_delay,
             timeout=cfg.timeout,
+            structured_output=cfg.structured_output,
+            concurrency=cfg.concurrency,
         )
         self.llm = LLMExplainer(self.ad, self.client, cfg.seed)
         self.windows_note = self.llm.load_windows(jobs)
 
     def estimate(self, jobs: list[Job]) -> dict[str, Any]:
-        """What explaining ``jobs`` would take: features, calls, tokens and cost (LLM list
-        prices; an estimate). Calls nothing."""
+        """What explaining ``jobs`` would take: features, new calls (replayed through the reply
+        cache, so a finished run predicts none), tokens and cost (list prices; an estimate),
+        and the worst case when every new reply must be asked again. Calls nothing."""
         todo = [j for j in jobs if not j.skip]
         est: dict[str, Any] = {
             "llm": self.spec.name,
@@ -293,34 +346,29 @@ class ExplainRun:
             "cost_usd": 0.0,
         }
         if self.llm is not None and self.client is not None:
+            replay = ReplayClient(self.client)
+            llm = LLMExplainer(self.ad, replay, self.cfg.seed)
+            llm.windows = self.llm.windows
             for j in todo:
-                self._estimate_job(j, est, self.llm, self.client)
+                llm.run(j)
+            est.update(replay.totals)
+            # worst case: every new reply malformed, asked again with the prompt and reply resent
+            est["max_calls"] = 2 * est["calls"]
+            est["max_input_tokens"] = 2 * est["input_tokens"] + est["output_tokens"]
+            est["local"] = self.client.local
             est["price_usd_per_mtok"] = self.client.price
+            est["max_cost_usd"] = round(
+                self.client.cost(est["max_input_tokens"], 2 * est["output_tokens"]), 4
+            )
         est["cost_usd"] = round(est["cost_usd"], 4)
         return est
-
-    @staticmethod
-    def _estimate_job(job: Job, est: dict, llm: LLMExplainer, client: LLMClient) -> None:
-        p_exp = [{"role": "user", "content": llm.explain_prompt(job)}]
-        p_sim = [{"role": "user", "content": llm.simulate_prompt(job, DESCRIPTION_PLACEHOLDER)}]
-        for msgs, max_tokens in (
-            (p_exp, EXPLAIN_MAX_TOKENS),
-            (p_sim, llm.simulate_max_tokens(len(job.heldout_rows))),
-        ):
-            est["calls"] += 1
-            if msgs is p_exp and client.is_cached(msgs, max_tokens):
-                est["cached_calls"] += 1
-                continue
-            n_in, n_out = client.estimate(msgs, max_tokens)
-            est["input_tokens"] += n_in
-            est["output_tokens"] += n_out
-            est["cost_usd"] += client.cost(n_in, n_out)
 
     def run_explainer(self, jobs: list[Job], pools: Pools) -> tuple[list[dict], bool]:
         """One result row per job, in job order, and whether the LLM budget stopped the run."""
         todo = [j for j in jobs if not j.skip]
         rows = [result_row(j, self.spec, status=j.skip) for j in jobs if j.skip]
         stopped = False
+        start = time.monotonic()
         with progress() as prog:
             task = prog.add_task(f"explain ({self.spec.name})", total=len(jobs), rate="")
             if self.llm is None:
@@ -332,26 +380,83 @@ class ExplainRun:
                 new, stopped = self._run_llm(todo, prog, task)
                 rows += new
             prog.advance(task, len(jobs) - len(todo))
+        self.seconds = time.monotonic() - start
         order = {j.key: i for i, j in enumerate(jobs)}
         rows.sort(key=lambda r: order[(r["source"], r["feature"])])
         return rows, stopped
 
     def _run_llm(self, todo: list[Job], prog: Progress, task: TaskID) -> tuple[list[dict], bool]:
+        """The LLM jobs on ``concurrency`` worker threads. On Ctrl-C (or any error) the client
+        sends nothing more, the calls in flight get :data:`INTERRUPT_GRACE_S` to finish (their
+        replies are cached for the re-run) and are then left behind (daemon threads)."""
         assert self.llm is not None and self.client is not None
+        llm = self.llm
+        pending: queue.Queue[Job] = queue.Queue()
+        for j in todo:
+            pending.put(j)
+        done: queue.Queue[tuple[dict | None, BaseException | None]] = queue.Queue()
+
+        def work() -> None:
+            while True:
+                try:
+                    job = pending.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    done.put((llm.run(job), None))
+                except BaseException as e:  # handed to the main thread
+                    done.put((None, e))
+                    return
+
+        workers = [
+            threading.Thread(target=work, name=f"explain-{i}", daemon=True)
+            for i in range(min(self.cfg.concurrency, len(todo)))
+        ]
+        for w in workers:
+            w.start()
         rows: list[dict] = []
-        stopped = False
-        with ThreadPoolExecutor(max_workers=self.cfg.concurrency) as pool:
-            futures = [pool.submit(self.llm.run, j) for j in todo]
-            try:
-                for fut in as_completed(futures):
-                    rows.append(fut.result())
-                    stopped |= rows[-1]["status"].startswith("budget")
-                    prog.update(task, advance=1, rate=f"${self.client.usage.cost_usd:.3f}")
-            except BaseException:
-                for f in futures:
-                    f.cancel()
-                raise
-        return rows, stopped
+        try:
+            while len(rows) < len(todo):
+                try:
+                    row, error = done.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                if error is not None:
+                    raise error
+                assert row is not None
+                rows.append(row)
+                prog.update(task, advance=1, rate=self._rate())
+        except BaseException as e:
+            self._stop_workers(workers, len(rows), len(todo), e)
+            raise
+        return rows, any(r["status"].startswith("budget") for r in rows)
+
+    def _rate(self) -> str:
+        """The progress bar's running total: dollars with a price, else tokens."""
+        assert self.client is not None
+        u = self.client.usage
+        if self.client.price is not None:
+            return f"${u.cost_usd:.3f}"
+        return f"{(u.input_tokens + u.output_tokens) / 1000:.1f}k tokens"
+
+    def _stop_workers(
+        self, workers: list[threading.Thread], n_done: int, n_todo: int, e: BaseException
+    ) -> None:
+        assert self.client is not None
+        self.client.interrupt()
+        deadline = time.monotonic() + INTERRUPT_GRACE_S
+        for w in workers:
+            w.join(max(0.0, deadline - time.monotonic()))
+        left = sum(w.is_alive() for w in workers)
+        log.warning(
+            "%s after %d of %d features: no new requests sent%s; finished replies are in %s, "
+            "so the same command resumes from them",
+            "interrupted" if isinstance(e, (KeyboardInterrupt, Interrupted)) else "stopped",
+            n_done,
+            n_todo,
+            f", {left} left in flight" if left else "",
+            LLM_CACHE,
+        )
 
     def tables(self, jobs: list[Job], rows: list[dict]) -> Tables:
         """The three output tables from the result rows (in job order)."""
@@ -388,6 +493,7 @@ class ExplainRun:
             "split": pools.how,
             "seed": cfg.seed,
             "sampling": SAMPLING,
+            "outcome": outcome(tables.results),
             "sources": {},
         }
         if self.llm is not None:
@@ -411,6 +517,10 @@ class ExplainRun:
             )
         if self.client is not None:
             block["usage"] = self.client.usage.as_dict()
+            if self.client.price is None:  # unknown, not free
+                block["usage"]["cost_usd"] = None
+            block["local_server"] = self.client.local
+            block["structured_output"] = self.client.mode
             block["max_cost_usd"] = cfg.max_cost
             block["stopped_by_budget"] = bool(stopped)
             block["prices_are_estimates"] = True
@@ -456,6 +566,22 @@ def score_table(results: pd.DataFrame) -> pd.DataFrame:
         ignore_index=True,
     )
     return scores[scores["score"].notna()].reset_index(drop=True)
+
+
+def outcome(results: pd.DataFrame) -> dict[str, Any]:
+    """What happened to the run's features: explained (and scored), failed by reason, skipped,
+    not requested for the budget."""
+    status = results["status"].astype(str)
+    reasons = status.map(failure_reason)
+    by_reason = reasons[reasons != ""].value_counts()
+    return {
+        "features": int(len(results)),
+        "explained": int((status == "ok").sum()),
+        "failed": int(status.str.startswith("failed").sum()),
+        "failed_by_reason": {str(k): int(v) for k, v in by_reason.items()},
+        "skipped": int(status.str.startswith("skipped").sum()),
+        "budget": int(status.str.startswith("budget").sum()),
+    }
 
 
 def source_summary(rows: pd.DataFrame, n_bootstrap: int, seed: int) -> dict[str, Any]:

