@@ -63,7 +63,7 @@ def variants_page(scanner: VariantScanner, result: VariantsResult) -> str:
 
 
 def _page_variant(scanner: VariantScanner, result: VariantsResult, i: int) -> dict[str, Any]:
-    from plmsae.atlas.plots import track_svg
+    from plmsae.atlas.plots import detail_svg, detail_window, overview_svg
 
     v = scanner.variants_[i]
     row = result.variants.iloc[i]
@@ -79,7 +79,12 @@ def _page_variant(scanner: VariantScanner, result: VariantsResult, i: int) -> di
         for name, values, letters in (("wild type", wt, seq), (v.name, track, v.apply(seq))):
             spans = [(p, p + 1, p, float(values[p])) for p in v.sites]
             title = f"feature {f} along {name}"
-            svgs.append((name, track_svg(values, letters, scale_max=top, spans=spans, title=title)))
+            window = detail_window(len(values), v.sites[0])  # centred on the (first) mutation
+            overview = overview_svg(
+                values, letters, window=window, scale_max=top, spans=spans, title=title
+            )
+            detail = detail_svg(values, letters, window=window, scale_max=top, spans=spans)
+            svgs.append((name, overview + detail))
     return {
         "name": v.name,
         "score": v.score,
