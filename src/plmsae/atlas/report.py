@@ -27,6 +27,7 @@ import numpy as np
 from plmsae._util import progress, read_json, write_json
 from plmsae.atlas import site
 from plmsae.atlas.model import KINDS, Atlas, group_records, load_atlas
+from plmsae.atlas.structure import PageStructures, structure_source
 from plmsae.atlas.tracks import (
     Tracks,
     annotation_residue_concepts,
@@ -71,6 +72,19 @@ class ReportConfig(StageConfig):
     )
     fasta: Path | None = option(
         None, help="FASTA with the sequences drawn under the tracks (default: the store's input)."
+    )
+    structures: Path | None = option(
+        None,
+        help="Folder of PDB/mmCIF files named by accession (P69441.pdb, AF-P69441-F1-model_v4.cif"
+        ".gz ...): feature pages paint the activation on the top proteins' structures.",
+    )
+    fetch_structures: bool = option(
+        False,
+        help="Download AlphaFold DB models of the top proteins missing from --structures (once, "
+        "into --structure-cache); offline, the atlas is written without them and says why.",
+    )
+    structure_cache: Path | None = option(
+        None, help="Cache of downloaded AlphaFold DB models (default: the user cache folder)."
     )
     title: str | None = option(None, help="Title of the atlas.")
     device: str = option("cpu", help="torch device for the track encoding (cpu, cuda).")
@@ -144,6 +158,7 @@ class Reporter:
         self.level = "residue"
         self.sequences: dict[str, str] = {}
         self.fasta_note: str | None = None
+        self.structures: PageStructures | None = None
 
     def run(self) -> ReportResult:
         t_start = time.perf_counter()
@@ -154,6 +169,7 @@ class Reporter:
         self.choose_pages()
         self.find_top_proteins()
         self.compute_tracks()
+        self.find_structures()
         return self.write(t_start)
 
     @property
@@ -315,6 +331,34 @@ class Reporter:
             sequences=self.sequences or None,
         )
 
+    def find_structures(self) -> None:
+        """Structures of the top proteins that have tracks (``--structures``,
+        ``--fetch-structures``), aligned to their sequences."""
+        cfg = self.cfg
+        if cfg.structures is None and not cfg.fetch_structures:
+            return
+        source = structure_source(cfg.structures, cfg.fetch_structures, cfg.structure_cache)
+        self.structures = PageStructures(source)
+        ids = self.atlas.proteins["id"].tolist()
+        wanted = [
+            ids[i]
+            for f, rows in self.top_by_feature.items()
+            for i in rows
+            if (f, ids[i]) in self.tracks.data
+        ]
+        self.structures.prepare(self.tracks.sequences, wanted)
+
+    def structure_view(self, f: int) -> dict | None:
+        """The structure view of feature ``f``'s page (its top proteins with a structure)."""
+        if self.structures is None:
+            return None
+        ids = self.atlas.proteins["id"].tolist()
+        items = [
+            (ids[i], f"{k}. {ids[i]}", self.tracks.data.get((f, ids[i])))
+            for k, i in enumerate(self.top_by_feature.get(f, []), start=1)
+        ]
+        return self.structures.view(items, "../")
+
     def write(self, t_start: float | None = None) -> ReportResult:
         """Write the site into a temporary directory, then swap it in place of ``cfg.out``."""
         t_start = time.perf_counter() if t_start is None else t_start
@@ -325,6 +369,8 @@ class Reporter:
             table = {"n_proteins": len(a.proteins), "q_max": a.q_max, "rows": self.rows}
             site.write_table_data(tmp, table)
             page_seconds = self.write_pages(tmp, env, ctx)
+            if self.structures is not None:
+                self.structures.write(tmp, tmp / site.ASSETS)
             listed = [r for r in self.rows if r["n_associated"] > 0 or r["label"]]
             index = site.index_context(
                 a, self.rows, len(self.paged), sorted(listed, key=evidence_key)[:100]
@@ -366,6 +412,8 @@ class Reporter:
                     **pages.context(f, self.top_by_feature[f]),
                     prev_page=paged[k - 1] if k > 0 else None,
                     next_page=paged[k + 1] if k + 1 < len(paged) else None,
+                    structure=self.structure_view(f),
+                    structure_note=self.structures.note if self.structures is not None else None,
                 )
                 (tmp / site.FEATURES / site.page_name(f)).write_text(html, encoding="utf-8")
                 if k % 50 == 0 or k + 1 == len(paged):
@@ -383,6 +431,7 @@ class Reporter:
             "n_pages": n_pages,
             "tracks": bool(self.tracks.data),
             "track_note": self.tracks.note,
+            "structures": self.structures.summary() if self.structures is not None else None,
             "page_seconds": round(page_seconds, 3),
             "pages_per_second": round(n_pages / page_seconds, 1)
             if page_seconds > 0 and n_pages
