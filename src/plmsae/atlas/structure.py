@@ -99,7 +99,7 @@ def read_chains(path: Path) -> list[Chain]:
         model = next(iter(parser.get_structure(path.stem, io.StringIO(text))))
     except (StopIteration, ValueError, KeyError, IndexError) as e:
         raise InputError(
-            f"is not a readable PDB/mmCIF file ({e or 'no model'}).",
+            f"is not a readable PDB/mmCIF file ({str(e) or 'no model'}).",
             path=path,
             fix="pass a PDB or mmCIF file (e.g. an AlphaFold DB model).",
         ) from e
@@ -465,6 +465,7 @@ def structure_source(
 
         client = AlphaFoldClient(
             Path(cache) if cache else Path(user_cache_dir("plmsae")) / "alphafold",
+            base_url=AFDB_URL,
             timeout=timeout,
         )
     return StructureSource(Path(directory) if directory else None, dict(files or {}), client)
