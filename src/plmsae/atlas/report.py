@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from plmsae._util import progress, read_json, write_json
-from plmsae.atlas import site
+from plmsae.atlas import featuremap, site
 from plmsae.atlas.model import KINDS, Atlas, group_records, load_atlas
 from plmsae.atlas.structure import PageStructures, structure_source
 from plmsae.atlas.tracks import (
@@ -86,6 +86,12 @@ class ReportConfig(StageConfig):
     structure_cache: Path | None = option(
         None, help="Cache of downloaded AlphaFold DB models (default: the user cache folder)."
     )
+    feature_map: str = option(
+        "auto",
+        help="Feature map (map.html, a 2-D UMAP of the features): decoder (the SAE's decoder "
+        "directions), activations (each feature's activation profile over the proteins), none, "
+        "or auto (decoder when the SAE checkpoint is found, else none).",
+    )
     title: str | None = option(None, help="Title of the atlas.")
     device: str = option("cpu", help="torch device for the track encoding (cpu, cuda).")
 
@@ -95,6 +101,12 @@ class ReportConfig(StageConfig):
             self.reject("max_features", "is negative.", "pass --max-features 0 or more.")
         if self.top_proteins < 0:
             self.reject("top_proteins", "is negative.", "pass --top-proteins 0 or more.")
+        if self.feature_map not in featuremap.SOURCES:
+            self.reject(
+                "feature_map",
+                f"is {self.feature_map!r}.",
+                "pass " + ", ".join(featuremap.SOURCES[:-1]) + " or none.",
+            )
 
 
 @dataclass
@@ -159,6 +171,7 @@ class Reporter:
         self.sequences: dict[str, str] = {}
         self.fasta_note: str | None = None
         self.structures: PageStructures | None = None
+        self.fmap: featuremap.FeatureMap | None = None
 
     def run(self) -> ReportResult:
         t_start = time.perf_counter()
@@ -167,6 +180,7 @@ class Reporter:
         self.describe_proteins()
         self.summarise()
         self.choose_pages()
+        self.build_map()
         self.find_top_proteins()
         self.compute_tracks()
         self.find_structures()
@@ -331,6 +345,16 @@ class Reporter:
             sequences=self.sequences or None,
         )
 
+    def build_map(self) -> None:
+        """The feature map's layout (``--feature-map``)."""
+        a = self.atlas
+        self.fmap = featuremap.build_map(
+            self.cfg.feature_map,
+            self.cfg.sae or run_sae_path(a.run, a.path),
+            self._activations(),
+            len(self.rows),
+        )
+
     def find_structures(self) -> None:
         """Structures of the top proteins that have tracks (``--structures``,
         ``--fetch-structures``), aligned to their sequences."""
@@ -371,13 +395,19 @@ class Reporter:
             page_seconds = self.write_pages(tmp, env, ctx)
             if self.structures is not None:
                 self.structures.write(tmp, tmp / site.ASSETS)
+            map_info = (
+                featuremap.write_map(tmp, env, ctx, self.fmap, self.rows)
+                if self.fmap is not None
+                else None
+            )
             listed = [r for r in self.rows if r["n_associated"] > 0 or r["label"]]
             index = site.index_context(
                 a, self.rows, len(self.paged), sorted(listed, key=evidence_key)[:100]
             )
-            html = env.get_template("index.html").render(**ctx, **index)
+            html = env.get_template("index.html").render(**ctx, **index, has_map=bool(map_info))
             (tmp / site.INDEX).write_text(html, encoding="utf-8")
-            write_json(tmp / site.SITE_MARKER, self._site_json(ctx, page_seconds, t_start))
+            info = self._site_json(ctx, page_seconds, t_start)
+            write_json(tmp / site.SITE_MARKER, {**info, "feature_map": map_info})
         return ReportResult(
             index=out / site.INDEX,
             n_pages=len(self.paged),
