@@ -27,6 +27,7 @@ import numpy as np
 from plmsae._util import progress, read_json, write_json
 from plmsae.atlas import featuremap, site
 from plmsae.atlas.model import KINDS, Atlas, group_records, load_atlas
+from plmsae.atlas.neighbours import families
 from plmsae.atlas.structure import PageStructures, structure_source
 from plmsae.atlas.tracks import (
     Tracks,
@@ -172,6 +173,7 @@ class Reporter:
         self.fasta_note: str | None = None
         self.structures: PageStructures | None = None
         self.fmap: featuremap.FeatureMap | None = None
+        self.neighbours: dict[str, dict[int, list[tuple[int, float]]]] = {}
 
     def run(self) -> ReportResult:
         t_start = time.perf_counter()
@@ -181,6 +183,7 @@ class Reporter:
         self.summarise()
         self.choose_pages()
         self.build_map()
+        self.find_neighbours()
         self.find_top_proteins()
         self.compute_tracks()
         self.find_structures()
@@ -355,6 +358,38 @@ class Reporter:
             len(self.rows),
         )
 
+    def find_neighbours(self) -> None:
+        """Each paged feature's nearest features by co-activation and, when the SAE checkpoint
+        is found, by decoder cosine."""
+        from plmsae.atlas.neighbours import coactivation_neighbours, decoder_neighbours
+        from plmsae.sae.checkpoint import is_checkpoint
+        from plmsae.sae.match import decoder_directions
+
+        a = self.atlas
+        self.neighbours = {"coactivation": coactivation_neighbours(self._activations(), self.paged)}
+        sae = self.cfg.sae or run_sae_path(a.run, a.path)
+        if sae is not None and is_checkpoint(sae):
+            self.neighbours["decoder"] = decoder_neighbours(decoder_directions(sae), self.paged)
+
+    def neighbour_lists(self, f: int) -> list[dict]:
+        """The feature page's neighbour lists: ``{measure, members: [{feature, value, label,
+        page}]}``."""
+        row_of = {r["feature"]: r for r in self.rows}
+        out = []
+        for measure in ("decoder", "coactivation"):
+            items = [
+                {
+                    "feature": g,
+                    "value": v,
+                    "label": row_of.get(g, {}).get("label", ""),
+                    "page": bool(row_of.get(g, {}).get("page")),
+                }
+                for g, v in self.neighbours.get(measure, {}).get(f, [])
+            ]
+            if items:
+                out.append({"measure": measure, "members": items})
+        return out
+
     def find_structures(self) -> None:
         """Structures of the top proteins that have tracks (``--structures``,
         ``--fetch-structures``), aligned to their sequences."""
@@ -404,7 +439,9 @@ class Reporter:
             index = site.index_context(
                 a, self.rows, len(self.paged), sorted(listed, key=evidence_key)[:100]
             )
-            html = env.get_template("index.html").render(**ctx, **index, has_map=bool(map_info))
+            html = env.get_template("index.html").render(
+                **ctx, **index, has_map=bool(map_info), families=families(self.rows)[:60]
+            )
             (tmp / site.INDEX).write_text(html, encoding="utf-8")
             info = self._site_json(ctx, page_seconds, t_start)
             write_json(tmp / site.SITE_MARKER, {**info, "feature_map": map_info})
@@ -443,6 +480,7 @@ class Reporter:
                     prev_page=paged[k - 1] if k > 0 else None,
                     next_page=paged[k + 1] if k + 1 < len(paged) else None,
                     structure=self.structure_view(f),
+                    neighbours=self.neighbour_lists(f),
                     structure_note=self.structures.note if self.structures is not None else None,
                 )
                 (tmp / site.FEATURES / site.page_name(f)).write_text(html, encoding="utf-8")
