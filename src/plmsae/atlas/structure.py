@@ -537,7 +537,7 @@ class PageStructures:
 
         from plmsae.atlas.site import script_json
 
-        keys = list(dict.fromkeys(v["key"] for v in views))
+        keys = list(dict.fromkeys(str(v["key"]) for v in views))
         return {
             "views": views,
             "json": Markup(script_json({"views": views})),
