@@ -11,17 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from adk import ADK, ADK_PDB
 
 from plmsae._util import InputError
 from plmsae.atlas import structure as S
-
-ROOT = Path(__file__).resolve().parents[2]
-ADK_PDB = ROOT / "docs" / "structures" / "P69441_4AKE.pdb.gz"
-ADK = (
-    "MRIILLGAPGAGKGTQAQFIMEKYGIPQISTGDMLRAAVKSGSELGKQAKDIMDAGKLVTDELVIALVKERIAQEDCRNGFLLDGFPRTI"
-    "PQADAMKEAGINVDYVLEFDVPDELIVDRIVGRRVHAPSGRVYHVKFNPPKVEGKDDVTGEELTTRKDDQEETVRKRLVEYHQMTAPLIG"
-    "YYSKEAEAGNTKYAKVDGTKPVAEVRADLEKILG"
-)
 
 
 def test_reads_the_charmm_file_and_places_every_residue():

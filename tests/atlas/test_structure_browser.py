@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from adk import ADK, ADK_PDB
 from synthetic import make_assoc_dir
 
 from plmsae.atlas import tracks
@@ -23,13 +24,6 @@ from plmsae.atlas.report import report
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
-ADK_PDB = ROOT / "docs" / "structures" / "P69441_4AKE.pdb.gz"
-ADK = (
-    "MRIILLGAPGAGKGTQAQFIMEKYGIPQISTGDMLRAAVKSGSELGKQAKDIMDAGKLVTDELVIALVKERIAQEDCRNGFLLDGFPRTI"
-    "PQADAMKEAGINVDYVLEFDVPDELIVDRIVGRRVHAPSGRVYHVKFNPPKVEGKDDVTGEELTTRKDDQEETVRKRLVEYHQMTAPLIG"
-    "YYSKEAEAGNTKYAKVDGTKPVAEVRADLEKILG"
-)
 CHROMIUM = "/usr/bin/chromium"
 # WebGL without a GPU: Chromium's software renderer (SwiftShader through ANGLE)
 ARGS = [
