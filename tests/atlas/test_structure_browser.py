@@ -241,7 +241,7 @@ def test_annotate_page_draws_the_structure(tmp_path, page, monkeypatch):
     for k in range(4):
         buttons.nth(k).click()
         got = check_drawn(page)
-        f = int(page.locator(".structure-pick button").nth(k).inner_text().split()[-1])
+        f = int(page.locator(".structure-pick button").nth(k).inner_text().split()[0].lstrip("#"))
         hot = [s["resi"] for s in got["samples"] if s["value"]]
         assert (min(hot) > 100) == bool(f % 2)
     assert (tmp_path / "my page_files" / "structures" / "P69441.js").is_file()

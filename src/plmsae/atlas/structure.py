@@ -604,14 +604,20 @@ def query_structures(
     return structures
 
 
+def _button(f: dict) -> str:
+    """A structure-view button of an annotate page: ``#12 ATP binding`` (label cut at a word)."""
+    label = str(f.get("label") or "")
+    if len(label) > 28:
+        label = label[:28].rsplit(" ", 1)[0] + " …"
+    return f"#{f['feature']}" + (f" {label}" if label else "")
+
+
 def add_structure_views(pages: list[dict], structures: PageStructures, prefix: str) -> None:
     """Give each protein of an annotate page its structure view (``structure``: one view per
     listed feature that has a track), or None."""
     for p in pages:
         feats = [*p.get("features", []), *p.get("chemistry", [])]
         items = [
-            (str(p["id"]), f"feature {f['feature']}", f.get("track"))
-            for f in feats
-            if f.get("track") is not None
+            (str(p["id"]), _button(f), f.get("track")) for f in feats if f.get("track") is not None
         ]
         p["structure"] = structures.view(items, prefix)
