@@ -38,11 +38,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 
 from plmsae._util import InputError, atomic_path, atomic_write, write_json
 from plmsae.atlas.model import DENSE_MIN, Atlas, load_atlas
+from plmsae.atlas.structure import PageStructures, add_structure_views, query_structures
 from plmsae.config import StageConfig, argument, flag, option, stage_function
 
 _SEQ_CHARS = re.compile(r"^[A-Za-z*\s]+$")
@@ -99,6 +101,23 @@ class AnnotateConfig(StageConfig):
         None,
         help="Also write the results to this file: .json (settings, features, tracks), .tsv or "
         ".parquet (one row per protein and feature), by its suffix.",
+    )
+    structure: Path | None = option(
+        None,
+        help="PDB/mmCIF file of the query protein (one protein): the HTML page paints each "
+        "feature's activation on it, residues aligned to the sequence.",
+    )
+    structures: Path | None = option(
+        None,
+        help="Folder of PDB/mmCIF files named by accession, for the HTML page's structure views.",
+    )
+    fetch_structures: bool = option(
+        False,
+        help="Download AlphaFold DB models of the query proteins missing from --structures "
+        "(once, into --structure-cache).",
+    )
+    structure_cache: Path | None = option(
+        None, help="Cache of downloaded AlphaFold DB models (default: the user cache folder)."
     )
     device: str = option("cpu", help="torch device (cpu, cuda, mps).")
     quiet: bool = option(False, help="Do not print the tables.")
@@ -428,7 +447,19 @@ class Annotator:
     def write(self, result: AnnotateResult) -> None:
         """The HTML page (``cfg.html``) and the JSON file (``cfg.out``) asked for."""
         if self.cfg.html is not None:
-            result.html = write_html(result.proteins, result.settings, self.cfg.html, self.cfg.site)
+            cfg = self.cfg
+            structures = query_structures(
+                result.proteins,
+                cfg.structure,
+                cfg.structures,
+                cfg.fetch_structures,
+                cfg.structure_cache,
+            )
+            if structures is not None:
+                result.settings["structures"] = structures.summary()
+            result.html = write_html(
+                result.proteins, result.settings, self.cfg.html, self.cfg.site, structures
+            )
         out = self.cfg.out
         if out is None:
             return
@@ -637,14 +668,27 @@ def _max_activations(atlas: Atlas, d_sae: int) -> np.ndarray:
     return max_act
 
 
-def write_html(results: list[dict], settings: dict, out: Path, site: Path | None = None) -> Path:
+def write_html(
+    results: list[dict],
+    settings: dict,
+    out: Path,
+    site: Path | None = None,
+    structures: PageStructures | None = None,
+) -> Path:
     """One self-contained page (style inlined) in the atlas style, with per-residue tracks;
-    features link to their page in ``site`` (an atlas) when it has one. Returns ``out``."""
+    features link to their page in ``site`` (an atlas) when it has one. Returns ``out``.
+    With ``structures``, proteins with a structure get a structure view; its files go into
+    ``<out stem>_files/`` next to the page."""
     from markupsafe import Markup
 
     from plmsae.atlas import site as atlas_site
 
     out = Path(out)
+    files = f"{out.stem}_files"
+    pages = [_page_protein(r, out, site) for r in results]
+    if structures is not None:
+        add_structure_views(pages, structures, quote(files) + "/")
+        structures.write(out.parent / files, out.parent / files)
     page = (
         atlas_site.environment()
         .get_template("annotate.html")
@@ -656,7 +700,9 @@ def write_html(results: list[dict], settings: dict, out: Path, site: Path | None
             root="",
             **atlas_site.stamp(),
             ctx=settings,
-            proteins=[_page_protein(r, out, site) for r in results],
+            proteins=pages,
+            assets=quote(files) + "/",
+            any_structure=any(p.get("structure") for p in pages),
             inline_css=Markup((atlas_site.STATIC / "style.css").read_text()),
         )
     )

@@ -25,8 +25,10 @@ from typing import Any
 import numpy as np
 
 from plmsae._util import progress, read_json, write_json
-from plmsae.atlas import site
+from plmsae.atlas import featuremap, site
 from plmsae.atlas.model import KINDS, Atlas, group_records, load_atlas
+from plmsae.atlas.neighbours import families
+from plmsae.atlas.structure import PageStructures, structure_source
 from plmsae.atlas.tracks import (
     Tracks,
     annotation_residue_concepts,
@@ -72,6 +74,25 @@ class ReportConfig(StageConfig):
     fasta: Path | None = option(
         None, help="FASTA with the sequences drawn under the tracks (default: the store's input)."
     )
+    structures: Path | None = option(
+        None,
+        help="Folder of PDB/mmCIF files named by accession (P69441.pdb, AF-P69441-F1-model_v4.cif"
+        ".gz ...): feature pages paint the activation on the top proteins' structures.",
+    )
+    fetch_structures: bool = option(
+        False,
+        help="Download AlphaFold DB models of the top proteins missing from --structures (once, "
+        "into --structure-cache); offline, the atlas is written without them and says why.",
+    )
+    structure_cache: Path | None = option(
+        None, help="Cache of downloaded AlphaFold DB models (default: the user cache folder)."
+    )
+    feature_map: str = option(
+        "auto",
+        help="Feature map (map.html, a 2-D UMAP of the features): decoder (the SAE's decoder "
+        "directions), activations (each feature's activation profile over the proteins), none, "
+        "or auto (decoder when the SAE checkpoint is found, else none).",
+    )
     title: str | None = option(None, help="Title of the atlas.")
     device: str = option("cpu", help="torch device for the track encoding (cpu, cuda).")
 
@@ -81,6 +102,12 @@ class ReportConfig(StageConfig):
             self.reject("max_features", "is negative.", "pass --max-features 0 or more.")
         if self.top_proteins < 0:
             self.reject("top_proteins", "is negative.", "pass --top-proteins 0 or more.")
+        if self.feature_map not in featuremap.SOURCES:
+            self.reject(
+                "feature_map",
+                f"is {self.feature_map!r}.",
+                "pass " + ", ".join(featuremap.SOURCES[:-1]) + " or none.",
+            )
 
 
 @dataclass
@@ -144,6 +171,9 @@ class Reporter:
         self.level = "residue"
         self.sequences: dict[str, str] = {}
         self.fasta_note: str | None = None
+        self.structures: PageStructures | None = None
+        self.fmap: featuremap.FeatureMap | None = None
+        self.neighbours: dict[str, dict[int, list[tuple[int, float]]]] = {}
 
     def run(self) -> ReportResult:
         t_start = time.perf_counter()
@@ -152,8 +182,11 @@ class Reporter:
         self.describe_proteins()
         self.summarise()
         self.choose_pages()
+        self.build_map()
+        self.find_neighbours()
         self.find_top_proteins()
         self.compute_tracks()
+        self.find_structures()
         return self.write(t_start)
 
     @property
@@ -315,6 +348,76 @@ class Reporter:
             sequences=self.sequences or None,
         )
 
+    def build_map(self) -> None:
+        """The feature map's layout (``--feature-map``)."""
+        a = self.atlas
+        self.fmap = featuremap.build_map(
+            self.cfg.feature_map,
+            self.cfg.sae or run_sae_path(a.run, a.path),
+            self._activations(),
+            len(self.rows),
+        )
+
+    def find_neighbours(self) -> None:
+        """Each paged feature's nearest features by co-activation and, when the SAE checkpoint
+        is found, by decoder cosine."""
+        from plmsae.atlas.neighbours import coactivation_neighbours, decoder_neighbours
+        from plmsae.sae.checkpoint import is_checkpoint
+        from plmsae.sae.match import decoder_directions
+
+        a = self.atlas
+        self.neighbours = {"coactivation": coactivation_neighbours(self._activations(), self.paged)}
+        sae = self.cfg.sae or run_sae_path(a.run, a.path)
+        if sae is not None and is_checkpoint(sae):
+            self.neighbours["decoder"] = decoder_neighbours(decoder_directions(sae), self.paged)
+
+    def neighbour_lists(self, f: int) -> list[dict]:
+        """The feature page's neighbour lists: ``{measure, members: [{feature, value, label,
+        page}]}``."""
+        row_of = {r["feature"]: r for r in self.rows}
+        out = []
+        for measure in ("decoder", "coactivation"):
+            items = [
+                {
+                    "feature": g,
+                    "value": v,
+                    "label": row_of.get(g, {}).get("label", ""),
+                    "page": bool(row_of.get(g, {}).get("page")),
+                }
+                for g, v in self.neighbours.get(measure, {}).get(f, [])
+            ]
+            if items:
+                out.append({"measure": measure, "members": items})
+        return out
+
+    def find_structures(self) -> None:
+        """Structures of the top proteins that have tracks (``--structures``,
+        ``--fetch-structures``), aligned to their sequences."""
+        cfg = self.cfg
+        if cfg.structures is None and not cfg.fetch_structures:
+            return
+        source = structure_source(cfg.structures, cfg.fetch_structures, cfg.structure_cache)
+        self.structures = PageStructures(source)
+        ids = self.atlas.proteins["id"].tolist()
+        wanted = [
+            ids[i]
+            for f, rows in self.top_by_feature.items()
+            for i in rows
+            if (f, ids[i]) in self.tracks.data
+        ]
+        self.structures.prepare(self.tracks.sequences, wanted)
+
+    def structure_view(self, f: int) -> dict | None:
+        """The structure view of feature ``f``'s page (its top proteins with a structure)."""
+        if self.structures is None:
+            return None
+        ids = self.atlas.proteins["id"].tolist()
+        items = [
+            (ids[i], f"{k}. {ids[i]}", self.tracks.data.get((f, ids[i])))
+            for k, i in enumerate(self.top_by_feature.get(f, []), start=1)
+        ]
+        return self.structures.view(items, "../")
+
     def write(self, t_start: float | None = None) -> ReportResult:
         """Write the site into a temporary directory, then swap it in place of ``cfg.out``."""
         t_start = time.perf_counter() if t_start is None else t_start
@@ -325,13 +428,23 @@ class Reporter:
             table = {"n_proteins": len(a.proteins), "q_max": a.q_max, "rows": self.rows}
             site.write_table_data(tmp, table)
             page_seconds = self.write_pages(tmp, env, ctx)
+            if self.structures is not None:
+                self.structures.write(tmp, tmp / site.ASSETS)
+            map_info = (
+                featuremap.write_map(tmp, env, ctx, self.fmap, self.rows)
+                if self.fmap is not None
+                else None
+            )
             listed = [r for r in self.rows if r["n_associated"] > 0 or r["label"]]
             index = site.index_context(
                 a, self.rows, len(self.paged), sorted(listed, key=evidence_key)[:100]
             )
-            html = env.get_template("index.html").render(**ctx, **index)
+            html = env.get_template("index.html").render(
+                **ctx, **index, has_map=bool(map_info), families=families(self.rows)[:60]
+            )
             (tmp / site.INDEX).write_text(html, encoding="utf-8")
-            write_json(tmp / site.SITE_MARKER, self._site_json(ctx, page_seconds, t_start))
+            info = self._site_json(ctx, page_seconds, t_start)
+            write_json(tmp / site.SITE_MARKER, {**info, "feature_map": map_info})
         return ReportResult(
             index=out / site.INDEX,
             n_pages=len(self.paged),
@@ -366,6 +479,9 @@ class Reporter:
                     **pages.context(f, self.top_by_feature[f]),
                     prev_page=paged[k - 1] if k > 0 else None,
                     next_page=paged[k + 1] if k + 1 < len(paged) else None,
+                    structure=self.structure_view(f),
+                    neighbours=self.neighbour_lists(f),
+                    structure_note=self.structures.note if self.structures is not None else None,
                 )
                 (tmp / site.FEATURES / site.page_name(f)).write_text(html, encoding="utf-8")
                 if k % 50 == 0 or k + 1 == len(paged):
@@ -383,6 +499,7 @@ class Reporter:
             "n_pages": n_pages,
             "tracks": bool(self.tracks.data),
             "track_note": self.tracks.note,
+            "structures": self.structures.summary() if self.structures is not None else None,
             "page_seconds": round(page_seconds, 3),
             "pages_per_second": round(n_pages / page_seconds, 1)
             if page_seconds > 0 and n_pages

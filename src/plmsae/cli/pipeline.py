@@ -139,10 +139,29 @@ def _association_table(associations: dict[str, dict], console: Console) -> None:
         )
 
 
+def show_matches(matches: list[dict], console: Console) -> None:
+    """``compare --match``: per pair of SAEs, the fraction of features shared (best decoder
+    cosine >= the threshold), mutual nearest pairs and the one-to-one assignment."""
+    for m in matches:
+        one = m["assignment_shared"]
+        console.print(
+            f"features shared (decoder cosine ≥ {m['threshold']:g}): "
+            f"{m['shared_a']:.1%} of {m['n_a']:,} in {escape(m['a'])}, "
+            f"{m['shared_b']:.1%} of {m['n_b']:,} in {escape(m['b'])}; "
+            f"{m['mutual']:,} mutual best pairs"
+            + (f"; one-to-one {one:.1%}" if one is not None else "")
+            + f"; median best cosine {m['median_cos_ab']:.2f}",
+            highlight=False,
+        )
+
+
 def show_compare(result: CompareResult, console: Console) -> None:
     """The compact comparison (fits 80 columns) or, with ``--wide``, every figure (one row per
     figure, one column per layer of a run); what the columns mean; the HTML page written."""
     rows = result.rows
+    if not rows:  # compare --match of SAE checkpoints only
+        show_matches(result.matches, console)
+        return
     title = "plmsae compare: concepts found by SAE, neurons, random directions"
     t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1))
     if result.wide:
@@ -180,5 +199,6 @@ def show_compare(result: CompareResult, console: Console) -> None:
         )
         if note["legacy"]:
             console.print(f"[dim]{escape(note['note'])}[/]", highlight=False)
+    show_matches(result.matches, console)
     if result.html is not None:
         console.print(f"wrote {escape(str(result.html))}")

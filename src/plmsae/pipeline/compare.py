@@ -18,12 +18,12 @@ from typing import Any
 
 from markupsafe import Markup, escape
 
-from plmsae._util import atomic_write, read_json
+from plmsae._util import InputError, atomic_write, read_json
 from plmsae.analysis.assocdir import SOURCE_NAMES, SOURCES, SUMMARY
 from plmsae.atlas.model import headline, headline_cell
 from plmsae.config import StageConfig, argument, option, stage_function
 from plmsae.pipeline.rundir import EVALUATION, find_units
-from plmsae.sae.checkpoint import CFG_FILE
+from plmsae.sae.checkpoint import CFG_FILE, is_checkpoint
 
 METRICS = (("fve", "FVE"), ("l0", "L0"), ("dead_fraction", "dead"), ("loss_recovered", "loss rec."))
 #: the headline measures the compact table shows, with their short column names
@@ -125,6 +125,19 @@ class CompareConfig(StageConfig):
     )
     html: Path | None = option(None, help="Also write an HTML page with every column and a chart.")
     wide: bool = option(False, help="Print every column (the default table fits 80 columns).")
+    match: bool = option(
+        False,
+        help="Also match features across the SAEs (every pair) by decoder cosine and report the "
+        "fraction shared; RUN_DIRS may then be SAE checkpoint directories too.",
+    )
+    match_threshold: float = option(
+        0.7, help="--match: a feature is shared when its best decoder cosine reaches this."
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not -1.0 <= self.match_threshold <= 1.0:
+            self.reject("match_threshold", "is not a cosine.", "pass a value in [-1, 1].")
 
 
 @dataclasses.dataclass
@@ -135,18 +148,38 @@ class CompareResult:
     rows: list[dict[str, Any]]
     html: Path | None = None
     wide: bool = False
+    matches: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 @stage_function(CompareConfig)
 def compare(cfg: CompareConfig) -> CompareResult:
     """Compare layers and models of finished runs."""
-    rows = [collect(u) for d in cfg.run_dirs for u in find_units(d)]
+    saes = [d for d in cfg.run_dirs if is_checkpoint(d)]
+    if saes and not cfg.match:
+        raise InputError(
+            "is an SAE checkpoint, not a run directory.",
+            path=saes[0],
+            fix="pass --match to match SAEs by decoder cosine, or give run directories.",
+        )
+    rows = [collect(u) for d in cfg.run_dirs if d not in saes for u in find_units(d)]
     for r, label in zip(rows, run_labels([r["run"] for r in rows])):
         r["label"] = label
     if cfg.html is not None:
         with atomic_write(cfg.html, "w") as fh:
             fh.write(render_html(rows))
-    return CompareResult(rows=rows, html=cfg.html, wide=cfg.wide)
+    matches = match_runs(cfg.run_dirs, cfg.match_threshold) if cfg.match else []
+    return CompareResult(rows=rows, html=cfg.html, wide=cfg.wide, matches=matches)
+
+
+def match_runs(paths: list[Path], threshold: float) -> list[dict[str, Any]]:
+    """Every pair of SAEs among ``paths`` (checkpoints, or each layer's SAE of a run) matched by
+    decoder cosine (:func:`plmsae.sae.match.match_all`)."""
+    from plmsae.sae.match import match_all
+
+    dirs: list[Path] = []
+    for d in paths:
+        dirs += [d] if is_checkpoint(d) else [u / "sae" for u in find_units(d)]
+    return [m.to_dict() for m in match_all(dirs, threshold)]
 
 
 def _categories(rows: list[dict]) -> list[str]:
