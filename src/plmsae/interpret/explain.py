@@ -53,13 +53,16 @@ from plmsae.interpret.explanations import (
 )
 from plmsae.interpret.providers import LLMClient, parse_llm, price_for
 from plmsae.interpret.sampling import Pools, split_pools
-from plmsae.interpret.scoring import median_difference, summarize
+from plmsae.interpret.scoring import METRICS, paired_difference, summarize
 from plmsae.interpret.selection import (
+    ACTIVITY,
     MIN_ACTIVE_EXPLAIN,
     MIN_ACTIVE_HELDOUT,
     Job,
+    default_fraction,
     prepare,
     select_features,
+    threshold_grid,
 )
 
 log = logging.getLogger(__name__)
@@ -366,7 +369,9 @@ class ExplainRun:
             values = [r["source"], r["feature"], ids[j.heldout_rows]]
             values += [(j.scaled[j.heldout_rows] * 10).astype(np.float32), pred.astype(np.float32)]
             sims.append(pd.DataFrame(dict(zip(SIMULATION_COLUMNS, values))))
-        results = pd.DataFrame([{k: v for k, v in r.items() if k != "predictions"} for r in rows])
+        self.paired_ = paired_inputs(rows, by_key, ids)
+        per_protein = ("predictions", "predicted_active")
+        results = pd.DataFrame([{k: v for k, v in r.items() if k not in per_protein} for r in rows])
         return Tables(
             results=results,
             explanations=results[EXPLANATION_COLUMNS],
@@ -401,14 +406,14 @@ class ExplainRun:
             block["sources"][src] = source_summary(
                 res[res["source"] == src], cfg.n_bootstrap, cfg.seed
             )
+        block["activity"] = ACTIVITY.format(
+            default=f"{default_fraction(threshold_grid(self.ad)):g}"
+        )
         if {"sae", "neuron"} <= set(block["sources"]):
-            ok = res[res["status"] == "ok"]
-            block["sae_minus_neuron_median_r"] = median_difference(
-                ok.loc[ok["source"] == "sae", "simulation_r"],
-                ok.loc[ok["source"] == "neuron", "simulation_r"],
-                cfg.n_bootstrap,
-                cfg.seed,
-            )
+            block["sae_minus_neuron"] = {
+                m: paired_difference(self.paired_, m, cfg.n_bootstrap, cfg.seed) for m in METRICS
+            }
+            block["sae_minus_neuron_median_r"] = block["sae_minus_neuron"]["simulation_r"]
         if self.client is not None:
             block["usage"] = self.client.usage.as_dict()
             block["max_cost_usd"] = cfg.max_cost
@@ -429,6 +434,29 @@ class ExplainRun:
                 EXPLANATIONS,
             )
         return files
+
+
+def paired_inputs(rows: list[dict], jobs: dict, ids: np.ndarray) -> dict[str, list[dict]]:
+    """Per source, the held-out proteins, truth and predictions of every scored feature (the
+    input of :func:`.scoring.paired_difference`)."""
+    out: dict[str, list[dict]] = {}
+    for r in rows:
+        if r["status"] != "ok" or r["predictions"] is None:
+            continue
+        j = jobs[(r["source"], r["feature"])]
+        truth = j.scaled[j.heldout_rows] * 10
+        pred = np.asarray(r["predictions"], dtype=np.float64)
+        active = r.get("predicted_active")
+        out.setdefault(r["source"], []).append(
+            {
+                "proteins": ids[j.heldout_rows].tolist(),
+                "truth": truth,
+                "predicted": pred,
+                "true_active": truth > 0,
+                "predicted_active": pred > 0 if active is None else np.asarray(active, bool),
+            }
+        )
+    return out
 
 
 def score_table(results: pd.DataFrame) -> pd.DataFrame:
