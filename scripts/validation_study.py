@@ -172,6 +172,19 @@ def run_unit(
     return record
 
 
+def finished_store(store: Path, fasta: Path) -> Path | None:
+    """``store`` when it is a complete store of ``fasta`` with every study layer (reused as it
+    is, so that study processes running side by side never reopen it for writing), else None."""
+    meta_path = store / "meta.json"
+    if not meta_path.exists():
+        return None
+    meta = json.loads(meta_path.read_text())
+    same = meta.get("input", {}).get("path") == str(fasta.resolve())
+    if meta.get("complete") and same and sorted(meta.get("layers", [])) == sorted(LAYERS):
+        return store
+    return None
+
+
 def unit_headline(out: Path, layer: int, level: str, seed: int) -> dict:
     """The headline of one SAE against the seed-0 baselines of its layer and level."""
     import pandas as pd
@@ -244,14 +257,16 @@ def main(
     stores = {}
     for half in ("train", "assoc"):
         t = time.perf_counter()
-        stores[half] = embed(
-            out / "split" / f"{half}.fasta",
-            out / f"store_{half}",
-            model=model,
-            layers=sorted(LAYERS),
-            dtype="float16",
-            device=device,
-        ).store
+        stores[half] = finished_store(out / f"store_{half}", out / "split" / f"{half}.fasta")
+        if stores[half] is None:
+            stores[half] = embed(
+                out / "split" / f"{half}.fasta",
+                out / f"store_{half}",
+                model=model,
+                layers=sorted(LAYERS),
+                dtype="float16",
+                device=device,
+            ).store
         timings[f"embed_{half}"] = round(time.perf_counter() - t, 1)
     for layer in layers:  # layer by layer: the first layer's results are complete first
         for level in levels:

@@ -121,3 +121,18 @@ def test_report_collects_the_finished_units_only(study, tmp_path):
     assert "| protein | 4 | 2 (1-3) |" in md
     saved = json.loads((tmp_path / "validation.json").read_text())
     assert saved["split"] == {"n_proteins": 8} and len(saved["records"]) == 2
+
+
+def test_finished_store_is_reused_only_when_complete_for_that_input(study, tmp_path):
+    fasta = tmp_path / "split" / "train.fasta"
+    store = tmp_path / "store_train"
+    assert study.finished_store(store, fasta) is None  # nothing yet: embed
+    store.mkdir()
+    meta = {"input": {"path": str(fasta.resolve())}, "layers": [2, 4, 6], "complete": False}
+    (store / "meta.json").write_text(json.dumps(meta))
+    assert study.finished_store(store, fasta) is None  # interrupted: embed resumes it
+    (store / "meta.json").write_text(json.dumps(meta | {"complete": True}))
+    assert study.finished_store(store, fasta) == store
+    (store / "meta.json").write_text(json.dumps(meta | {"complete": True, "layers": [4]}))
+    assert study.finished_store(store, fasta) is None
+    assert study.finished_store(store, tmp_path / "other.fasta") is None
