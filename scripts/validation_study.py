@@ -367,7 +367,7 @@ def headline_table(records: list[dict], key: str) -> str:
 
 def fidelity_table(records: list[dict]) -> str:
     lines = [
-        "| level | layer | FVE (training half) | FVE (held-out half) | L0 | dead | "
+        "| level | layer | FVE (training half) | FVE (association half, unseen in training) | L0 | dead | "
         "distinct features | features associated: SAE | neurons | random |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
