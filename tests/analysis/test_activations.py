@@ -42,7 +42,25 @@ def test_random_directions_match_target_density():
     z[:10, 0] = 1.0
     z[:30, 1] = 1.0  # features 2-4 dead: left out of the median
     assert baselines.median_live_density(z) == pytest.approx(0.2)
-    assert (
-        baselines.NeuronBaseline(4).encode(torch.tensor([[-1.0, 2.0, 0.0, 3.0]]))
-        == torch.tensor([[0.0, 2.0, 0.0, 3.0]])
-    ).all()
+    np.testing.assert_allclose(np.linalg.norm(rand.directions, axis=1), 1.0, rtol=1e-5)
+
+
+def test_neuron_baselines_signed_relu_minmax():
+    """issue 12 item 3: neurons are signed by default (ReLU(x) then ReLU(-x), 2 x d features);
+    the positive half only and the PNAS min-max variant are options."""
+    x = torch.tensor([[-1.0, 2.0, 0.0, 3.0]])
+    signed = baselines.NeuronBaseline(4)
+    assert signed.kind == "signed" and signed.n_features == 8
+    assert signed.encode(x).tolist() == [[0.0, 2.0, 0.0, 3.0, 1.0, 0.0, 0.0, 0.0]]
+    assert signed.feature_name(1) == "+x1" and signed.feature_name(4) == "-x0"
+    # decoder directions: +e_i for the first half, -e_i for the second
+    assert signed.directions.shape == (8, 4) and signed.directions[4, 0] == -1.0
+    relu = baselines.NeuronBaseline(4, "relu")
+    assert relu.n_features == 4 and relu.encode(x).tolist() == [[0.0, 2.0, 0.0, 3.0]]
+    sample = torch.tensor([[-2.0, 0.0, 1.0, -1.0], [0.0, 4.0, 3.0, 1.0]])
+    minmax = baselines.NeuronBaseline(4, "minmax").calibrate(sample)
+    # x - min: thresholds as fractions of the max are thresholds on the min-max scaled neuron
+    assert minmax.encode(sample).tolist() == [[0.0, 0.0, 0.0, 0.0], [2.0, 4.0, 2.0, 2.0]]
+    assert minmax.encode(x).tolist() == [[1.0, 2.0, 0.0, 4.0]]
+    with pytest.raises(ValueError, match="signed"):
+        baselines.NeuronBaseline(4, "abs")

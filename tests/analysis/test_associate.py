@@ -12,7 +12,13 @@ import pytest
 import scipy.sparse as sp
 
 from plmsae._util import InputError
-from plmsae.analysis.assocdir import ASSOC_COLUMNS, RESIDUE_COLUMNS
+from plmsae.analysis.assocdir import (
+    ASSOC_COLUMNS,
+    FEATURE_COLUMNS,
+    FEATURE_EXTRA_COLUMNS,
+    FEATURE_KINDS,
+    RESIDUE_COLUMNS,
+)
 from plmsae.analysis.associate import AssociateConfig, AssociateResult, associate
 
 
@@ -61,13 +67,21 @@ def test_associate_end_to_end(assoc_inputs, tmp_path):
     assert ann[:, col["GO:0008150"]].sum() == 96
     assert ann[:, col["GO:0003674"]].sum() == ann[:, col["GO:0000020"]].sum() == 32
     acts = {s: sp.load_npz(out / "activations" / f"{s}.npz") for s in ("sae", "neuron", "random")}
-    assert acts["sae"].shape == (96, 48) and acts["neuron"].shape == (96, 32)
-    assert acts["random"].shape == (96, 32)  # default: as many random directions as neurons
+    # signed neurons by default: ReLU(x) and ReLU(-x) of the 32 hidden units
+    assert acts["sae"].shape == (96, 48) and acts["neuron"].shape == (96, 64)
+    assert acts["random"].shape == (96, 64)  # default: as many random directions as neurons
     feats = pd.read_parquet(out / "features.parquet")
-    assert set(feats["source"]) == {"sae", "neuron", "random"} and len(feats) == 48 + 32 + 32
+    assert set(feats["source"]) == {"sae", "neuron", "random"} and len(feats) == 48 + 64 + 64
+    assert list(feats.columns) == [*FEATURE_COLUMNS, *FEATURE_EXTRA_COLUMNS]
+    assert set(feats["kind"]) <= set(FEATURE_KINDS)
+    sae_feats = feats[feats["source"] == "sae"]
+    assert sae_feats["residue_density"].between(0, 1).all()
+    assert (sae_feats.loc[sae_feats["max_activation"] > 0, "top_amino_acid"] != "").all()
     assoc = pd.read_parquet(out / "associations.parquet")
     assert list(assoc.columns) == ASSOC_COLUMNS
     assert (assoc["split"] == "test").all() and (assoc["n_both"] >= 3).all()
+    sig = (assoc["q_value"] < 0.05) & (assoc["precision"] >= 0.5)
+    assert not (assoc["replicated"] & ~sig).any()  # replicated implies associated on test
     assert (
         (assoc["q_value"] >= assoc["p_value"]) | np.isclose(assoc["q_value"], assoc["p_value"])
     ).all()
@@ -83,31 +97,52 @@ def test_associate_end_to_end(assoc_inputs, tmp_path):
     assert hit["n_population"].iloc[0] == (proteins["split"] == "test").sum()
     res = pd.read_parquet(out / "residue_associations.parquet")
     assert list(res.columns) == RESIDUE_COLUMNS
-    assert set(res["concept"]) == {"Transmembrane"} and set(res["source"]) == {
-        "sae",
-        "neuron",
-        "random",
-    }
+    # UniProt's transmembrane regions and the built-in sequence concepts, for every source
+    assert "Transmembrane" in set(res["concept"])
+    assert {"seq:aa:Q", "seq:nterm"} <= set(res["concept"])
+    for src in ("sae", "neuron", "random"):
+        assert (res.loc[res["source"] == src, "concept"].str.startswith("seq:")).any(), src
+    assert set(concepts.loc[concepts["concept"].str.startswith("seq:"), "category"]) == {"residue"}
     test_ids = set(proteins.loc[proteins["split"] == "test", "id"])
     tm_test = [p for i, p in enumerate(assoc_inputs["ids"]) if i % 2 == 0 and p in test_ids]
-    assert (res["n_instances"] == len(tm_test)).all() and (
-        res["n_residues"] == 21 * len(tm_test)
+    tm = res[res["concept"] == "Transmembrane"]
+    assert (tm["n_instances"] == len(tm_test)).all() and (
+        tm["n_residues"] == 21 * len(tm_test)
     ).all()
     for col in ("precision", "recall", "domain_recall", "f1"):
         assert res[col].between(0, 1).all()
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary) == {"sae", "neuron", "random", "settings"}
+    assert set(summary) == {
+        "sae",
+        "neuron",
+        "random",
+        "settings",
+        "headline",
+        "coherence",
+        "training_overlap",
+    }
+    _check_headline(summary)
+    # the fixture SAE was never trained: which proteins it saw is unknown
+    assert summary["training_overlap"]["status"] == "unknown"
     assert summary["sae"]["n_features"] == 48
     assert summary["sae"]["n_features_associated"] >= 1
     assert summary["sae"]["by_category"]["GO:BP"]["n_features_associated"] >= 1
-    cov = summary["sae"]["concepts"]  # 48 SAE features vs 16-wide baselines: size-matched too
+    cov = summary["sae"]["concepts"]
     sae_hits = assoc[
         (assoc["source"] == "sae") & (assoc["q_value"] < 0.05) & (assoc["precision"] >= 0.5)
     ]
     assert cov["n_concepts_associated"] == sae_hits["concept"].nunique() >= 1
-    assert cov["matched_n_features"] == summary["neuron"]["n_features"]
-    assert 0 <= cov["n_concepts_associated_matched"] <= cov["n_concepts_associated"]
-    assert "n_concepts_associated_matched" not in summary["neuron"]["concepts"]
+    # 64 signed neurons vs 48 SAE features: the baselines are the larger sources here
+    ncov = summary["neuron"]["concepts"]
+    assert ncov["matched_n_features"] == 48
+    assert 0 <= ncov["n_concepts_associated_matched"] <= ncov["n_concepts_associated"]
+    assert "n_concepts_associated_matched" not in cov
+    # n_concepts_tested: the concepts that pass the filter (here every one with >= 5 proteins)
+    bp = summary["sae"]["by_category"]["GO:BP"]
+    n_bp = ((concepts["category"] == "GO:BP") & (concepts["n_proteins"] >= 5)).sum()
+    assert bp["n_concepts_tested"] == n_bp >= bp["n_concepts_with_tested_pair"]
+    red = summary["sae"]["redundancy"]
+    assert red["n_groups"] <= red["n_live_features"] <= 48 and red["jaccard_min"] == 0.7
     assert 0 < summary["settings"]["random_target_density"] <= 1
     run = json.loads((out / "run.json").read_text())
     assert run["layer"] == 2 and run["level"] == "residue" and run["annotations_sha256"]
@@ -117,7 +152,10 @@ def test_associate_end_to_end(assoc_inputs, tmp_path):
         "activations_s",
         "statistics_s",
         "residue_s",
+        "redundancy_s",
+        "coherence_s",
     }
+    assert run["neuron_baseline"] == "signed" and run["training_overlap"]["status"] == "unknown"
     # the result carries summary.json's counts and the timings
     assert set(result.sources) == {"sae", "neuron", "random"}
     assert result.sources["sae"].n_features_associated == summary["sae"]["n_features_associated"]
@@ -126,7 +164,9 @@ def test_associate_end_to_end(assoc_inputs, tmp_path):
         result.sources["sae"].by_category["GO:BP"]
         == (summary["sae"]["by_category"]["GO:BP"]["n_features_associated"])
     )
-    assert result.sources["sae"].matched_n_features == 32
+    assert result.sources["neuron"].matched_n_features == 48
+    assert result.sources["sae"].unique_features == summary["sae"]["redundancy"]["n_groups"]
+    assert result.headline == summary["headline"]
     assert (result.n_proteins, result.split_method) == (96, "random")
     assert result.timings == run["timings"]
 
@@ -140,6 +180,28 @@ def test_associate_end_to_end(assoc_inputs, tmp_path):
     _run(assoc_inputs, out, pool="mean", overwrite=True, baselines=False)
     assert not (out / "activations" / "neuron.npz").exists()
     assert set(pd.read_parquet(out / "associations.parquet")["source"]) <= {"sae"}
+
+
+def _check_headline(summary: dict) -> None:
+    """summary.json's headline block: the contract with the atlas and demo printers."""
+    head = summary["headline"]
+    assert isinstance(head["note"], str) and len(head["note"]) > 100
+    assert head["matched_n_features"] == min(summary[s]["n_features"] for s in head["sources"])
+    assert head["draws"] == 50
+    keys = [m["key"] for m in head["measures"]]
+    assert keys[:3] == ["concepts_recovered", "concepts_associated", "concepts_replicated"]
+    assert all(m["label"] and m["description"] for m in head["measures"])
+    for src, block in head["sources"].items():
+        assert block["n_features"] == summary[src]["n_features"]
+        assert block["unique_features"] == summary[src]["redundancy"]["n_groups"]
+        assert block["fraction_associated"] == summary[src]["fraction_associated"]
+        for key in keys:
+            v = block["values"][key]
+            assert v["matched_ci"][0] <= v["matched"] <= v["matched_ci"][1], (src, key)
+            assert v["matched"] <= v["all"] or v["matched"] == v["all"]
+        assoc = block["values"]["concepts_associated"]["all"]
+        assert assoc == summary[src]["concepts"]["n_concepts_associated"]
+        assert block["values"]["concepts_replicated"]["all"] <= assoc
 
 
 def test_bad_options(assoc_inputs, tmp_path):
@@ -201,10 +263,13 @@ def test_cli(assoc_inputs, tmp_path):
     assert res.exit_code == 0, res.output
     summary = json.loads((tmp_path / "cli" / "summary.json").read_text())
     assert summary["settings"]["thresholds"] == [0.0, 0.5]
-    assert set(summary) == {"sae", "settings"}
+    assert set(summary) == {"sae", "settings", "headline", "coherence", "training_overlap"}
     # the printer: per source features associated, distinct concepts, by category; 80 columns
     assert "SAE features" in res.output and "model neurons" not in res.output
     assert "distinct concepts" in res.output and "GO biological process" in res.output
+    assert "Concepts found at 48 features per source" in res.output
+    assert "concepts that replicate" in res.output and "distinct features" in res.output
+    assert "SAE training proteins: unknown" in res.output
     assert "Proteins: 96 (48 validation, 48 test; random split)" in res.output
     assert str(tmp_path / "cli") in res.output.replace("\n", "")
     assert max(len(line) for line in res.output.splitlines()) <= 80
@@ -293,8 +358,16 @@ def test_protein_level_sae_encodes_pooled_vectors(assoc_inputs, tmp_path):
         want = sae.encode(torch.from_numpy(store.pooled_matrix(2))).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     neuron = sp.load_npz(out / "activations" / "neuron.npz").toarray()
-    np.testing.assert_allclose(neuron, np.maximum(store.pooled_matrix(2), 0), rtol=1e-6)
+    pooled = store.pooled_matrix(2)
+    np.testing.assert_allclose(
+        neuron, np.maximum(np.concatenate([pooled, -pooled], axis=1), 0), rtol=1e-6
+    )
     assert len(pd.read_parquet(out / "residue_associations.parquet")) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    keys = [m["key"] for m in summary["headline"]["measures"]]
+    assert "residue_concepts_recovered" not in keys  # protein level: no residue measure
+    feats = pd.read_parquet(out / "features.parquet")
+    assert feats["residue_density"].isna().all() and (feats["top_amino_acid"] == "").all()
     assert json.loads((out / "run.json").read_text())["pooling"] == "mean"
 
 
@@ -331,7 +404,9 @@ def test_engine_steps_on_loaded_inputs(assoc_inputs, tmp_path):
     assert set(eng.activations()) == {"sae"}
     assert list(eng.statistics().columns) == ASSOC_COLUMNS
     assert list(eng.residue_statistics().columns) == RESIDUE_COLUMNS
-    assert set(eng.summary()) == {"sae", "settings"}
+    assert set(eng.redundancy()) == {"sae"}
+    assert eng.coherence()["note"] == "no ontology given"  # not passed to the engine
+    assert set(eng.summary()) == {"sae", "settings", "headline", "coherence", "training_overlap"}
     assert eng.result().sources["sae"].n_features == 48
     assert (tmp_path / "steps" / "summary.json").is_file()
 
@@ -350,3 +425,48 @@ def test_config_spellings_and_checks():
         AssociateConfig(**paths, split_method="x")
     with pytest.raises(InputError, match="--split-fractions 'a,b,c': is not three"):
         AssociateConfig(**paths, split_fractions="a,b,c")
+    assert AssociateConfig(**paths).neuron_baseline == "signed"
+    with pytest.raises(InputError, match="--neuron-baseline 'abs': .*signed, relu or minmax"):
+        AssociateConfig(**paths, neuron_baseline="abs")
+    assert AssociateConfig(**paths).sequence_concepts is True
+    # the help says what the cap means (and no longer claims a fold it cannot guarantee)
+    import dataclasses
+
+    helps = {f.name: f.metadata["help"] for f in dataclasses.fields(AssociateConfig)}
+    assert "each of the validation and test splits" in helps["max_concept_fraction"]
+    assert ">= 5-fold" in helps["max_concept_fraction"]
+
+
+def test_training_overlap_is_recorded_and_reported(assoc_inputs, tiny_esm_dir, tmp_path):
+    """issue 12 item 4: train records its proteins (store, count, hash of the IDs); associate
+    reports how many association proteins the SAE was trained on, and says "held out" only
+    when it saw none of them."""
+    from plmsae.analysis.overlap import overlap_sentence
+    from plmsae.data.fasta import read_fasta
+    from plmsae.embedding.embedder import embed
+    from plmsae.sae.train import train
+
+    inp = assoc_inputs
+    kw = dict(latents=16, k=2, batch_size=256, tokens=2048, layer=2, checkpoint_every=0)
+    train(inp["store"], out=tmp_path / "seen", **kw)
+    rec = json.loads((tmp_path / "seen" / "cfg.json").read_text())["training"]["proteins"]
+    assert rec["store"] == str(inp["store"].resolve()) and rec["n_proteins"] == 96
+    assert len(rec["ids_sha256"]) == 64
+    opts = dict(baselines=False, sequence_concepts=False, max_concept_fraction=1.0)
+    seen = _run({**inp, "sae": tmp_path / "seen"}, tmp_path / "a1", **opts)
+    ov = seen.training_overlap
+    assert ov["status"] == "known" and ov["n_seen_in_training"] == 96 and not ov["held_out"]
+    assert sum(ov["by_split"].values()) == 96 and ov["fraction_seen_in_training"] == 1.0
+    assert "not held out" in overlap_sentence(ov)
+    run = json.loads((tmp_path / "a1" / "run.json").read_text())
+    assert run["training_overlap"] == ov
+    # an SAE trained on other proteins (other accessions): the association proteins are held out
+    other = tmp_path / "other.fasta"
+    prots = read_fasta(inp["fasta"])[:12]
+    other.write_text("".join(f">X{i}\n{p.sequence}\n" for i, p in enumerate(prots)))
+    embed(other, tmp_path / "other_store", model=str(tiny_esm_dir), layers=[2])
+    train(tmp_path / "other_store", out=tmp_path / "unseen", **kw)
+    unseen = _run({**inp, "sae": tmp_path / "unseen"}, tmp_path / "a2", **opts)
+    assert unseen.training_overlap["n_seen_in_training"] == 0
+    assert unseen.training_overlap["held_out"] is True
+    assert "held out" in overlap_sentence(unseen.training_overlap)

@@ -115,6 +115,7 @@ def protein_activations(
     layer: int | None = None,
     max_tokens: int = 8192,
     progress_cb=None,
+    profile=None,
 ) -> tuple[dict[str, sp.csr_matrix], dict[str, np.ndarray]]:
     """Per-protein activations of every encoder in one pass over the store.
 
@@ -123,7 +124,10 @@ def protein_activations(
     encode residues, pool per protein with ``pool``; ``level="protein"``: encode the store's
     pooled vectors. Rows follow ``ids``. Returns (name -> CSR float32 [len(ids), F],
     name -> float64 [F] the max of each feature over every encoded input, i.e. over residues
-    for residue-level encoders; the residue-level concept scores use it as their scale)."""
+    for residue-level encoders; the residue-level concept scores use it as their scale).
+    ``profile`` (residue level only): an object with ``begin_batch(ids, lengths)`` and
+    ``add(name, codes, width)``, shown every batch's codes of every encoder in the same pass
+    (:class:`plmsae.analysis.specificity.ResidueProfile`)."""
     if pool not in ("max", "mean"):
         raise ValueError(f"pool must be 'max' or 'mean', not {pool!r}")
     acc = {name: _SparseRows(width) for name, (_, width) in encoders.items()}
@@ -145,8 +149,13 @@ def protein_activations(
     else:
         done = 0
         for batch_ids, x, lengths in _residue_batches(store, ids, layer, max_tokens):
+            if profile is not None:
+                profile.begin_batch(batch_ids, lengths)
             for name, (enc, width) in encoders.items():
-                pooled, batch_peak = _pool(enc(x), width, lengths, pool)
+                codes = enc(x)
+                if profile is not None:
+                    profile.add(name, codes, width)
+                pooled, batch_peak = _pool(codes, width, lengths, pool)
                 peak[name] = torch.maximum(peak[name], batch_peak)
                 acc[name].add(pooled)
             row_ids.extend(batch_ids)

@@ -48,6 +48,24 @@ CATEGORY_NAMES = {
 PROTEIN_COLUMNS = ["id", "split", "cluster", "length", "name"]
 CONCEPT_COLUMNS = ["concept", "category", "name", "n_proteins"]
 FEATURE_COLUMNS = ["source", "feature", "density", "max_activation", "top_proteins"]
+#: features.parquet after the summary step: FEATURE_COLUMNS, the residue profile, the redundancy
+#: group, the best concept, kind and plain label (plmsae.analysis.specificity); value when absent
+FEATURE_EXTRA_COLUMNS: dict[str, Any] = {
+    "residue_density": np.nan,  # fraction of residues with activation > 0 (NaN: protein level)
+    "top_amino_acid": "",
+    "top_amino_acid_share": np.nan,
+    "position_bias": "",  # "N-terminal" | "C-terminal" | ""
+    "position_mean": np.nan,  # mean relative position of the activation mass, 0..1
+    "group": -1,  # redundancy group: smallest feature index of the group
+    "best_concept": "",
+    "best_concept_name": "",
+    "best_concept_category": "",
+    "best_concept_f1": np.nan,
+    "best_concept_q": np.nan,  # NaN for residue concepts (no test)
+    "kind": "",  # "sequence-chemistry" | "dense" | "dead" | "specific"
+    "plain_label": "",  # e.g. "fires on every glutamine (Q)"; "" for specific features
+}
+FEATURE_KINDS = ("sequence-chemistry", "dense", "dead", "specific")
 ASSOC_COLUMNS = [
     "source",
     "feature",
@@ -67,6 +85,7 @@ ASSOC_COLUMNS = [
     "auroc",
     "f1_validation",
     "split",
+    "replicated",  # also associated with the splits' roles swapped (threshold chosen on test)
 ]
 RESIDUE_COLUMNS = [
     "source",
@@ -212,6 +231,9 @@ class AssocDir:
                 df[col] = np.nan
         if "top_proteins" not in df.columns:
             df["top_proteins"] = [[] for _ in range(len(df))]
+        for col, default in FEATURE_EXTRA_COLUMNS.items():  # directories of older versions
+            if col not in df.columns:
+                df[col] = default
         return df.sort_values("feature").reset_index(drop=True)
 
     @functools.cached_property

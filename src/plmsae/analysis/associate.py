@@ -7,26 +7,35 @@
 1. split: proteins clustered with MMseqs2 (30 % identity, 80 % coverage) and whole clusters
    assigned to ``validation``/``test`` (``proteins.parquet``; reused);
 2. concepts: GO terms propagated to ancestors and split by namespace (GO:BP, GO:MF, GO:CC),
-   families, locations, residue concepts (``concepts.parquet``, ``annotations.npz``);
-3. activations: per-protein activations of the SAE features and of the two baselines (ReLU'd
-   neurons, random directions of matched sparsity) in one streaming pass over the store, max
-   over residues by default (``activations/{sae,neuron,random}.npz``, ``features.parquet``;
-   reused);
+   families, locations, residue concepts: UniProt features and, for residue-level SAEs, the
+   built-in sequence concepts of :mod:`.sequence_concepts` (``concepts.parquet``,
+   ``annotations.npz``);
+3. activations: per-protein activations of the SAE features and of the two baselines (signed
+   neurons, random directions of matched sparsity; :mod:`.baselines`) in one streaming pass over
+   the store, max over residues by default, with each feature's residue profile (density, top
+   amino acid, position; :mod:`.specificity`) from the same pass
+   (``activations/{sae,neuron,random}.npz``, ``features.parquet``; reused);
 4. statistics for every feature x concept at once (:func:`plmsae.analysis.stats.score_features`):
    threshold (fraction of the feature's max) chosen by F1 on ``validation``, one-sided Fisher
    p-value, BH q-value (family: source x category), precision, recall, F1, odds ratio and AUROC on
-   ``test`` (``associations.parquet``); residue concepts per residue, InterPLM-style
+   ``test``; then once more with the two splits' roles swapped, to mark the associations that
+   replicate (``associations.parquet``); residue concepts per residue, InterPLM-style
    (``residue_associations.parquet``, :mod:`plmsae.analysis.residue`);
-5. summary: per source, how many features have an association (q < 0.05 and precision
-   >= 0.5 on test; residue concepts: F1 >= 0.5 on test), by category; and how many distinct
-   concepts are found (:func:`concept_coverage`, also size-matched to the baselines)
-   (``summary.json``, ``run.json``).
+5. redundancy: features that fire on the same proteins or share a decoder direction are grouped
+   (:mod:`.redundancy`; ``group`` in ``features.parquet``);
+6. coherence: how related each feature's associated GO terms are (:mod:`.coherence`);
+7. summary: per source, how many features have an association (q < 0.05 and precision
+   >= 0.5 on test; residue concepts: F1 >= 0.5 on test), by category; the concept-centric
+   headline at matched feature count (:mod:`.headline`); how many association proteins the SAE
+   was trained on (``summary.json``, ``run.json``, ``features.parquet``).
 
 Population of a protein-level category: every protein of the store with at least one annotation
-in that category (namespace). Tested pairs: concept with >= ``min_concept`` proteins in the
-population and covering at most ``max_concept_fraction`` of it (default 10 %: more general terms
-are "associated" with almost any direction, random ones included), F1 > 0 on validation,
->= ``min_both`` active proteins carrying it on test.
+in that category (namespace). Tested concepts (``n_concepts_tested``): >= ``min_concept`` proteins
+in the population and covering at most ``max_concept_fraction`` of the population on each of the
+validation and test splits (default 10 %: more general terms are "associated" with almost any
+direction, random ones included; with the cap, precision >= 0.5 on test means at least 5-fold
+enrichment on test). Tested pairs: a tested concept, F1 > 0 on validation, >= ``min_both`` active
+proteins carrying it on test.
 """
 
 from __future__ import annotations
@@ -35,7 +44,7 @@ import dataclasses
 import logging
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,16 +69,24 @@ from plmsae.analysis.assocdir import (
     PRECISION_MIN,
     Q_MAX,
     RESIDUE_F1_MIN,
+    SOURCES,
     activation_file,
 )
+from plmsae.analysis.baselines import NEURON_BASELINES
+from plmsae.analysis.sequence_concepts import NAMES as BUILTIN_NAMES
+from plmsae.analysis.summary import concept_coverage, summarize  # noqa: F401 (public here too)
 from plmsae.config import StageConfig, argument, option, stage_function
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
     from plmsae.analysis.activations import Encoder
+    from plmsae.analysis.redundancy import Groups
     from plmsae.analysis.residue import ResidueConcepts, ResidueCounts
+    from plmsae.analysis.sequence_concepts import SequenceConcepts
+    from plmsae.analysis.specificity import ResidueProfile
     from plmsae.data.annotations import Annotations
+    from plmsae.data.ontology import Ontology
     from plmsae.embedding.store import ActivationStore
     from plmsae.sae.base import SAE
 
@@ -86,6 +103,8 @@ TIMED_STEPS = (
     ("activations", "activations_s"),
     ("statistics", "statistics_s"),
     ("residue_statistics", "residue_s"),
+    ("redundancy", "redundancy_s"),
+    ("coherence", "coherence_s"),
 )
 
 
@@ -111,8 +130,10 @@ class AssociateConfig(StageConfig):
     )
     max_concept_fraction: float = option(
         0.1,
-        help="Test a concept only when it covers at most this fraction of its population "
-        "(general terms look associated with any direction; 1 tests every concept).",
+        help="Test a concept only when it covers at most this fraction of its population on "
+        "each of the validation and test splits (general terms look associated with any "
+        "direction; with 0.1, precision >= 0.5 means >= 5-fold enrichment; 1 tests every "
+        "concept).",
     )
     min_both: int = option(
         3, help="Test a pair only with this many active proteins carrying the concept on test."
@@ -131,8 +152,19 @@ class AssociateConfig(StageConfig):
         None, help="Sequences for clustering (default: the store's FASTA, or the TSV's Sequence)."
     )
     baselines: bool = option(True, help="Also score the neuron and random-direction baselines.")
+    neuron_baseline: str = option(
+        "signed",
+        help="Neuron baseline: signed (ReLU(x) and ReLU(-x), 2 x d_model features), relu "
+        "(ReLU(x) only) or minmax (each neuron min-max scaled, as in the PNAS paper).",
+    )
     n_random: int | None = option(
-        None, help="Random directions (default: d_model, as many as neurons)."
+        None, help="Random directions (default: as many as the neuron features)."
+    )
+    sequence_concepts: bool = option(
+        True,
+        help="Score built-in residue concepts computed from the sequence (amino acids, chain "
+        "termini, hydrophobic stretches, charge clusters, low complexity, PROSITE motifs); "
+        "residue-level SAEs only.",
     )
     layer: int | None = option(None, help="Store layer (default: the SAE's layer).")
     seed: int = option(0, help="Seed for splits and random directions.")
@@ -144,6 +176,12 @@ class AssociateConfig(StageConfig):
             self.reject("pool", "is not max or mean.", "use --pool max or --pool mean.")
         if self.split_method not in SPLIT_METHODS:
             self.reject("split_method", "is not a split method.", "use mmseqs or random.")
+        if self.neuron_baseline not in NEURON_BASELINES:
+            self.reject(
+                "neuron_baseline", "is not a neuron baseline.", "use signed, relu or minmax."
+            )
+        if not 0.0 < self.max_concept_fraction <= 1.0:
+            self.reject("max_concept_fraction", "must be in (0, 1].", "e.g. 0.1.")
         if self.thresholds is None:  # the Python API's old spelling of "the default"
             self.thresholds = list(DEFAULT_THRESHOLDS)
         self.thresholds = [float(t) for t in self.thresholds]
@@ -175,7 +213,9 @@ class AssociateConfig(StageConfig):
 @dataclass
 class SourceCounts:
     """What :func:`associate` found for one source (``summary.json``): features associated
-    (any category), distinct concepts associated, features associated per category."""
+    (any category), distinct concepts associated, features associated per category, distinct
+    features (redundancy groups) and the headline measures (``{measure: {all, matched,
+    matched_ci}}``, :mod:`.headline`)."""
 
     n_features: int
     n_features_associated: int
@@ -183,10 +223,14 @@ class SourceCounts:
     by_category: dict[str, int]
     n_concepts_associated_matched: float | None = None
     matched_n_features: int | None = None
+    unique_features: int | None = None
+    headline: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
-    def from_summary(cls, block: dict[str, Any]) -> SourceCounts:
+    def from_summary(cls, block: dict[str, Any], headline: dict | None = None) -> SourceCounts:
+        """From one source's summary.json block and its ``headline.sources`` entry."""
         concepts = block.get("concepts", {})
+        head = (headline or {}).get("values", {})
         return cls(
             n_features=int(block["n_features"]),
             n_features_associated=int(block["n_features_associated"]),
@@ -196,13 +240,16 @@ class SourceCounts:
             },
             n_concepts_associated_matched=concepts.get("n_concepts_associated_matched"),
             matched_n_features=concepts.get("matched_n_features"),
+            unique_features=(block.get("redundancy") or {}).get("n_groups"),
+            headline=head,
         )
 
 
 @dataclass
 class AssociateResult:
     """The ASSOC_DIR written (``out``), per-source counts, the split, step timings (seconds)
-    and which steps a re-run took from the directory instead of recomputing."""
+    and which steps a re-run took from the directory instead of recomputing; the
+    concept-centric ``headline`` block and the ``training_overlap`` of summary.json."""
 
     out: Path
     sources: dict[str, SourceCounts]
@@ -213,6 +260,8 @@ class AssociateResult:
     level: str
     timings: dict[str, float]
     reused: list[str]
+    headline: dict[str, Any] = field(default_factory=dict)
+    training_overlap: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self) | {"out": str(self.out)}
@@ -223,8 +272,10 @@ class Associator:
 
     ``store``, ``sae`` and ``annotations`` (read with the ontology, if any) must be what
     ``cfg.store``, ``cfg.sae``, ``cfg.annotations`` and ``cfg.ontology`` name: those paths and
-    the files' checksums are recorded in run.json and decide what a re-run may reuse. ``run()`` does every
-    step; each step is also a method that leaves its output in an attribute ending in ``_``.
+    the files' checksums are recorded in run.json and decide what a re-run may reuse;
+    ``ontology`` (the loaded ``cfg.ontology``) is needed for the GO coherence analysis only.
+    ``run()`` does every step; each step is also a method that leaves its output in an
+    attribute ending in ``_``.
     """
 
     def __init__(
@@ -233,14 +284,17 @@ class Associator:
         store: ActivationStore,
         sae: SAE,
         annotations: Annotations,
+        ontology: Ontology | None = None,
     ):
-        self.cfg, self.store, self.annotations = cfg, store, annotations
+        self.cfg, self.store, self.annotations, self.ontology = cfg, store, annotations, ontology
         self.sae = sae.eval()
         self.out = Path(cfg.out)
         self.ids: list[str] = list(store.ids)
         self.level: str = sae.cfg.level
         self.layer = _resolve_layer(store, sae.cfg.layer if cfg.layer is None else cfg.layer)
-        self.n_random = int(cfg.n_random if cfg.n_random is not None else store.d_model)
+        width = 2 if cfg.neuron_baseline == "signed" else 1
+        self.n_neuron = width * int(store.d_model)
+        self.n_random = int(cfg.n_random if cfg.n_random is not None else self.n_neuron)
         self.settings = self._settings()
         self.inputs = self._inputs()
         self.run_hash = sha256_json(
@@ -248,6 +302,8 @@ class Associator:
         )
         self.timings: dict[str, float] = {}
         self.reused: list[str] = []
+        self._seq_map: dict[str, str] | None = None
+        self._seq_loaded = False
 
     # -- the run ---------------------------------------------------------------------------------
     def run(self) -> AssociateResult:
@@ -325,9 +381,16 @@ class Associator:
 
     # -- 2. concepts -----------------------------------------------------------------------------
     def concepts(self) -> pd.DataFrame:
-        """``concepts.parquet`` and ``annotations.npz`` (bool [n_proteins, n_concepts])."""
-        self.concepts_, self.annotation_matrix_ = concept_table(self.annotations, self.ids)
-        if self.annotation_matrix_.nnz == 0:
+        """``concepts.parquet`` and ``annotations.npz`` (bool [n_proteins, n_concepts]); which
+        concepts pass the filter (``tested_`` [n_concepts] bool)."""
+        from plmsae.analysis.stats import testable_concepts
+
+        self.builtin_ = self._builtin()
+        self.concepts_, self.annotation_matrix_ = concept_table(
+            self.annotations, self.ids, self.builtin_
+        )
+        external = ~self.concepts_["concept"].str.startswith("seq:").to_numpy()
+        if self.annotation_matrix_[:, external].nnz == 0:
             raise InputError(
                 f"none of the {len(self.ids)} proteins of the store has an annotation here "
                 f"(store IDs look like {self.ids[:2]}).",
@@ -338,13 +401,42 @@ class Associator:
         _write_parquet(self.concepts_, self.out / assocdir.CONCEPTS)
         with atomic_path(self.out / assocdir.ANNOTATIONS) as tmp:
             sp.save_npz(tmp, self.annotation_matrix_.astype(bool), compressed=True)
+        cfg, cats = self.cfg, self.concepts_["category"].to_numpy()
+        protein = cats != "residue"
+        self.tested_ = np.zeros(len(cats), dtype=bool)
+        self.tested_[protein] = testable_concepts(
+            self.annotation_matrix_[:, protein],
+            cats[protein],
+            self.split_,
+            min_concept=cfg.min_concept,
+            max_concept_fraction=cfg.max_concept_fraction,
+        )
+        self.tested_[~protein] = self.concepts_["n_proteins"].to_numpy()[~protein] >= (
+            cfg.min_concept
+        )
         return self.concepts_
+
+    def _builtin(self) -> SequenceConcepts | None:
+        """The built-in sequence concepts, for residue-level SAEs when asked for and the
+        sequences are known."""
+        from plmsae.analysis.sequence_concepts import SequenceConcepts
+
+        if not self.cfg.sequence_concepts or self.level != "residue":
+            return None
+        seqs = self._sequence_map()
+        if seqs is None:
+            log.warning(
+                "built-in sequence concepts are skipped: no sequences are known (pass --fasta)."
+            )
+            return None
+        return SequenceConcepts(seqs)
 
     # -- 3. activations --------------------------------------------------------------------------
     def activations(self) -> dict[str, sp.csr_matrix]:
         """Per-protein activations of every source (reused when the SAE, store, pooling and
-        baselines are unchanged) and ``features.parquet``."""
+        baselines are unchanged) and ``features.parquet`` (with the residue profile)."""
         from plmsae.analysis.activations import protein_activations
+        from plmsae.analysis.specificity import ResidueProfile
 
         self.encoders_ = self._encoders()
         state = self._state()
@@ -355,29 +447,35 @@ class Associator:
                 s: sp.load_npz(activation_file(self.out, s)).tocsr() for s in self.encoders_
             }
             self.peaks_ = {s: np.asarray(v) for s, v in state["peaks"].items()}
+            self.features_ = self._reused_features()
             self.reused.append("activations")
-        else:
-            with progress() as bar:
-                task = bar.add_task("activations", total=len(self.ids), rate="")
-                self.pooled_, self.peaks_ = protein_activations(
-                    self.store,
-                    self.encoders_,
-                    self.ids,
-                    level=self.level,
-                    pool=self.cfg.pool,
-                    layer=self.layer,
-                    progress_cb=lambda done: bar.update(task, completed=done),
-                )
-            for s, m in self.pooled_.items():
-                with atomic_path(activation_file(self.out, s)) as tmp:
-                    sp.save_npz(tmp, m.astype(np.float32), compressed=True)
-            peaks = {s: v.tolist() for s, v in self.peaks_.items()}
-            self._set_state(activations=self._activations_hash(), peaks=peaks)
-        _write_parquet(self._feature_table(), self.out / assocdir.FEATURES)
+            return self.pooled_
+        widths = {s: w for s, (_, w) in self.encoders_.items()}
+        profile = ResidueProfile(widths, self._sequence_map()) if self.level == "residue" else None
+        with progress() as bar:
+            task = bar.add_task("activations", total=len(self.ids), rate="")
+            self.pooled_, self.peaks_ = protein_activations(
+                self.store,
+                self.encoders_,
+                self.ids,
+                level=self.level,
+                pool=self.cfg.pool,
+                layer=self.layer,
+                progress_cb=lambda done: bar.update(task, completed=done),
+                profile=profile,
+            )
+        for s, m in self.pooled_.items():
+            with atomic_path(activation_file(self.out, s)) as tmp:
+                sp.save_npz(tmp, m.astype(np.float32), compressed=True)
+        self.features_ = self._feature_table(profile)
+        _write_parquet(self.features_, self.out / assocdir.FEATURES)
+        peaks = {s: v.tolist() for s, v in self.peaks_.items()}
+        self._set_state(activations=self._activations_hash(), peaks=peaks)
         return self.pooled_
 
     def _encoders(self) -> dict[str, tuple[Encoder, int]]:
-        """source -> (encode function, number of features); calibrates the random baseline."""
+        """source -> (encode function, number of features); calibrates the baselines and keeps
+        every source's decoder directions (``directions_``) for the redundancy grouping."""
         import torch
 
         from plmsae.analysis import baselines as base
@@ -387,16 +485,19 @@ class Associator:
         # TopK SAEs hand over (values, indices): pooling then touches only the k codes per residue
         encode = getattr(sae, "encode_sparse", None) or sae.encode
         encoders: dict[str, tuple[Encoder, int]] = {"sae": (encode, int(sae.cfg.d_sae))}
+        self.directions_ = {"sae": sae.W_dec.detach().float().cpu().numpy()}
         if not cfg.baselines:
             return encoders
-        encoders["neuron"] = (base.NeuronBaseline(store.d_model).encode, store.d_model)
         sample = calibration_sample(
             store, self.ids, level=self.level, layer=self.layer, seed=cfg.seed
         )
+        neuron = base.NeuronBaseline(store.d_model, cfg.neuron_baseline).calibrate(sample)
+        encoders["neuron"] = (neuron.encode, neuron.n_features)
         with torch.no_grad():
             density = base.median_live_density(sae.encode(sample))
         rand = base.RandomDirections(store.d_model, self.n_random, seed=cfg.seed)
         encoders["random"] = (rand.calibrate(sample, density).encode, self.n_random)
+        self.directions_ |= {"neuron": neuron.directions, "random": rand.directions}
         self.settings["random_target_density"] = density
         return encoders
 
@@ -409,40 +510,57 @@ class Associator:
                 "layer": self.layer,
                 "level": self.level,
                 "n_random": self.n_random,
+                "neuron_baseline": cfg.neuron_baseline,
                 "seed": cfg.seed,
                 "baselines": cfg.baselines,
                 "ids": self.ids,
+                "profile": "v1",
             }
         )
 
-    def _feature_table(self) -> pd.DataFrame:
+    def _feature_table(self, profile: ResidueProfile | None) -> pd.DataFrame:
+        """features.parquet's first columns (FEATURE_COLUMNS, then the residue profile)."""
         from plmsae.analysis.activations import top_rows
+        from plmsae.analysis.specificity import empty_profile
 
         feats = []
         for s, m in self.pooled_.items():
-            feats.append(
-                pd.DataFrame(
-                    {
-                        "source": s,
-                        "feature": np.arange(m.shape[1]),
-                        "density": np.diff(m.tocsc().indptr) / max(1, m.shape[0]),
-                        "max_activation": m.max(axis=0).toarray().ravel()
-                        if m.nnz
-                        else np.zeros(m.shape[1]),
-                        "top_proteins": top_rows(m, self.ids),
-                    }
-                )
+            base = pd.DataFrame(
+                {
+                    "source": s,
+                    "feature": np.arange(m.shape[1]),
+                    "density": np.diff(m.tocsc().indptr) / max(1, m.shape[0]),
+                    "max_activation": m.max(axis=0).toarray().ravel()
+                    if m.nnz
+                    else np.zeros(m.shape[1]),
+                    "top_proteins": top_rows(m, self.ids),
+                }
             )
+            prof = profile.columns(s) if profile is not None else empty_profile(m.shape[1])
+            feats.append(pd.concat([base, prof], axis=1))
         return pd.concat(feats, ignore_index=True)
+
+    def _reused_features(self) -> pd.DataFrame:
+        """features.parquet of the earlier run (its first columns only)."""
+        from plmsae.analysis.specificity import PROFILE_COLUMNS
+
+        path = self.out / assocdir.FEATURES
+        df = pd.read_parquet(path) if path.exists() else None
+        if df is None or any(c not in df.columns for c in PROFILE_COLUMNS):
+            return self._feature_table(None)
+        return df[[*assocdir.FEATURE_COLUMNS, *PROFILE_COLUMNS]].reset_index(drop=True)
 
     # -- 4. statistics ---------------------------------------------------------------------------
     def statistics(self) -> pd.DataFrame:
-        """``associations.parquet``: every tested (source, feature, protein-level concept)."""
+        """``associations.parquet``: every tested (source, feature, protein-level concept), with
+        ``replicated`` from a second scoring with the splits' roles swapped."""
         tables = []
         with progress() as bar:
             for s, m in self.pooled_.items():
-                task = bar.add_task(f"statistics {s}", total=m.shape[1], rate="")
-                tables.append(self._score_source(s, m, bar, task))
+                task = bar.add_task(f"statistics {s}", total=2 * m.shape[1], rate="")
+                main = self._score_source(s, m, ("validation", "test"), bar, task)
+                swapped = self._score_source(s, m, ("test", "validation"), bar, task)
+                tables.append(mark_replicated(main, swapped))
         self.associations_ = (
             pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=ASSOC_COLUMNS)
         )
@@ -450,13 +568,21 @@ class Associator:
         return self.associations_
 
     def _score_source(
-        self, source: str, acts: sp.csr_matrix, bar: Progress, task: TaskID
+        self,
+        source: str,
+        acts: sp.csr_matrix,
+        roles: tuple[str, str],
+        bar: Progress,
+        task: TaskID,
     ) -> pd.DataFrame:
+        """The tested pairs of one source, threshold chosen on ``roles[0]``, reported on
+        ``roles[1]``."""
         from plmsae.analysis.stats import score_features
 
         cfg = self.cfg
         protein_cols = (self.concepts_["category"] != "residue").to_numpy()
         categories = self.concepts_["category"].to_numpy()
+        done = 0 if roles[1] == "test" else acts.shape[1]
         res = score_features(
             acts,
             self.annotation_matrix_[:, protein_cols],
@@ -466,7 +592,9 @@ class Associator:
             min_concept=cfg.min_concept,
             max_concept_fraction=cfg.max_concept_fraction,
             min_both=cfg.min_both,
-            progress_cb=lambda category, done, total: bar.update(task, completed=done),
+            select_split=roles[0],
+            report_split=roles[1],
+            progress_cb=lambda category, n, total: bar.update(task, completed=done + n),
         )
         cidx = np.flatnonzero(protein_cols)[res["concept"]]
         df = pd.DataFrame({k: res[k] for k in res if k not in ("concept", "f1_select")})
@@ -474,20 +602,29 @@ class Associator:
         df.insert(2, "concept", self.concepts_["concept"].to_numpy()[cidx])
         df.insert(3, "category", categories[cidx])
         df["f1_validation"] = res["f1_select"]
-        df["split"] = "test"
+        df["split"] = roles[1]
+        df["replicated"] = False
         return df[ASSOC_COLUMNS]
 
     def residue_statistics(self) -> pd.DataFrame:
-        """``residue_associations.parquet``: InterPLM-style residue scores (no rows for
-        protein-level SAEs or without residue concepts)."""
+        """``residue_associations.parquet``: InterPLM-style residue scores of UniProt residue
+        features and the built-in sequence concepts (no rows for protein-level SAEs)."""
         from plmsae.analysis import residue
 
         intervals = self.annotations.residue_concepts
         table = residue.empty_table()
         if intervals and self.level != "residue":
             log.warning("residue-level concepts are skipped: the SAE is protein-level.")
-        elif intervals:
-            concepts = residue.ResidueConcepts.select(intervals, self.ids, self.cfg.min_concept)
+        elif intervals or self.builtin_ is not None:
+            rows = self.concepts_[self.concepts_["category"] == "residue"]
+            builtin_names = [
+                c
+                for c, n in zip(rows["concept"], rows["n_proteins"])
+                if c.startswith("seq:") and n >= self.cfg.min_concept
+            ]
+            concepts = residue.ResidueConcepts.select(
+                intervals, self.ids, self.cfg.min_concept, self.builtin_, builtin_names
+            )
             if concepts.names:
                 sel, rep = (self._count_residues(concepts, part) for part in ("validation", "test"))
                 table = residue.score_table(sel, rep, concepts, self.cfg.thresholds, self.encoders_)
@@ -506,25 +643,93 @@ class Associator:
             self.store, self.encoders_, proteins, concepts, cutoffs, layer=self.layer
         )
 
-    # -- 5. summary ------------------------------------------------------------------------------
+    # -- 5. redundancy, 6. coherence -------------------------------------------------------------
+    def redundancy(self) -> dict[str, Groups]:
+        """Redundancy groups of every source (:func:`.redundancy.group_features`)."""
+        from plmsae.analysis.redundancy import association_cutoffs, group_features
+
+        a = self.associations_
+        self.groups_ = {
+            s: group_features(
+                m, self.directions_.get(s), association_cutoffs(m, a[a["source"] == s])
+            )
+            for s, m in self.pooled_.items()
+        }
+        return self.groups_
+
+    def coherence(self) -> dict[str, Any]:
+        """GO semantic coherence per source (:mod:`.coherence`; needs the ontology)."""
+        from plmsae.analysis.coherence import coherence
+
+        if self.ontology is None:
+            self.coherence_: dict[str, Any] = {"note": "no ontology given", "sources": {}}
+            return self.coherence_
+        rows = self.concepts_[self.tested_]
+        tested = {str(c): g["concept"].tolist() for c, g in rows.groupby("category")}
+        self.coherence_ = coherence(self.ontology, self.associations_, tested, seed=self.cfg.seed)
+        return self.coherence_
+
+    # -- 7. summary ------------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
-        """``summary.json`` (per source and category) and ``run.json`` (inputs, settings)."""
-        split = self.split_
-        self.summary_ = summarize(
-            {s: int(m.shape[1]) for s, m in self.pooled_.items()},
-            self.associations_,
+        """``summary.json`` (per source and category, headline, coherence, training overlap),
+        ``features.parquet`` (all columns) and ``run.json`` (inputs, settings)."""
+        from plmsae.analysis.headline import headline
+        from plmsae.analysis.overlap import training_overlap
+        from plmsae.analysis.redundancy import redundancy_block
+        from plmsae.analysis.summary import category_tested
+
+        split, assoc = self.split_, self.associations_
+        n_features = {s: int(m.shape[1]) for s, m in self.pooled_.items()}
+        out = summarize(
+            n_features,
+            assoc,
             self.residue_associations_,
             self.concepts_,
+            category_tested(self.concepts_, self.tested_),
         )
-        self.summary_["settings"] = self.settings | {
+        for s in n_features:
+            out[s]["redundancy"] = redundancy_block(self.groups_[s], assoc[assoc["source"] == s])
+        out["headline"] = headline(
+            assoc,
+            self.residue_associations_ if self.level == "residue" else None,
+            n_features,
+            unique_features={s: out[s]["redundancy"]["n_groups"] for s in n_features},
+            fraction_associated={s: out[s]["fraction_associated"] for s in n_features},
+            seed=self.cfg.seed,
+        )
+        out["coherence"] = self.coherence_
+        self.overlap_ = training_overlap(self.sae.cfg, self.ids, split)
+        out["training_overlap"] = self.overlap_
+        out["settings"] = self.settings | {
             "split_method_used": self.split_method_used_,
             "n_proteins": len(self.ids),
             "n_validation": int((split == "validation").sum()),
             "n_test": int((split == "test").sum()),
         }
+        self.summary_ = out
+        _write_parquet(self._full_features(), self.out / assocdir.FEATURES)
         write_json(self.out / assocdir.SUMMARY, self.summary_)
         write_json(self.out / assocdir.RUN, self._run_record())
         return self.summary_
+
+    def _full_features(self) -> pd.DataFrame:
+        """features.parquet with the redundancy group, best concept, kind and plain label."""
+        from plmsae.analysis.specificity import feature_columns
+
+        parts = []
+        res = self.residue_associations_
+        for s in self.pooled_:
+            base = self.features_[self.features_["source"] == s].sort_values("feature")
+            base = base.assign(group=self.groups_[s].group)
+            parts.append(
+                feature_columns(
+                    base,
+                    self.associations_[self.associations_["source"] == s],
+                    res[res["source"] == s] if len(res) else res,
+                    self.concepts_,
+                )
+            )
+        return pd.concat(parts, ignore_index=True)
 
     def _run_record(self) -> dict[str, Any]:
         cfg = self.cfg
@@ -535,6 +740,7 @@ class Associator:
             "level": self.level,
             "pooling": cfg.pool if self.level == "residue" else "mean",  # protein: the store's mean
             "thresholds": cfg.thresholds,
+            "neuron_baseline": cfg.neuron_baseline,
             "split": {
                 "method": self.split_method_used_,
                 "min_seq_id": cfg.min_seq_id,
@@ -542,6 +748,7 @@ class Associator:
                 "fractions": cfg.split_fractions,
                 "seed": cfg.seed,
             },
+            "training_overlap": self.overlap_,
             "settings": self.settings,
             "settings_sha256": self.run_hash,
             "timings": self.timings,
@@ -551,10 +758,13 @@ class Associator:
     def result(self) -> AssociateResult:
         """What the run found (after :meth:`summary`)."""
         s = self.summary_["settings"]
+        head = self.summary_.get("headline", {})
         return AssociateResult(
             out=self.out,
             sources={
-                k: SourceCounts.from_summary(v) for k, v in self.summary_.items() if k != "settings"
+                k: SourceCounts.from_summary(self.summary_[k], head.get("sources", {}).get(k))
+                for k in SOURCES
+                if k in self.summary_
             },
             n_proteins=s["n_proteins"],
             n_validation=s["n_validation"],
@@ -563,6 +773,8 @@ class Associator:
             level=self.level,
             timings=dict(self.timings),
             reused=list(self.reused),
+            headline=head,
+            training_overlap=self.summary_.get("training_overlap", {}),
         )
 
     # -- records and helpers ---------------------------------------------------------------------
@@ -579,13 +791,20 @@ class Associator:
             "coverage": cfg.coverage,
             "split_fractions": cfg.split_fractions,
             "baselines": cfg.baselines,
+            "neuron_baseline": cfg.neuron_baseline,
+            "n_neuron": self.n_neuron if cfg.baselines else 0,
             "n_random": self.n_random,
+            "sequence_concepts": bool(cfg.sequence_concepts and self.level == "residue"),
             "seed": cfg.seed,
             "layer": self.layer,
             "level": self.level,
             "select_split": "validation",
             "report_split": "test",
+            "replication": "the same pairs scored again with the roles swapped (threshold "
+            "chosen on test, statistics on validation); replicated = associated both ways",
             "population": "per category: proteins of the store with >= 1 annotation in it",
+            "concept_filter": ">= min_concept proteins in the population and <= "
+            "max_concept_fraction of it on each of validation and test",
             "associated": f"q < {Q_MAX} and precision >= {PRECISION_MIN} on test "
             f"(residue concepts: F1 >= {RESIDUE_F1_MIN} on test)",
             "q_value_family": "Benjamini-Hochberg per source x category",
@@ -616,7 +835,38 @@ class Associator:
         write_json(self.out / assocdir.STATE, self._state() | kv)
 
     def _sequences(self) -> list[str] | None:
-        return sequences_for(self.ids, self.cfg.fasta, self.store, self.annotations)
+        seqs = self._sequence_map(required=True)
+        return None if seqs is None else [seqs[p] for p in self.ids]
+
+    def _sequence_map(self, required: bool = False) -> dict[str, str] | None:
+        """protein id -> sequence (:func:`sequences_for`), read once; None when unknown. Missing
+        sequences raise when ``required`` (clustering), else they only turn the sequence-based
+        parts off (with a warning)."""
+        if not self._seq_loaded:
+            try:
+                seqs = sequences_for(self.ids, self.cfg.fasta, self.store, self.annotations)
+            except InputError:
+                if required:
+                    raise
+                log.warning("sequences of some proteins are missing: sequence-based parts off")
+                seqs = None
+            self._seq_map = None if seqs is None else dict(zip(self.ids, seqs))
+            self._seq_loaded = True
+        return self._seq_map
+
+
+def mark_replicated(main: pd.DataFrame, swapped: pd.DataFrame) -> pd.DataFrame:
+    """``main`` (pairs reported on test) with ``replicated`` = associated there AND in
+    ``swapped`` (the same source scored with the splits' roles swapped)."""
+
+    def associated(df: pd.DataFrame) -> pd.Series:
+        return (df["q_value"] < Q_MAX) & (df["precision"] >= PRECISION_MIN)
+
+    keys = swapped.loc[associated(swapped), ["feature", "concept"]]
+    hit = pd.MultiIndex.from_frame(main[["feature", "concept"]]).isin(
+        pd.MultiIndex.from_frame(keys)
+    )
+    return main.assign(replicated=associated(main).to_numpy() & hit)
 
 
 @stage_function(AssociateConfig)
@@ -634,7 +884,7 @@ def associate(cfg: AssociateConfig) -> AssociateResult:
     sae = load_sae(cfg.sae, d_in=store.d_model, layer=cfg.layer, model=model)
     ontology = Ontology.load(cfg.ontology) if cfg.ontology is not None else None
     annotations = read_annotations(cfg.annotations, ontology)
-    return Associator(cfg, store, sae, annotations).run()
+    return Associator(cfg, store, sae, annotations, ontology).run()
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -691,9 +941,12 @@ def sequences_for(
     return [seqs[p] for p in ids]
 
 
-def concept_table(ann: Annotations, ids: list[str]) -> tuple[pd.DataFrame, sp.csr_matrix]:
+def concept_table(
+    ann: Annotations, ids: list[str], builtin: SequenceConcepts | None = None
+) -> tuple[pd.DataFrame, sp.csr_matrix]:
     """``concepts.parquet`` rows (category order GO:BP, GO:MF, GO:CC, GO, family, location, then
-    others, residue last; concepts sorted within) and the protein x concept 0/1 matrix
+    others, residue last: UniProt residue features sorted, then the ``builtin`` sequence
+    concepts carried by at least one protein) and the protein x concept 0/1 matrix
     (int8 CSR [len(ids), n_concepts])."""
     index = {p: i for i, p in enumerate(ids)}
     order = ["GO:BP", "GO:MF", "GO:CC", "GO", "family", "location"]
@@ -724,6 +977,17 @@ def concept_table(ann: Annotations, ids: list[str]) -> tuple[pd.DataFrame, sp.cs
             cols.extend([len(concept_ids)] * len(prots))
             concept_ids.append(c)
             cat_of.append("residue")
+    names = dict(ann.concept_names)
+    if builtin is not None:
+        member = builtin.membership(ids).tocoo()
+        carried = np.flatnonzero(np.bincount(member.col, minlength=len(builtin.names)))
+        where = {c: len(concept_ids) + i for i, c in enumerate(carried.tolist())}
+        keep = np.isin(member.col, carried)
+        rows.extend(member.row[keep].tolist())
+        cols.extend(where[c] for c in member.col[keep].tolist())
+        concept_ids.extend(builtin.names[int(i)] for i in carried)
+        cat_of.extend(["residue"] * len(carried))
+        names |= {name: BUILTIN_NAMES[name] for name in builtin.names}
     m = sp.csr_matrix(
         (np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(len(ids), len(concept_ids))
     )
@@ -733,108 +997,8 @@ def concept_table(ann: Annotations, ids: list[str]) -> tuple[pd.DataFrame, sp.cs
         {
             "concept": concept_ids,
             "category": cat_of,
-            "name": [ann.concept_names.get(c, c) for c in concept_ids],
+            "name": [names.get(c, c) for c in concept_ids],
             "n_proteins": np.asarray(m.sum(axis=0)).ravel().astype(np.int64),
         }
     )
     return df, m
-
-
-def summarize(
-    n_features: dict[str, int],
-    assoc: pd.DataFrame,
-    residue_table: pd.DataFrame,
-    concepts: pd.DataFrame,
-) -> dict[str, Any]:
-    """The per-source blocks of ``summary.json``: features associated overall and per category
-    (protein-level: q < Q_MAX and precision >= PRECISION_MIN; residue: F1 >= RESIDUE_F1_MIN)
-    and the distinct concepts found (:func:`concept_coverage`)."""
-    sig = assoc[(assoc["q_value"] < Q_MAX) & (assoc["precision"] >= PRECISION_MIN)]
-    res_hit = (
-        residue_table[residue_table["f1"] >= RESIDUE_F1_MIN]
-        if len(residue_table)
-        else residue_table
-    )
-    cats = [c for c in dict.fromkeys(concepts["category"]) if c != "residue"]
-    n_concepts = concepts["category"].value_counts()
-    out: dict[str, Any] = {}
-    for s, n in n_features.items():
-        s_all, s_sig = assoc[assoc["source"] == s], sig[sig["source"] == s]
-        by_cat = {
-            c: _category_block(
-                s_all[s_all["category"] == c],
-                s_sig[s_sig["category"] == c],
-                n,
-                n_concepts.get(c, 0),
-            )
-            for c in cats
-        }
-        assoc_feats = set(s_sig["feature"].tolist())
-        if len(residue_table):
-            r = res_hit[res_hit["source"] == s]
-            by_cat["residue"] = _category_block(
-                residue_table[residue_table["source"] == s], r, n, n_concepts.get("residue", 0)
-            ) | {"criterion": f"F1 >= {RESIDUE_F1_MIN} on test (InterPLM)"}
-            assoc_feats |= set(r["feature"].tolist())
-        out[s] = {
-            "n_features": n,
-            "n_features_associated": len(assoc_feats),
-            "fraction_associated": len(assoc_feats) / n if n else 0.0,
-            "by_category": by_cat,
-        }
-    coverage = concept_coverage(assoc, n_features)
-    for s in out:
-        out[s]["concepts"] = coverage[s]
-    return out
-
-
-def _category_block(tested: pd.DataFrame, hits: pd.DataFrame, n: int, n_concepts: int) -> dict:
-    """summary.json counts of one source and category: ``tested`` pairs, ``hits`` among them."""
-    return {
-        "n_features_associated": int(hits["feature"].nunique()),
-        "fraction_associated": hits["feature"].nunique() / n if n else 0.0,
-        "n_concepts": int(n_concepts),
-        "n_concepts_tested": int(tested["concept"].nunique()),
-        "n_concepts_matched": int(hits["concept"].nunique()),
-        "n_pairs_tested": int(len(tested)),
-        "n_pairs_associated": int(len(hits)),
-    }
-
-
-def concept_coverage(
-    assoc: pd.DataFrame, n_features: dict[str, int], *, draws: int = 20, seed: int = 0
-) -> dict[str, dict[str, Any]]:
-    """Which concepts each source finds, counted per concept rather than per feature.
-
-    ``assoc``: rows of ``associations.parquet`` (columns source, feature, concept, q_value,
-    precision, f1). ``n_features``: source -> number of features. Per source:
-    ``n_concepts_associated`` (distinct concepts with a feature at q < 0.05 and precision >= 0.5),
-    ``n_concepts_f1_05`` (concepts some feature recovers at F1 >= 0.5 on test). A source with
-    more features than the smallest one (an SAE against its 320-neuron baselines) is also
-    counted on ``draws`` seeded random subsets of that many features, features without any
-    association included: ``n_concepts_associated_matched`` (median) and ``matched_n_features``.
-    Without this, a 4,096-feature dictionary finds more concepts just by having more features.
-    """
-    sig = assoc[(assoc["q_value"] < Q_MAX) & (assoc["precision"] >= PRECISION_MIN)]
-    n_match = min(n_features.values()) if n_features else 0
-    rng = np.random.default_rng(seed)
-    out: dict[str, dict[str, Any]] = {}
-    for source, n in n_features.items():
-        rows = assoc[assoc["source"] == source]
-        hits = sig[sig["source"] == source]
-        block: dict[str, Any] = {
-            "n_concepts_associated": int(hits["concept"].nunique()),
-            "n_concepts_f1_05": int(rows.loc[rows["f1"] >= 0.5, "concept"].nunique()),
-        }
-        if n > n_match > 0:
-            pairs = hits[["feature", "concept"]].drop_duplicates()
-            counts = [
-                pairs.loc[
-                    pairs["feature"].isin(rng.choice(n, n_match, replace=False)), "concept"
-                ].nunique()
-                for _ in range(draws)
-            ]
-            block["n_concepts_associated_matched"] = float(np.median(counts))
-            block["matched_n_features"] = n_match
-        out[source] = block
-    return out

@@ -17,7 +17,7 @@ reported on the report split. Residue-level SAEs only.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,8 +25,10 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from plmsae.analysis.activations import Encoder, dense_codes
+from plmsae.analysis import sequence_concepts
+from plmsae.analysis.activations import Encoder, triples
 from plmsae.analysis.assocdir import RESIDUE_COLUMNS
+from plmsae.analysis.sequence_concepts import SequenceConcepts
 
 #: residue concepts: concept id -> protein id -> [(start, end)] 0-based half-open intervals
 Intervals = dict[str, dict[str, list[tuple[int, int]]]]
@@ -41,8 +43,10 @@ class ResidueLayout:
     """Token-level indicator matrices for a batch of proteins (rows = residues, concatenated)."""
 
     token_concept: sp.csr_matrix  # [T, n_concepts] 0/1
-    token_instance: sp.csr_matrix  # [T, n_instances] 0/1
+    token_instance: sp.csr_matrix  # [T, n_instances] 0/1 (multi-residue concepts' instances)
     token_type: sp.csr_matrix  # [T, n_types] 0/1: residue's protein carries that type
+    instance_concept: np.ndarray  # [n_instances] concept of each token_instance column
+    single: np.ndarray  # [n_concepts] bool: single-residue concept (an instance = a residue)
 
 
 def layout(
@@ -53,78 +57,168 @@ def layout(
     types: list[str],
 ) -> tuple[ResidueLayout, np.ndarray]:
     """Indicator matrices for proteins (in this order, residues concatenated) and the concept
-    index of every instance (instances numbered in order of appearance)."""
+    index of every instance (instances numbered in order of appearance) from interval lists."""
     c_index = {c: i for i, c in enumerate(concepts)}
     t_index = {t: i for i, t in enumerate(types)}
+    type_index = np.array([t_index[concept_type(c)] for c in concepts], dtype=np.int64)
+
+    def instances(pid: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return _interval_arrays(pid, concepts, residue_concepts, c_index)
+
+    single = np.array([_all_single(residue_concepts[c]) for c in concepts], dtype=bool)
+    return layout_instances(
+        proteins, lengths, instances, type_index, len(concepts), len(types), single
+    )
+
+
+def _interval_arrays(
+    pid: str, names: list[str], intervals: Intervals, index: dict[str, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(concept index, start, end) of the intervals of ``pid`` for concepts ``names``."""
+    cidx: list[int] = []
+    bounds: list[tuple[int, int]] = []
+    for c in names:
+        iv = intervals[c].get(pid, ())
+        cidx.extend([index[c]] * len(iv))
+        bounds.extend((int(s), int(e)) for s, e in iv)
+    b = np.asarray(bounds, dtype=np.int64).reshape(-1, 2)
+    return np.asarray(cidx, dtype=np.int64), b[:, 0], b[:, 1]
+
+
+def layout_instances(
+    proteins: list[str],
+    lengths: list[int],
+    instances: Callable[[str], tuple[np.ndarray, np.ndarray, np.ndarray]],
+    type_index: np.ndarray,
+    n_concepts: int,
+    n_types: int,
+    single: np.ndarray | None = None,
+) -> tuple[ResidueLayout, np.ndarray]:
+    """:func:`layout` from a function giving each protein's instances as arrays (concept index,
+    start, end; 0-based half-open): vectorised per protein, so that concepts with an instance on
+    every residue (amino-acid identity) stay cheap. Instances of ``single`` (single-residue)
+    concepts get no column in ``token_instance``: an instance found is a residue active there.
+    Returns the layout and the concept of every instance (all of them, in order)."""
+    single = np.zeros(n_concepts, bool) if single is None else np.asarray(single, bool)
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    tc_r: list[np.ndarray] = []
-    tc_c: list[np.ndarray] = []
-    ti_r: list[np.ndarray] = []
-    ti_c: list[np.ndarray] = []
-    tt_r: list[np.ndarray] = []
-    tt_c: list[np.ndarray] = []
-    inst_concept: list[int] = []
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("cr", "cc", "ir", "ic", "tr", "tc")}
+    inst_concept: list[np.ndarray] = []
+    multi_concept: list[np.ndarray] = []
+    n_inst = 0
     for p, pid in enumerate(proteins):
         off, L = int(offsets[p]), int(lengths[p])
-        p_types = set()
-        for c in concepts:
-            for start, end in residue_concepts[c].get(pid, ()):
-                start, end = max(0, int(start)), min(L, int(end))
-                if end <= start:
-                    continue
-                rows = np.arange(off + start, off + end)
-                tc_r.append(rows)
-                tc_c.append(np.full(len(rows), c_index[c]))
-                ti_r.append(rows)
-                ti_c.append(np.full(len(rows), len(inst_concept)))
-                inst_concept.append(c_index[c])
-                p_types.add(concept_type(c))
-        for t in p_types:
-            tt_r.append(np.arange(off, off + L))
-            tt_c.append(np.full(L, t_index[t]))
+        cidx, start, end = instances(pid)
+        start, end = np.maximum(start, 0), np.minimum(end, L)
+        keep = end > start
+        cidx, start, end = cidx[keep], start[keep], end[keep]
+        if not len(cidx):
+            continue
+        size = end - start
+        which = np.repeat(np.arange(len(cidx)), size)
+        within = np.arange(int(size.sum())) - np.repeat(np.cumsum(size) - size, size)
+        rows = off + start[which] + within
+        parts["cr"].append(rows)
+        parts["cc"].append(cidx[which])
+        multi = ~single[cidx]
+        renum = np.cumsum(multi) - 1  # column of each multi-residue instance
+        on = multi[which]
+        parts["ir"].append(rows[on])
+        parts["ic"].append(n_inst + renum[which[on]])
+        inst_concept.append(cidx)
+        multi_concept.append(cidx[multi])
+        n_inst += int(multi.sum())
+        for t in np.unique(type_index[cidx]):
+            parts["tr"].append(np.arange(off, off + L))
+            parts["tc"].append(np.full(L, t))
     T = int(offsets[-1])
 
-    def mat(r, c, n):
-        r = np.concatenate(r) if r else np.zeros(0, np.int64)
-        c = np.concatenate(c) if c else np.zeros(0, np.int64)
-        m = sp.csr_matrix((np.ones(len(r), np.int64), (r, c)), shape=(T, n))
+    def mat(r: str, c: str, n: int) -> sp.csr_matrix:
+        rr = np.concatenate(parts[r]) if parts[r] else np.zeros(0, np.int64)
+        cc = np.concatenate(parts[c]) if parts[c] else np.zeros(0, np.int64)
+        m = sp.csr_matrix((np.ones(len(rr), np.int64), (rr, cc)), shape=(T, n))
         m.data[:] = 1  # overlapping instances of one concept count once per residue
         return m
 
+    def cat(arrays: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate(arrays).astype(np.int64) if arrays else np.zeros(0, np.int64)
+
     lay = ResidueLayout(
-        mat(tc_r, tc_c, len(concepts)),
-        mat(ti_r, ti_c, len(inst_concept)),
-        mat(tt_r, tt_c, len(types)),
+        mat("cr", "cc", n_concepts),
+        mat("ir", "ic", n_inst),
+        mat("tr", "tc", n_types),
+        cat(multi_concept),
+        single,
     )
-    return lay, np.array(inst_concept, dtype=np.int64)
+    return lay, cat(inst_concept)
 
 
 def residue_counts(
-    z: np.ndarray | torch.Tensor,
+    z,
     lay: ResidueLayout,
     inst_concept: np.ndarray,
     cutoffs: np.ndarray,
     n_concepts: int,
 ) -> dict[str, np.ndarray]:
-    """Counts for one batch. z: [T, F] activations; cutoffs: [n_thresholds, F] (absolute).
+    """Counts for one batch. z: [T, F] activations (numpy or torch, dense) or a TopK SAE's
+    ``(values, indices)`` pair; cutoffs: [n_thresholds, F] (absolute, >= 0); ``inst_concept``:
+    the concept of every instance of the batch (from the layout; the counts of multi-residue
+    instances come from ``lay.token_instance``).
 
     Returns ``tp`` [n_thr, F, n_concepts] (active residues inside the concept), ``active``
     [n_thr, F, n_types] (active residues in proteins of each type) and ``found``
-    [n_thr, F, n_concepts] (instances with at least one active residue)."""
-    z = z.numpy() if isinstance(z, torch.Tensor) else np.asarray(z)
-    inst_to_concept = sp.csr_matrix(
-        (np.ones(len(inst_concept), np.int64), (np.arange(len(inst_concept)), inst_concept)),
-        shape=(len(inst_concept), n_concepts),
+    [n_thr, F, n_concepts] (instances with at least one active residue; for single-residue
+    concepts the same as ``tp``). Works on the non-zero codes only (a residue is active when its
+    code is > the cutoff >= 0), so a TopK SAE costs k entries per residue, not F."""
+    cutoffs = np.asarray(cutoffs, dtype=np.float64)
+    n_thr, n_feat = cutoffs.shape
+    n_tok = lay.token_concept.shape[0]
+    feat, tok, vals = _feature_major(z, n_feat)
+    # level of each entry = how many cutoffs it is above (cutoffs grow with the threshold), so
+    # that one sparse product per indicator matrix counts every threshold at once: row
+    # f * n_thr + (level - 1) of ``b`` holds the residues where feature f reaches that level
+    seg = np.bincount(feat, minlength=n_feat)
+    level = np.zeros(len(vals), dtype=np.int64)
+    for cut in cutoffs:
+        level += vals > np.repeat(cut, seg)
+    on = level > 0
+    b = sp.csr_matrix(
+        (np.ones(int(on.sum()), np.int64), (feat[on] * n_thr + level[on] - 1, tok[on])),
+        shape=(n_feat * n_thr, n_tok),
     )
-    tp, active, found = [], [], []
-    for cut in np.asarray(cutoffs):
-        b = sp.csr_matrix(z > cut[None, :], dtype=np.int64).T.tocsr()  # [F, T]
-        tp.append((b @ lay.token_concept).toarray())
-        active.append((b @ lay.token_type).toarray())
-        hit = b @ lay.token_instance
-        hit.data[:] = 1
-        found.append((hit @ inst_to_concept).toarray())
-    return {"tp": np.stack(tp), "active": np.stack(active), "found": np.stack(found)}
+
+    def at_least(m: sp.spmatrix) -> np.ndarray:
+        """[n_thr, F, n]: counts at level > t, from counts per exact level [F * n_thr, n]."""
+        d = np.asarray(m.toarray()).reshape(n_feat, n_thr, -1)
+        return np.flip(np.cumsum(np.flip(d, axis=1), axis=1), axis=1).transpose(1, 0, 2)
+
+    tp = at_least(b @ lay.token_concept)
+    active = at_least(b @ lay.token_type)
+    inst_to_concept = sp.csr_matrix(
+        (
+            np.ones(len(lay.instance_concept), np.int64),
+            (np.arange(len(lay.instance_concept)), lay.instance_concept),
+        ),
+        shape=(len(lay.instance_concept), n_concepts),
+    )
+    hit = at_least(b @ lay.token_instance) > 0  # [n_thr, F, n_instances]
+    found = (hit.reshape(n_thr * n_feat, -1).astype(np.int64) @ inst_to_concept).reshape(
+        n_thr, n_feat, n_concepts
+    )
+    found[:, :, lay.single] = tp[:, :, lay.single]
+    return {"tp": tp, "active": active, "found": np.ascontiguousarray(found)}
+
+
+def _feature_major(z, n_feat: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(feature, residue, value) of the codes that can be non-zero, sorted by feature."""
+    if isinstance(z, np.ndarray):
+        z = torch.from_numpy(np.ascontiguousarray(z, dtype=np.float32))
+    if isinstance(z, tuple):  # TopK pair: k entries per residue, sort them
+        rows, cols, vals = (t.numpy() for t in triples(z, n_feat))
+        order = np.argsort(cols, kind="stable")
+        return cols[order].astype(np.int64), rows[order].astype(np.int64), vals[order]
+    zt = z.float().T  # dense: nonzero of the transpose comes out sorted by feature
+    f, r = zt.nonzero(as_tuple=True)
+    return f.numpy().astype(np.int64), r.numpy().astype(np.int64), zt[f, r].numpy()
 
 
 def residue_scores(
@@ -184,38 +278,96 @@ def residue_scores(
 
 @dataclass
 class ResidueConcepts:
-    """The residue concepts that are scored (those with >= ``min_concept`` proteins), in order.
+    """The residue concepts that are scored, in order: UniProt ones (those with >=
+    ``min_concept`` proteins, sorted), then the built-in sequence concepts asked for.
 
-    ``names`` [C] concept ids (sorted); ``types`` the annotation types among them (sorted);
+    ``names`` [C] concept ids; ``types`` the annotation types among them (sorted);
     ``type_index`` [C] index of each concept's type in ``types``; ``single_residue`` [C] bool,
-    True when every instance is one residue long (sites: F1 with residue recall, InterPLM)."""
+    True when every instance is one residue long (sites: F1 with residue recall, InterPLM);
+    ``builtin``: the built-in concepts' source (:class:`.sequence_concepts.SequenceConcepts`)."""
 
     intervals: Intervals
     names: list[str]
     types: list[str]
     type_index: np.ndarray
     single_residue: np.ndarray
+    builtin: SequenceConcepts | None = None
 
     @classmethod
-    def select(cls, intervals: Intervals, ids: Iterable[str], min_concept: int) -> ResidueConcepts:
+    def select(
+        cls,
+        intervals: Intervals,
+        ids: Iterable[str],
+        min_concept: int,
+        builtin: SequenceConcepts | None = None,
+        builtin_names: Iterable[str] = (),
+    ) -> ResidueConcepts:
+        """UniProt concepts of ``intervals`` with >= ``min_concept`` proteins among ``ids``,
+        then ``builtin_names`` (already filtered by the caller) computed by ``builtin``."""
         idset = set(ids)
         names = sorted(
             c for c, by in intervals.items() if sum(p in idset for p in by) >= min_concept
         )
+        single = [_all_single(intervals[c]) for c in names]
+        extra = [c for c in builtin_names if c not in intervals] if builtin is not None else []
+        names += extra
+        single += [sequence_concepts.single_residue(c) for c in extra]
         types = sorted({concept_type(c) for c in names})
-        type_index = np.array([types.index(concept_type(c)) for c in names])
-        single = np.array(
-            [all(e - s == 1 for iv in intervals[c].values() for s, e in iv) for c in names]
-        )
-        return cls(intervals, names, types, type_index, single)
+        type_index = np.array([types.index(concept_type(c)) for c in names], dtype=np.int64)
+        return cls(intervals, names, types, type_index, np.array(single, bool), builtin)
 
     def carriers(self, ids: Iterable[str]) -> list[str]:
         """The proteins of ``ids`` (in that order) with at least one of the concepts."""
-        return [p for p in ids if any(p in self.intervals[c] for c in self.names)]
+        uniprot = [c for c in self.names if c in self.intervals]
+        has = self.builtin is not None and self._builtin_map() is not None
+        seqs = self.builtin.sequences if has and self.builtin is not None else {}
+        return [p for p in ids if p in seqs or any(p in self.intervals[c] for c in uniprot)]
+
+    def _builtin_map(self) -> np.ndarray | None:
+        """Index in ``names`` of each built-in concept of ``builtin.names`` (-1: not scored)."""
+        if self.builtin is None:
+            return None
+        where = {c: i for i, c in enumerate(self.names)}
+        m = np.array([where.get(c, -1) for c in self.builtin.names], dtype=np.int64)
+        return m if (m >= 0).any() else None
+
+    def instances(self, pid: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(index into ``names``, start, end) of every instance on protein ``pid``."""
+        index = {c: i for i, c in enumerate(self.names)}
+        uniprot = [c for c in self.names if c in self.intervals]
+        cidx, start, end = _interval_arrays(pid, uniprot, self.intervals, index)
+        bmap = self._builtin_map()
+        if bmap is None or self.builtin is None:
+            return cidx, start, end
+        bc, bs, be = self.builtin.instances(pid)
+        mapped = bmap[bc]
+        keep = mapped >= 0
+        return (
+            np.concatenate([cidx, mapped[keep]]),
+            np.concatenate([start, bs[keep]]),
+            np.concatenate([end, be[keep]]),
+        )
 
     def layout(self, proteins: list[str], lengths: list[int]) -> tuple[ResidueLayout, np.ndarray]:
-        """:func:`layout` of these concepts for a batch of proteins."""
-        return layout(proteins, lengths, self.intervals, self.names, self.types)
+        """:func:`layout_instances` of these concepts for a batch of proteins."""
+        return layout_instances(
+            proteins,
+            lengths,
+            self.instances,
+            self.type_index,
+            len(self.names),
+            len(self.types),
+            self.single_residue,
+        )
+
+
+def _all_single(by_protein: dict[str, list]) -> bool:
+    """Whether every interval of a concept is one residue long."""
+    for iv in by_protein.values():
+        b = np.asarray(iv, dtype=np.int64).reshape(-1, 2)
+        if len(b) and not (b[:, 1] - b[:, 0] == 1).all():
+            return False
+    return True
 
 
 @dataclass
@@ -271,9 +423,8 @@ def _count_batch(
 ) -> None:
     lay, inst = concepts.layout([b[0] for b in batch], [len(b[1]) for b in batch])
     x = torch.from_numpy(np.concatenate([b[1] for b in batch]))
-    for name, (enc, width) in encoders.items():
-        z = dense_codes(enc(x), width)
-        counts.add(name, residue_counts(z, lay, inst, cutoffs[name], len(concepts.names)))
+    for name, (enc, _) in encoders.items():
+        counts.add(name, residue_counts(enc(x), lay, inst, cutoffs[name], len(concepts.names)))
     counts.n_pos[:] += np.asarray(lay.token_concept.sum(axis=0)).ravel()
     counts.n_inst[:] += np.bincount(inst, minlength=len(concepts.names))
 

@@ -334,25 +334,25 @@ def score_features(
 ) -> dict[str, np.ndarray]:
     """Score every feature x concept: threshold chosen on one split, statistics on another.
 
-    acts: [n_proteins, n_features] non-negative per-protein activations (sparse).
-    concepts: [n_proteins, n_concepts] 0/1. concept_category: [n_concepts] category names.
+    acts: [n_proteins, n_features] non-negative per-protein activations (sparse); concepts:
+    [n_proteins, n_concepts] 0/1. concept_category: [n_concepts] category names.
     split: [n_proteins] split names. thresholds: fractions of each feature's max
     (``feature_max``, default: the column max of ``acts``); "active" means act > fraction * max.
 
     Per category the population is the proteins with at least one concept of that category.
-    A concept is tested when it has >= ``min_concept`` proteins in the population (all splits
-    together) and covers at most ``max_concept_fraction`` of it. For each pair the threshold
-    with the best F1 on ``select_split`` is chosen (ties: the lower threshold); the pair is
-    tested when its F1 there is > 0 and it has >= ``min_both`` proteins that are active and
-    carry the concept on ``report_split``, where the 2x2 table, one-sided Fisher p-value,
-    precision, recall, F1, odds ratio and the AUROC of the raw activation (threshold-free) are
-    computed. q-values: Benjamini-Hochberg over all tested pairs of one category (the caller
-    runs one source at a time, so the family is source x category). ``progress_cb(category,
-    features_done, n_features)`` is called after each chunk of features with tested pairs.
+    A concept is tested when it has >= ``min_concept`` proteins in the population (all splits)
+    and covers at most ``max_concept_fraction`` of it on each of the two splits
+    (:func:`testable_concepts`: precision p means >= p / max_concept_fraction -fold enrichment
+    on the report split). For each pair the threshold with the best F1 on ``select_split`` is
+    chosen (ties: the lower threshold); the pair is tested when its F1 there is > 0 and it has
+    >= ``min_both`` proteins that are active and carry the concept on ``report_split``, where
+    the 2x2 table, one-sided Fisher p, precision, recall, F1, odds ratio and the AUROC of the
+    raw activation (threshold-free) are computed. q-values: Benjamini-Hochberg over all tested
+    pairs of one category (one source per call: the family is source x category).
+    ``progress_cb(category, features_done, n_features)`` follows each chunk of features.
 
     Returns flat arrays over tested pairs (feature, concept, threshold, n_active, n_concept,
-    n_both, n_population, p_value, q_value, precision, recall, f1, odds_ratio, auroc, f1_select).
-    """
+    n_both, n_population, p_value, q_value, precision, recall, f1, odds_ratio, auroc, f1_select)."""
     acts = sp.csr_matrix(acts, dtype=np.float32)
     concepts = sp.csr_matrix(concepts, dtype=np.int64)
     concept_category = np.asarray(concept_category)
@@ -366,10 +366,16 @@ def score_features(
     out: dict[str, list] = {k: [] for k in _SCORE_FIELDS}
     for category in _unique_in_order(concept_category):
         cols_all = np.flatnonzero(concept_category == category)
-        testable = _testable(concepts, cols_all, split, min_concept, max_concept_fraction)
-        if testable is None:
+        cols, in_pop = _testable(
+            concepts,
+            cols_all,
+            split,
+            min_concept,
+            max_concept_fraction,
+            (select_split, report_split),
+        )
+        if not len(cols):
             continue
-        cols, in_pop = testable
         rows_sel = np.flatnonzero(in_pop & (split == select_split))
         rows_rep = np.flatnonzero(in_pop & (split == report_split))
         if len(rows_sel) == 0 or len(rows_rep) == 0:
@@ -398,18 +404,43 @@ def _testable(
     split: np.ndarray,
     min_concept: int,
     max_concept_fraction: float,
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """(tested concept columns, population mask [n_proteins]) of one category, None when no
-    concept of it qualifies."""
+    cap_splits: tuple[str, ...],
+) -> tuple[np.ndarray, np.ndarray]:
+    """(tested concept columns, population mask [n_proteins]) of one category: >= min_concept
+    proteins in the population, at most max_concept_fraction of the population on each of
+    ``cap_splits``."""
     cat = concepts[:, cols_all]
     in_pop = np.diff(cat.indptr) > 0
     n_concept_pop = np.asarray(cat[in_pop].sum(axis=0)).ravel()
-    keep_cols = (n_concept_pop >= min_concept) & (
-        n_concept_pop <= max_concept_fraction * in_pop.sum()
-    )
-    if not keep_cols.any():
-        return None
-    return cols_all[keep_cols], in_pop
+    keep = n_concept_pop >= min_concept
+    for name in cap_splits:
+        rows = in_pop & (split == name)
+        n_split = np.asarray(cat[rows].sum(axis=0)).ravel()
+        keep &= n_split <= max_concept_fraction * rows.sum()
+    return cols_all[keep], in_pop
+
+
+def testable_concepts(
+    concepts: sp.spmatrix,
+    concept_category: np.ndarray,
+    split: np.ndarray,
+    *,
+    min_concept: int = 10,
+    max_concept_fraction: float = 1.0,
+    cap_splits: tuple[str, ...] = ("validation", "test"),
+) -> np.ndarray:
+    """bool [n_concepts]: the concepts :func:`score_features` tests (pass the filter), whether or
+    not any feature then has a tested pair with them."""
+    concepts = sp.csr_matrix(concepts, dtype=np.int64)
+    concept_category = np.asarray(concept_category)
+    out = np.zeros(concepts.shape[1], dtype=bool)
+    for category in _unique_in_order(concept_category):
+        cols_all = np.flatnonzero(concept_category == category)
+        cols, _ = _testable(
+            concepts, cols_all, np.asarray(split), min_concept, max_concept_fraction, cap_splits
+        )
+        out[cols] = True
+    return out
 
 
 class _CategoryScorer:

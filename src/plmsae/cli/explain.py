@@ -17,7 +17,9 @@ from plmsae.interpret.explanations import EXPLANATIONS
 
 WIDTH = 80
 EXIT_NOTHING_EXPLAINED = 1
-SCORE_CAPTION = "r: Pearson r of simulated and true activations of held-out proteins"
+SCORE_CAPTION = (
+    "r: Pearson r of simulated and true activations of test-split proteins the explainer never saw"
+)
 
 
 def show_explain(result: ExplainResult, console: Console) -> None:

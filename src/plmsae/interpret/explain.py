@@ -62,13 +62,16 @@ from plmsae.interpret.providers import (
     price_for,
 )
 from plmsae.interpret.sampling import Pools, split_pools
-from plmsae.interpret.scoring import median_difference, summarize
+from plmsae.interpret.scoring import METRICS, paired_difference, summarize
 from plmsae.interpret.selection import (
+    ACTIVITY,
     MIN_ACTIVE_EXPLAIN,
     MIN_ACTIVE_HELDOUT,
     Job,
+    default_fraction,
     prepare,
     select_features,
+    threshold_grid,
 )
 
 log = logging.getLogger(__name__)
@@ -91,14 +94,16 @@ INTERRUPT_GRACE_S = 5.0
 
 @dataclass
 class ExplainConfig(StageConfig):
-    """Describe features in plain English and score the descriptions on held-out proteins.
+    """Describe features in plain English and score the descriptions on proteins the explainer
+    never saw (the test split's homology clusters; the SAE may have been trained on them).
 
     For each source (SAE features, and model neurons as the baseline) it picks features (the
     best-associated half of --n-features and a random half, or those named with --features).
     The explainer (an LLM, or the offline statistical explainer without one) writes a short
     label and a one-sentence description from the annotations of proteins sampled across the
-    feature's activation range, then predicts the feature's activation on proteins from held-out
-    homology clusters from the description alone; the score is how well that prediction matches.
+    feature's activation range, then predicts the feature's activation on proteins from other
+    homology clusters (the test split) from the description alone; the score is how well that
+    prediction matches.
 
     Adds explanations.parquet, scores.parquet, simulations.parquet and an "explain" block in
     summary.json to ASSOC_DIR. LLM replies are cached in ASSOC_DIR/llm_cache/, so a re-run costs
@@ -471,7 +476,9 @@ class ExplainRun:
             values = [r["source"], r["feature"], ids[j.heldout_rows]]
             values += [(j.scaled[j.heldout_rows] * 10).astype(np.float32), pred.astype(np.float32)]
             sims.append(pd.DataFrame(dict(zip(SIMULATION_COLUMNS, values))))
-        results = pd.DataFrame([{k: v for k, v in r.items() if k != "predictions"} for r in rows])
+        self.paired_ = paired_inputs(rows, by_key, ids)
+        per_protein = ("predictions", "predicted_active")
+        results = pd.DataFrame([{k: v for k, v in r.items() if k not in per_protein} for r in rows])
         return Tables(
             results=results,
             explanations=results[EXPLANATION_COLUMNS],
@@ -507,14 +514,14 @@ class ExplainRun:
             block["sources"][src] = source_summary(
                 res[res["source"] == src], cfg.n_bootstrap, cfg.seed
             )
+        block["activity"] = ACTIVITY.format(
+            default=f"{default_fraction(threshold_grid(self.ad)):g}"
+        )
         if {"sae", "neuron"} <= set(block["sources"]):
-            ok = res[res["status"] == "ok"]
-            block["sae_minus_neuron_median_r"] = median_difference(
-                ok.loc[ok["source"] == "sae", "simulation_r"],
-                ok.loc[ok["source"] == "neuron", "simulation_r"],
-                cfg.n_bootstrap,
-                cfg.seed,
-            )
+            block["sae_minus_neuron"] = {
+                m: paired_difference(self.paired_, m, cfg.n_bootstrap, cfg.seed) for m in METRICS
+            }
+            block["sae_minus_neuron_median_r"] = block["sae_minus_neuron"]["simulation_r"]
         if self.client is not None:
             block["usage"] = self.client.usage.as_dict()
             if self.client.price is None:  # unknown, not free
@@ -539,6 +546,29 @@ class ExplainRun:
                 EXPLANATIONS,
             )
         return files
+
+
+def paired_inputs(rows: list[dict], jobs: dict, ids: np.ndarray) -> dict[str, list[dict]]:
+    """Per source, the held-out proteins, truth and predictions of every scored feature (the
+    input of :func:`.scoring.paired_difference`)."""
+    out: dict[str, list[dict]] = {}
+    for r in rows:
+        if r["status"] != "ok" or r["predictions"] is None:
+            continue
+        j = jobs[(r["source"], r["feature"])]
+        truth = j.scaled[j.heldout_rows] * 10
+        pred = np.asarray(r["predictions"], dtype=np.float64)
+        active = r.get("predicted_active")
+        out.setdefault(r["source"], []).append(
+            {
+                "proteins": ids[j.heldout_rows].tolist(),
+                "truth": truth,
+                "predicted": pred,
+                "true_active": truth > 0,
+                "predicted_active": pred > 0 if active is None else np.asarray(active, bool),
+            }
+        )
+    return out
 
 
 def score_table(results: pd.DataFrame) -> pd.DataFrame:
@@ -605,7 +635,8 @@ def source_summary(rows: pd.DataFrame, n_bootstrap: int, seed: int) -> dict[str,
 
 @stage_function(ExplainConfig)
 def explain(cfg: ExplainConfig) -> ExplainResult:
-    """Explain features in plain English and score the explanations on held-out proteins.
+    """Explain features in plain English and score the explanations on the test split's proteins,
+    which the explainer never saw.
 
     Writes explanations.parquet, scores.parquet, simulations.parquet and summary.json["explain"]
     into ``assoc_dir`` (with ``dry_run``: nothing). LLM replies are cached in

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import numpy as np
 import scipy.sparse as sp
 
-from plmsae.analysis.assocdir import AssocDir
+from plmsae.analysis.assocdir import PRECISION_MIN, Q_MAX, AssocDir
 from plmsae.interpret import offline
 from plmsae.interpret.prompts import (
     ProteinText,
@@ -51,7 +51,8 @@ T = TypeVar("T")
 
 def result_row(job: Job, spec: LLMSpec, **values: Any) -> dict[str, Any]:
     """One result row for ``job``: explanations.parquet's columns (in order) plus
-    ``simulation_r``, ``detection_bacc`` and ``predictions`` ([n_heldout] or None)."""
+    ``simulation_r``, ``detection_bacc``, ``predictions`` and ``predicted_active`` ([n_heldout]
+    or None; held-out proteins in ``job.heldout_rows`` order)."""
     is_llm = spec.provider != "offline"
     return {
         "source": job.source,
@@ -72,6 +73,7 @@ def result_row(job: Job, spec: LLMSpec, **values: Any) -> dict[str, Any]:
         "output_tokens": 0,
         "cost_usd": 0.0,
         "predictions": None,
+        "predicted_active": None,
         **values,
     }
 
@@ -87,15 +89,31 @@ class OfflineExplainer:
         self.train: sp.csc_matrix = ad.annotations[pools.explain].astype(np.float64).tocsc()
         self.names = ad.concepts["name"].tolist()
         self.categories = ad.concepts["category"].astype(str).tolist()
+        self.associated = associated_columns(ad)
+        min_concept = int(ad.summary.get("settings", {}).get("min_concept", 10))
+        self.testable = ad.concepts["n_proteins"].to_numpy() >= min_concept
+
+    def candidates(self, job: Job) -> tuple[np.ndarray, bool]:
+        """(bool [n_concepts] the concepts the description may name, whether they passed the
+        association test): the feature's associated concepts, else every testable concept."""
+        cols = self.associated.get(job.key)
+        if cols is None:
+            return self.testable, False
+        mask = np.zeros(len(self.names), bool)
+        mask[cols] = True
+        return mask, True
 
     def run(self, job: Job) -> dict[str, Any]:
         y = job.scaled[self.pools.explain]
+        candidates, associated = self.candidates(job)
         m = offline.fit_offline(
             self.train,
             y * 10,
             self.names,
             self.categories,
             weight=band_weights(y) if self.weighted else None,
+            candidates=candidates,
+            associated=associated,
         )
         truth = job.scaled[job.heldout_rows] * 10
         pred = m.predict(self.ad.annotations[job.heldout_rows])
@@ -107,7 +125,23 @@ class OfflineExplainer:
             simulation_r=pearson(pred, truth),
             detection_bacc=balanced_accuracy(pred > m.threshold, truth > 0),
             predictions=pred,
+            predicted_active=pred > m.threshold,
         )
+
+
+def associated_columns(ad: AssocDir) -> dict[tuple[str, int], np.ndarray]:
+    """(source, feature) -> concept columns (concepts.parquet rows) it is associated with
+    (q < Q_MAX and precision >= PRECISION_MIN) in the association rows ``ad`` holds (the explain
+    stage has dropped those of the held-out split)."""
+    a = ad.associations
+    if a.empty or "precision" not in a.columns:
+        return {}
+    sig = a[(a["q_value"] < Q_MAX) & (a["precision"] >= PRECISION_MIN)]
+    sig = sig[sig["concept"].isin(ad.concept_index)]
+    return {
+        (str(src), int(f)): np.unique(g["concept"].map(ad.concept_index).to_numpy(np.int64))
+        for (src, f), g in sig.groupby(["source", "feature"])
+    }
 
 
 class LLMExplainer:
@@ -250,6 +284,7 @@ class LLMExplainer:
             simulation_r=pearson(pred, truth),
             detection_bacc=balanced_accuracy(pred > 0, truth > 0),
             predictions=pred,
+            predicted_active=pred > 0,
             **usage,
         )
 

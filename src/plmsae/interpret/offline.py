@@ -6,7 +6,10 @@ everywhere its results appear. For one feature it
 1. picks up to three annotation concepts by greedy forward selection on the explanation-pool
    proteins (all of them, not only the 32 examples an LLM sees): each step takes the concept
    whose membership correlates best (positively) with what the previous concepts leave
-   unexplained;
+   unexplained. The candidates are the concepts that passed the association test for this
+   feature (q < 0.05 and precision >= 0.5, on a split the feature is not scored on) when it has
+   any; otherwise the concepts large enough to be tested, and the description then says plainly
+   that no concept passed the test;
 2. fits activation ~ intercept + non-negative weights x membership (``scipy.optimize.nnls``) on
    the same proteins, and a detection threshold that maximises balanced accuracy there. Both
    fits weight each protein so that the pool looks like a band sample of itself
@@ -56,14 +59,19 @@ class OfflineExplanation:
         return np.clip(x @ self.weights + self.intercept, 0.0, 10.0)
 
 
-def _greedy_concepts(a: sp.csc_matrix, y: np.ndarray, w: np.ndarray, k: int) -> list[int]:
-    """Forward selection by weighted correlation of 0/1 concept columns with the residual."""
+def _greedy_concepts(
+    a: sp.csc_matrix, y: np.ndarray, w: np.ndarray, k: int, candidates: np.ndarray | None = None
+) -> list[int]:
+    """Forward selection by weighted correlation of 0/1 concept columns with the residual, among
+    the columns in ``candidates`` (bool [n_concepts]; default all)."""
     n = len(y)
     count = np.diff(a.indptr)
     s = np.asarray(a.T @ w).ravel()  # weighted support
     W = w.sum()
     var = s - s * s / W  # weighted variance x W of a 0/1 column
     ok = (count >= MIN_SUPPORT) & (count < n) & (var > 1e-12)
+    if candidates is not None:
+        ok &= candidates
     chosen: list[int] = []
     resid = y - (w @ y) / W
     for _ in range(k):
@@ -94,11 +102,22 @@ def _best_threshold(pred: np.ndarray, active: np.ndarray) -> float:
     return float(cuts[int(np.argmax(accs))])
 
 
+NO_ASSOCIATION = (
+    "No concept passed the association test for this feature (q < 0.05 and precision >= 0.5)."
+)
+
+
 def describe(
-    chosen: list[int], concept_names: list[str], concept_categories: list[str]
+    chosen: list[int],
+    concept_names: list[str],
+    concept_categories: list[str],
+    associated: bool = True,
 ) -> tuple[str, str]:
-    """(label, description) naming the chosen concepts (column indices) and their categories."""
+    """(label, description) naming the chosen concepts (column indices) and their categories;
+    ``associated=False``: they did not pass the association test, and the text says so."""
     if not chosen:
+        if not associated:
+            return "no associated concept", NO_ASSOCIATION
         return (
             "no annotation match",
             "No annotation concept tracks this feature on the training proteins.",
@@ -108,6 +127,11 @@ def describe(
         for j in chosen
     ]
     listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    if not associated:
+        return (
+            "no associated concept",
+            f"{NO_ASSOCIATION} Weak, untested match on the training proteins: {listed}.",
+        )
     return concept_names[chosen[0]], f"Proteins annotated with {listed}."
 
 
@@ -117,10 +141,14 @@ def fit_offline(
     concept_names: list[str],
     concept_categories: list[str],
     weight: np.ndarray | None = None,
+    candidates: np.ndarray | None = None,
+    associated: bool = True,
 ) -> OfflineExplanation:
     """Fit on training proteins. membership: [n, n_concepts] 0/1 (pass float64 CSC to avoid a
     conversion per feature); activation: [n] on the 0..10 scale; weight: [n] per-protein weights
-    (default 1; :func:`plmsae.interpret.sampling.band_weights` mimics the band sampling)."""
+    (default 1; :func:`plmsae.interpret.sampling.band_weights` mimics the band sampling);
+    candidates: bool [n_concepts], the concepts it may name (default all); associated: whether
+    those passed the association test (else the description says that none did)."""
     y = np.asarray(activation, dtype=np.float64)
     a = (
         membership
@@ -131,7 +159,7 @@ def fit_offline(
     keep_rows = w > 0
     if not keep_rows.all():
         a, y, w = a[keep_rows], y[keep_rows], w[keep_rows]
-    chosen = _greedy_concepts(a, y, w, MAX_CONCEPTS)
+    chosen = _greedy_concepts(a, y, w, MAX_CONCEPTS, candidates)
     if chosen:
         sw = np.sqrt(w)
         x = np.column_stack([a[:, chosen].toarray(), np.ones(len(y))])
@@ -141,7 +169,7 @@ def fit_offline(
         weights, intercept = coef[:-1][keep], float(coef[-1])
     else:
         weights, intercept = np.zeros(0), float(w @ y / w.sum())
-    label, description = describe(chosen, concept_names, concept_categories)
+    label, description = describe(chosen, concept_names, concept_categories, associated)
     model = OfflineExplanation(chosen, weights, intercept, 0.0, float("nan"), label, description)
     pred = model.predict(a)
     model.train_r = pearson(pred, y)

@@ -25,13 +25,17 @@ BANDS = ((0.8, 1.0, 6), (0.6, 0.8, 3), (0.4, 0.6, 3), (0.2, 0.4, 3), (0.0, 0.2, 
 N_INACTIVE = 15
 
 
-def scale(activations: np.ndarray) -> np.ndarray:
-    """ReLU then min-max scale to [0, 1] over all proteins. [n] -> [n]."""
+def scale(activations: np.ndarray, cutoff: float = 0.0) -> np.ndarray:
+    """Scaled activation in [0, 1] over all proteins, [n] -> [n]: 0 at or below the feature's
+    activity ``cutoff`` (absolute; :func:`plmsae.interpret.selection.activity_cutoffs`), then
+    linear up to 1 at its max. With cutoff 0 this is the ReLU'd min-max scaling of the paper for
+    a non-negative feature; a higher cutoff makes a feature that is weakly on everywhere (a
+    max-pooled neuron) have inactive proteins too."""
     a = np.maximum(np.asarray(activations, dtype=np.float64), 0.0)
-    lo, hi = a.min(initial=0.0), a.max(initial=0.0)
+    lo, hi = max(float(cutoff), a.min(initial=0.0)), a.max(initial=0.0)
     if hi <= lo:
         return np.zeros_like(a)
-    return (a - lo) / (hi - lo)
+    return np.clip((a - lo) / (hi - lo), 0.0, 1.0)
 
 
 def feature_rng(seed: int, source: str, feature: int) -> np.random.Generator:
@@ -124,7 +128,8 @@ def split_pools(
                 np.flatnonzero(held),
                 name,
                 f"held-out = association split '{name}' (association statistics from: "
-                f"{used}); explanation examples from the other splits",
+                f"{used}); explanation examples from the other splits. Held out from the "
+                "explainer only: whether the SAE was trained on them is in training_overlap",
             )
     clusters = proteins["cluster"].astype(str).to_numpy()
     uniq, inverse, counts = np.unique(clusters, return_inverse=True, return_counts=True)

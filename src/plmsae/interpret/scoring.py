@@ -73,3 +73,88 @@ def median_difference(a, b, n_boot: int = 2000, seed: int = 0) -> dict:
     db = np.median(b[rng.integers(0, len(b), (n_boot, len(b)))], axis=1)
     lo, hi = np.quantile(da - db, [0.025, 0.975])
     return {"difference": float(np.median(a) - np.median(b)), "ci": [float(lo), float(hi)]}
+
+
+def weighted_pearson(pred: np.ndarray, truth: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Pearson r of ``pred`` and ``truth`` ([n]) under each row of weights ``w`` ([B, n]):
+    [B]; 0 where the weighted ``pred`` is constant, NaN where ``truth`` is (as :func:`pearson`)."""
+    tot = w.sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mp = (w @ pred) / tot
+        mt = (w @ truth) / tot
+        dp = pred[None, :] - mp[:, None]
+        dt = truth[None, :] - mt[:, None]
+        vp = (w * dp * dp).sum(axis=1)
+        vt = (w * dt * dt).sum(axis=1)
+        r = (w * dp * dt).sum(axis=1) / np.sqrt(vp * vt)
+    r = np.where(vp <= 1e-12, 0.0, r)
+    return np.where((vt <= 1e-12) | (tot <= 0), np.nan, r)
+
+
+def weighted_balanced_accuracy(
+    pred_active: np.ndarray, true_active: np.ndarray, w: np.ndarray
+) -> np.ndarray:
+    """Balanced accuracy under each row of weights ``w`` ([B, n]): [B]; NaN where a class of the
+    truth has no weight (as :func:`balanced_accuracy`)."""
+    p, t = np.asarray(pred_active, bool), np.asarray(true_active, bool)
+    pos, neg = w[:, t].sum(axis=1), w[:, ~t].sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sens = w[:, t & p].sum(axis=1) / pos
+        spec = w[:, ~t & ~p].sum(axis=1) / neg
+    return np.where((pos > 0) & (neg > 0), (sens + spec) / 2, np.nan)
+
+
+METRICS = {"simulation_r": "predicted", "detection_balanced_accuracy": "predicted_active"}
+
+
+def paired_difference(
+    features: dict[str, list[dict]], metric: str, n_boot: int = 2000, seed: int = 0
+) -> dict:
+    """SAE minus neuron difference of the median score over features, with a paired bootstrap.
+
+    ``features``: source ("sae", "neuron") -> one dict per scored feature with ``proteins``
+    (held-out protein ids [n]), ``truth`` (0..10), ``predicted`` (0..10) and ``true_active`` /
+    ``predicted_active`` (bool). Each resample draws one Poisson(1) weight per held-out protein,
+    shared by every feature of both sources (the pairing: a protein that is easy or hard to
+    predict is so for both), and resamples each source's features with replacement; every
+    feature's score (``simulation_r``: weighted Pearson r; ``detection_balanced_accuracy``:
+    weighted balanced accuracy) is recomputed under the weights, and the difference of the two
+    medians taken. Returns ``{difference, ci (95 %), n: {source: features}, n_boot}``."""
+    a, b = features.get("sae", []), features.get("neuron", [])
+    if not a or not b:
+        return {"difference": None, "ci": None}
+    proteins = sorted({p for f in a + b for p in f["proteins"]})
+    where = {p: i for i, p in enumerate(proteins)}
+    rng = np.random.default_rng(seed)
+    weights = rng.poisson(1.0, size=(n_boot, len(proteins))).astype(np.float64)
+    ones = np.ones((1, len(proteins)))
+
+    def scores(feats: list[dict], w: np.ndarray) -> np.ndarray:  # [n_features, B]
+        out = []
+        for f in feats:
+            wf = w[:, [where[p] for p in f["proteins"]]]
+            if metric == "simulation_r":
+                out.append(weighted_pearson(f["predicted"], f["truth"], wf))
+            else:
+                out.append(weighted_balanced_accuracy(f["predicted_active"], f["true_active"], wf))
+        return np.array(out)
+
+    point = [np.nanmedian(scores(fs, ones)[:, 0]) for fs in (a, b)]
+    boot = []
+    for fs in (a, b):
+        s = scores(fs, weights)  # [n_features, B]
+        pick = rng.integers(0, len(fs), size=(n_boot, len(fs)))
+        boot.append(np.nanmedian(s[pick, np.arange(n_boot)[:, None]], axis=1))
+    diff = boot[0] - boot[1]
+    diff = diff[~np.isnan(diff)]
+    if np.isnan(point).any() or not len(diff):
+        return {"difference": None, "ci": None}
+    lo, hi = np.quantile(diff, [0.025, 0.975])
+    return {
+        "difference": float(point[0] - point[1]),
+        "ci": [float(lo), float(hi)],
+        "n": {"sae": len(a), "neuron": len(b)},
+        "n_boot": int(n_boot),
+        "paired": "held-out proteins resampled jointly for both sources (Poisson weights); "
+        "features resampled within each source",
+    }

@@ -911,6 +911,7 @@ class Trainer:
             "device": str(self.device),
             "world_size": self.world_size,
             "dead_latents_never_fired_in_last_tokens": s.dead_tokens,
+            "proteins": proteins_record(self.source, self.cfg.store),
         }
         sae.cfg.metrics = {"train": metrics}
         sae.eval()
@@ -938,6 +939,18 @@ def train(cfg: TrainConfig) -> TrainResult:
     if cfg.store is None:
         raise InputError("no activation store given.", fix="pass the store directory.")
     return Trainer(cfg, ActivationStore(cfg.store)).fit()
+
+
+def proteins_record(source: ActivationSource, store: Path | None) -> dict[str, Any]:
+    """Which proteins an SAE was trained on, small enough for cfg.json: the store's absolute path,
+    the number of proteins and a sha256 over their IDs (``plmsae associate`` re-reads the store's
+    IDs to report the overlap with its proteins; the hash tells when the store has changed)."""
+    ids = [str(i) for i in getattr(source, "ids", [])]
+    return {
+        "store": str(Path(store).resolve()) if store else None,
+        "n_proteins": len(ids),
+        "ids_sha256": sha256_json(ids),
+    }
 
 
 def _norm_scale(x: Tensor) -> float:
