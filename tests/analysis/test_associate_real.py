@@ -86,7 +86,8 @@ def test_associate_on_swissprot(shared_data, tmp_path, monkeypatch):
     want_split = "mmseqs" if splits.mmseqs_available() else "random"
     assert summary["settings"]["split_method_used"] == want_split
     assert {"sae", "neuron", "random"} <= set(summary)
-    assert summary["neuron"]["n_features"] == 320 and summary["random"]["n_features"] == 320
+    # signed neurons (ReLU(x) and ReLU(-x)) and as many random directions
+    assert summary["neuron"]["n_features"] == 640 and summary["random"]["n_features"] == 640
     for src in ("sae", "neuron", "random"):
         assert {"GO:BP", "GO:MF", "GO:CC"} <= set(summary[src]["by_category"])
     concepts = pd.read_parquet(out / "concepts.parquet")
@@ -94,8 +95,11 @@ def test_associate_on_swissprot(shared_data, tmp_path, monkeypatch):
     # the matrix is the propagated annotation of the data stage, column for column
     proteins = pd.read_parquet(out / "proteins.parquet")
     col = {c: i for i, c in enumerate(concepts["concept"])}
+    seq_concepts = [c for c in concepts["concept"] if c.startswith("seq:")]
+    assert seq_concepts, "the built-in sequence concepts are associated too"
     for pid_i, pid in enumerate(proteins["id"][:20]):
-        got = {concepts["concept"][j] for j in ann[pid_i].indices}
+        # the built-in sequence concepts (seq:...) sit beside GO in the same matrix
+        got = {concepts["concept"][j] for j in ann[pid_i].indices} - set(seq_concepts)
         want = set().union(
             *(ref.protein_concepts[c].get(pid, set()) for c in ("GO:BP", "GO:MF", "GO:CC"))
         )

@@ -5,6 +5,9 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
@@ -31,3 +34,16 @@ def open_text(path: str | os.PathLike, what: str) -> TextIO:
     # the caller owns (and closes) the returned handle
     raw = gzip.open(path, "rb") if magic == _GZIP_MAGIC else open(path, "rb")  # noqa: SIM115
     return io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline=None)
+
+
+@contextmanager
+def gzip_errors(path: str | os.PathLike) -> Iterator[None]:
+    """Turn a damaged or truncated gzip stream met while reading ``path`` into an InputError."""
+    try:
+        yield
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise InputError(
+            f"the gzip stream is damaged or truncated ({e}).",
+            path=Path(path),
+            fix="re-download or re-compress the file.",
+        ) from e

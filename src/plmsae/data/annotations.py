@@ -41,18 +41,16 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import gzip
 import logging
 import os
 import re
-import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from plmsae._util import InputError
-from plmsae.data._io import open_text
+from plmsae.data._io import gzip_errors, open_text
 
 if TYPE_CHECKING:
     from plmsae.data.ontology import Ontology
@@ -147,20 +145,13 @@ def _gc_paused():
 def _read(path: Path, fmt: str, ontology: "Ontology | None") -> Annotations:
     ann = Annotations(format=fmt)
     go: dict[str, frozenset[str]] = {}
-    try:
-        with open_text(path, "annotation file") as fh:
-            if fmt == "go_tsv":
-                _read_go_tsv(path, fh, go)
-            elif fmt == "gaf":
-                _read_gaf(path, fh, go, ann)
-            else:
-                _read_uniprot_tsv(path, fh, go, ann)
-    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
-        raise InputError(
-            f"the gzip stream is damaged or truncated ({e}).",
-            path=path,
-            fix="re-download or re-compress the file.",
-        ) from e
+    with gzip_errors(path), open_text(path, "annotation file") as fh:
+        if fmt == "go_tsv":
+            _read_go_tsv(path, fh, go)
+        elif fmt == "gaf":
+            _read_gaf(path, fh, go, ann)
+        else:
+            _read_uniprot_tsv(path, fh, go, ann)
     if go:
         if ontology is None:
             ann.protein_concepts["GO"] = go
@@ -179,15 +170,8 @@ def _read(path: Path, fmt: str, ontology: "Ontology | None") -> Annotations:
 def sniff_format(path: str | os.PathLike) -> str:
     """``go_tsv``, ``gaf`` or ``uniprot_tsv`` from the first lines of the file."""
     path = Path(path)
-    with open_text(path, "annotation file") as fh:
-        try:
-            first = next((line.rstrip("\r\n") for line in fh if line.strip()), None)
-        except (EOFError, gzip.BadGzipFile, zlib.error) as e:
-            raise InputError(
-                f"the gzip stream is damaged or truncated ({e}).",
-                path=path,
-                fix="re-download or re-compress the file.",
-            ) from e
+    with open_text(path, "annotation file") as fh, gzip_errors(path):
+        first = next((line.rstrip("\r\n") for line in fh if line.strip()), None)
     if first is None:
         raise InputError(
             "the annotation file is empty.", path=path, fix="pass a file with annotations."

@@ -19,16 +19,14 @@ Rules (the same for :func:`read_fasta` and the streaming :func:`iter_fasta`):
 
 from __future__ import annotations
 
-import gzip
 import os
 import re
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from plmsae._util import InputError
-from plmsae.data._io import open_text
+from plmsae.data._io import gzip_errors, open_text
 
 #: Residue letters ESM-2 has tokens for: 20 standard amino acids and the ambiguity codes X B Z U O.
 ESM_RESIDUES = "ACDEFGHIKLMNPQRSTVWY" + "XBZUO"
@@ -108,37 +106,30 @@ def iter_fasta(path: str | os.PathLike) -> Iterator[Protein]:
     path = Path(path)
     seen: set[str] = set()
     n = 0
-    try:
-        with open_text(path, "FASTA file") as fh:
-            # Read big blocks and split them into whole records (much faster than line by line);
-            # ``line`` is the line number of the first line of ``buf``.
-            buf, line, first = "", 1, True
-            while True:
-                block = fh.read(_BLOCK_CHARS)
-                buf += block
-                if first and buf:
-                    buf, line = _skip_to_first_header(path, buf, line, eof=not block)
-                    first = not buf
-                if block:
-                    cut = buf.rfind("\n>")
-                    if cut < 0:
-                        continue
-                    part, buf = buf[:cut], buf[cut + 1 :]
-                else:
-                    part, buf = buf, ""
-                if part:
-                    for record in part[1:].split("\n>"):
-                        yield _parse_record(path, record, line, seen)
-                        n += 1
-                        line += record.count("\n") + 1
-                if not block:
-                    break
-    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
-        raise InputError(
-            f"the gzip stream is damaged or truncated ({e}).",
-            path=path,
-            fix="re-download or re-compress the file.",
-        ) from e
+    with gzip_errors(path), open_text(path, "FASTA file") as fh:
+        # Read big blocks and split them into whole records (much faster than line by line);
+        # ``line`` is the line number of the first line of ``buf``.
+        buf, line, first = "", 1, True
+        while True:
+            block = fh.read(_BLOCK_CHARS)
+            buf += block
+            if first and buf:
+                buf, line = _skip_to_first_header(path, buf, line, eof=not block)
+                first = not buf
+            if block:
+                cut = buf.rfind("\n>")
+                if cut < 0:
+                    continue
+                part, buf = buf[:cut], buf[cut + 1 :]
+            else:
+                part, buf = buf, ""
+            if part:
+                for record in part[1:].split("\n>"):
+                    yield _parse_record(path, record, line, seen)
+                    n += 1
+                    line += record.count("\n") + 1
+            if not block:
+                break
     if n == 0:
         raise InputError(
             "no FASTA records found.",
