@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,10 @@ def layout(x: Any, seed: int = 0, n_neighbors: int = 15, min_dist: float = 0.1) 
         random_state=seed,
         low_memory=True,
     )
-    return np.asarray(reducer.fit_transform(x), dtype=np.float64)
+    with warnings.catch_warnings():
+        # a fixed seed makes umap run on one thread, and it says so on every call
+        warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
+        return np.asarray(reducer.fit_transform(x), dtype=np.float64)
 
 
 def build_map(

@@ -36,12 +36,14 @@ def show_demo(result: DemoResult, console: Console) -> None:
     head = s.get("headline")
     if head:
         console.print(headline_table(head))
-        if head["note"]:
+        if head["note"]:  # it gives the per-feature fractions and why they favour the baselines
             console.print(escape(head["note"]), highlight=False)
-        console.print(
-            "[bold]features with an association[/]: " + escape(_fractions(head)), highlight=False
-        )
-        console.print(f"[dim]{escape(head['caveat'])}[/]", highlight=False)
+        else:
+            console.print(
+                "[bold]features with an association[/]: " + escape(_fractions(head)),
+                highlight=False,
+            )
+            console.print(f"[dim]{escape(head['caveat'])}[/]", highlight=False)
     else:
         _association_table(s["associations"], console)
     for ex in s["examples"]:
