@@ -61,7 +61,8 @@ def check_annotate(unit: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1500)  # the whole demo twice (then reused) and annotate: ~10 minutes on 2 cores
+# the whole demo, its reuse and annotate take about 10 minutes on 2 cores
+@pytest.mark.timeout(1500)
 def test_demo_runs_every_stage_and_reuses_them(tmp_path, monkeypatch):
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)  # offline explainer
     out = tmp_path / "demo"
