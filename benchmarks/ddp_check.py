@@ -41,11 +41,13 @@ def data(n: int = 65536, d: int = 256, seed: int = 0) -> torch.Tensor:
     )
 
 
-def train(out: Path, device: str, steps: int) -> tuple[dict[str, torch.Tensor], float]:
+def train(
+    out: Path, device: str, steps: int, latents: int
+) -> tuple[dict[str, torch.Tensor], float]:
     cfg = TrainConfig(
         store=None,
         out=out,
-        latents=8192,
+        latents=latents,
         k=32,
         batch_size=4096,
         tokens=steps * 4096,
@@ -64,6 +66,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--latents", type=int, default=8192)
     ap.add_argument("--compare", action="store_true")
     a = ap.parse_args()
     from safetensors.torch import load_file, save_file
@@ -77,13 +80,13 @@ def main() -> None:
             else:
                 os.environ["LOCAL_RANK"] = "0"  # every rank on GPU 0
         torch.distributed.init_process_group(backend)
-        state, tps = train(a.out / "ddp", a.device, a.steps)
+        state, tps = train(a.out / "ddp", a.device, a.steps, a.latents)
         save_file(state, str(a.out / f"rank{rank}.safetensors"))
         if rank == 0:
             (a.out / "ddp.json").write_text(json.dumps({"backend": backend, "tokens_per_s": tps}))
         torch.distributed.destroy_process_group()
         return
-    single, tps = train(a.out / "single", a.device, a.steps)
+    single, tps = train(a.out / "single", a.device, a.steps, a.latents)
     ranks = sorted(a.out.glob("rank*.safetensors"))
     r = [load_file(str(p)) for p in ranks]
     between = max(float((r[0][k] - x[k]).abs().max()) for x in r[1:] for k in x)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import math
 import os
 import queue
@@ -230,8 +231,9 @@ class Plmsae(System):
         return held_out_scores(run, self.test_x, self.args.latents)
 
     def close(self) -> None:
-        self.go.put("step")  # let fit() write its SAE and return
-        self.thread.join()
+        while self.thread.is_alive():  # let fit() run out its steps, write its SAE and return
+            self.go.put("step")
+            self.thread.join(timeout=0.1)
         self.tmp.cleanup()
 
 
@@ -386,12 +388,17 @@ def warm_up(systems: list[System]) -> None:
     args = argparse.Namespace(**vars(systems[0].args))
     args.latents, args.k, args.batch_size, args.tokens = 64, 4, 64, 128
     x = systems[0].train_x[:256].contiguous()
-    for cls in {type(s) for s in systems if not isinstance(s, SAELens)}:
-        tiny = cls(args, x, x[:64])
-        tiny.start()
-        tiny.step()
-        tiny.evaluate()
-        tiny.close()
+    quiet = logging.getLogger("plmsae")
+    level, quiet.level = quiet.level, logging.ERROR  # no "small store" warning for the toy
+    try:
+        for cls in {type(s) for s in systems if not isinstance(s, SAELens)}:
+            tiny = cls(args, x, x[:64])
+            tiny.start()
+            tiny.step()
+            tiny.evaluate()
+            tiny.close()
+    finally:
+        quiet.level = level
 
 
 def run_lockstep(systems: list[System], eval_every: int) -> dict[str, list[dict]]:
