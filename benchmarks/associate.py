@@ -25,8 +25,20 @@ a feature is the proteins where it is active, as in the PNAS analysis.
    ``ratio`` = goatools / plmsae. goatools is timed on a 20,000-protein population, plmsae on
    up to 100,000, so the ratio understates the gap.
 
+3. ``--scale``: ``plmsae.associate`` end to end (split, concepts, activations with the neuron
+   and random baselines, statistics, summary) on ``--scale-proteins`` proteins (default 500,000)
+   x ``--scale-features`` features (default 20,000): a protein-level TopK SAE (k =
+   ``--scale-k``, 64) with random weights and per-feature biases (so that feature densities
+   spread over orders of magnitude, as in trained SAEs) encodes synthetic pooled vectors; the
+   GO annotations are the real ones of the Swiss-Prot GO table, reused in turn (protein i gets
+   the terms of line i mod 463,936), with the GO ontology. Runs in a child process; reports the
+   wall time of each step and the child's peak resident memory (``ru_maxrss``), with the number
+   of non-zero activations next to proteins x features.
+
     PYTHONPATH=src python benchmarks/associate.py --json
     PYTHONPATH=src python benchmarks/associate.py --n-features 2000 --n-proteins 20000
+    PYTHONPATH=src python benchmarks/associate.py --scale --json
+    PYTHONPATH=src python benchmarks/associate.py --scale --scale-proteins 100000
 """
 
 from __future__ import annotations
@@ -36,6 +48,8 @@ import contextlib
 import gzip
 import io
 import json
+import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -279,6 +293,97 @@ def pipeline(n_proteins: int, n_features: int, seed: int, tmp: Path) -> dict:
     }
 
 
+def scale_inputs(n_proteins: int, n_features: int, k: int, seed: int, tmp: Path) -> None:
+    """The store, SAE and annotation table of the ``--scale`` run, written under ``tmp``."""
+    import torch
+
+    from plmsae.sae.architectures import create_sae
+    from plmsae.sae.base import SAEConfig
+    from plmsae.sae.checkpoint import save_sae
+
+    ids = [f"S{i:07d}" for i in range(n_proteins)]
+    with gzip.open(DATA / "swissprot2014_go.tsv.gz", "rt") as fh:
+        terms = [line.rstrip("\n").split("\t", 1)[1] for line in fh if "\t" in line]
+    with open(tmp / "go.tsv", "w") as out:
+        out.writelines(f"{p}\t{terms[i % len(terms)]}\n" for i, p in enumerate(ids))
+    del terms
+    synthetic_store(tmp / "store", ids, [1] * n_proteins, 320, 6, seed, shard_residues=50_000)
+    torch.manual_seed(seed)
+    sae = create_sae(
+        SAEConfig(
+            arch="topk",
+            d_in=320,
+            d_sae=n_features,
+            k=k,
+            layer=6,
+            level="protein",
+            pooling="mean",
+            model={"id": "synthetic", "d_model": 320},
+        ),
+        generator=torch.Generator().manual_seed(seed),
+    )
+    with torch.no_grad():  # densities spread over orders of magnitude, as in trained SAEs
+        sae.b_enc.copy_(torch.randn(n_features, generator=torch.Generator().manual_seed(seed)))
+    save_sae(sae, tmp / "sae")
+
+
+def scale_child(tmp: Path) -> dict:
+    """``plmsae.associate`` on the ``--scale`` inputs (run in a child process: its peak
+    memory is what ``ru_maxrss`` reports)."""
+    import scipy.sparse as sp
+
+    from plmsae.analysis.assocdir import ASSOCIATIONS, activation_file
+    from plmsae.analysis.associate import associate
+
+    t0 = time.perf_counter()
+    result = associate(
+        tmp / "sae",
+        tmp / "store",
+        annotations=tmp / "go.tsv",
+        out=tmp / "assoc",
+        ontology=DATA / "go-basic-2022-07-01.obo.gz",
+        split_method="random",
+    )
+    seconds = time.perf_counter() - t0
+    acts = sp.load_npz(activation_file(result.out, "sae"))
+    import pyarrow.parquet as pq
+
+    return {
+        "associate_s": seconds,
+        "step_s": result.timings,
+        "sae_nonzero_activations": int(acts.nnz),
+        "pairs_tested": pq.ParquetFile(result.out / ASSOCIATIONS).metadata.num_rows,
+        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    }
+
+
+def at_scale_end_to_end(args: argparse.Namespace) -> dict:
+    """Part 3 (``--scale``): inputs here, ``associate`` in a child process."""
+    n, f, k = args.scale_proteins, args.scale_features, args.scale_k
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        t0 = time.perf_counter()
+        scale_inputs(n, f, k, args.seed, tmp)
+        inputs_s = time.perf_counter() - t0
+        done = subprocess.run(
+            [sys.executable, __file__, "--scale-child", str(tmp)],
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode:
+            raise SystemExit(done.stderr[-4000:])
+        child = json.loads(done.stdout.strip().splitlines()[-1])
+    return {
+        "scale_proteins": n,
+        "scale_features": f,
+        "scale_k": k,
+        "proteins_x_features": n * f,
+        "dense_float32_gib": n * f * 4 / 2**30,
+        "inputs_s": inputs_s,
+        **child,
+    }
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -302,6 +407,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=None,
         help="instead: time plmsae.associate end to end, e.g. 5000,4096",
     )
+    ap.add_argument("--scale", action="store_true", help="instead: part 3, associate at scale")
+    ap.add_argument("--scale-proteins", type=int, default=500_000)
+    ap.add_argument("--scale-features", type=int, default=20_000)
+    ap.add_argument("--scale-k", type=int, default=64)
+    ap.add_argument("--scale-child", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--json", action="store_true")
     return ap.parse_args(argv)
 
@@ -390,6 +500,14 @@ def at_scale(args: argparse.Namespace, namespaces: list[str], tmp: Path) -> dict
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.scale_child:
+        out = scale_child(args.scale_child)
+        print(json.dumps(out))
+        return out
+    if args.scale:
+        out = at_scale_end_to_end(args)
+        print(json.dumps(out, indent=2) if args.json else out)
+        return out
     if args.pipeline:
         n_p, n_f = (int(v) for v in args.pipeline.split(","))
         with tempfile.TemporaryDirectory() as tmp:

@@ -9,7 +9,8 @@ the same layer's per-residue activations in float32:
   ``output_hidden_states=True``, per-residue rows copied out (BOS/EOS dropped);
 - plmsae: ``plmsae embed`` (:class:`plmsae.embedding.embedder.Embedder` with the loaded model)
   writing a complete store (length-sorted batches under a token budget, blocks above the layer
-  not run, ``inference_mode``), timed end to end including the FASTA passes and the shard writes.
+  not run, ``inference_mode``; on CUDA the model in float16 by default, ``--compute-dtype``),
+  timed end to end including the FASTA passes and the shard writes.
 
 Reported: tokens (residues) per second of each, their ratio, and the max abs difference between
 the two outputs over all residues. ``--ablations`` also times intermediate variants to say which
@@ -114,6 +115,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--ablations", action="store_true", help="also time intermediate variants (slow)"
     )
     ap.add_argument("--device", default="cpu", help="cpu or cuda (both sides run there)")
+    ap.add_argument(
+        "--compute-dtype",
+        default="auto",
+        help="plmsae's model dtype (auto: float16 on CUDA, float32 on CPU); the baseline "
+        "always runs in float32",
+    )
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     return ap.parse_args(argv)
 
@@ -125,7 +132,10 @@ def main(argv=None) -> dict:
     from plmsae.embedding.forward import forward_layers
     from plmsae.embedding.model import load_model
 
-    lm = load_model(args.model, device=args.device)
+    dtype = args.compute_dtype
+    if dtype == "auto":
+        dtype = "float32" if args.device == "cpu" else "float16"
+    lm = load_model(args.model, device=args.device, dtype=dtype)
     layer = lm.spec.n_layers if args.layer is None else args.layer
     batch_tokens = (
         args.batch_tokens or DEFAULT_BATCH_TOKENS["cpu" if args.device == "cpu" else "cuda"]
@@ -141,6 +151,7 @@ def main(argv=None) -> dict:
         "seed": args.seed,
         "baseline_batch_size": args.baseline_batch_size,
         "plmsae_batch_tokens": batch_tokens,
+        "plmsae_compute_dtype": dtype,
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(),

@@ -23,6 +23,15 @@ How it runs (:class:`Embedder`, one method per step):
    verify and recomputes the rest.
 5. ``finish_store``: the protein table, and ``meta.json`` marked complete.
 
+Several processes (``torchrun --nproc_per_node N plmsae embed ...``, on one node or many that
+share the output directory) write one store: every rank reads the FASTA and plans the same
+shards, rank r computes shards r, r + N, r + 2N, ... (on GPU ``cuda:LOCAL_RANK``), rank 0 then
+collects the other ranks' shard records (verified against their SHA-256) and writes the protein
+table and ``meta.json``. The store is the same, byte for byte, as a one-process run's.
+
+On CUDA the model runs in half precision by default (``compute_dtype``, recorded in
+``meta.json``) with PyTorch's scaled-dot-product attention; on CPU in float32.
+
 The window policy for long proteins (:mod:`plmsae.embedding.forward`) is recorded in
 ``meta.json`` under ``long_sequence_policy``.
 """
@@ -68,6 +77,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STORAGE_DTYPES = ("float32", "float16", "bfloat16")
+COMPUTE_DTYPES = ("auto", "float32", "float16", "bfloat16")
 #: padded tokens per forward batch when --batch-tokens is not given. Small batches are faster on
 #: CPUs (activations stay in cache: 2048 beat 4096 by 1.4x and 8192 by ~1.6x on ESM-2 8M); GPUs
 #: want bigger ones.
@@ -106,7 +116,14 @@ class EmbedConfig(StageConfig):
         help="Storage dtype of per-residue activations: float32, float16 or bfloat16 "
         "(pooled vectors are always float32).",
     )
-    device: str = option("cpu", help="cpu, cuda or cuda:N.")
+    device: str = option(
+        "cpu", help="cpu, cuda or cuda:N (under torchrun, cuda means cuda:LOCAL_RANK)."
+    )
+    compute_dtype: str = option(
+        "auto",
+        help="dtype the model runs in: float32, float16, bfloat16, or auto (float16 on CUDA, "
+        "float32 on CPU).",
+    )
     shard_size: int = option(
         DEFAULT_SHARD_SIZE,
         help="Residues per shard (a shard closes once it holds at least this many).",
@@ -126,6 +143,12 @@ class EmbedConfig(StageConfig):
             self.reject(
                 "dtype", "is not a storage dtype.", "use --dtype float32, float16 or bfloat16."
             )
+        if self.compute_dtype not in COMPUTE_DTYPES:
+            self.reject(
+                "compute_dtype",
+                "is not a compute dtype.",
+                "use --compute-dtype auto, float32, float16 or bfloat16.",
+            )
         if self.batch_tokens is not None and self.batch_tokens < 1:
             self.reject("batch_tokens", "must be positive.", "e.g. --batch-tokens 2048.")
         if self.shard_size < 1:
@@ -136,8 +159,9 @@ class EmbedConfig(StageConfig):
 class EmbedResult:
     """What ``plmsae embed`` made: the store directory and how it got there.
 
-    ``tokens_per_s`` is the speed over the computed shards (None when every shard was reused).
-    An EmbedResult is path-like: ``ActivationStore(result)`` opens the store.
+    ``tokens_per_s`` is the speed over the computed shards (None when every shard was reused),
+    summed over the ``world_size`` processes that wrote the store (torchrun). An EmbedResult is
+    path-like: ``ActivationStore(result)`` opens the store.
     """
 
     store: Path
@@ -148,6 +172,7 @@ class EmbedResult:
     shards_reused: int
     tokens_per_s: float | None
     model: str
+    world_size: int = 1
 
     def __fspath__(self) -> str:
         return os.fspath(self.store)
@@ -161,36 +186,48 @@ class Embedder:
     """Writes (or resumes) the activation store that ``cfg`` describes; :meth:`run` does it all.
 
     ``lm``: an already loaded model (:class:`plmsae.embedding.model.LoadedModel`) for Python
-    callers who have one; ``cfg.model`` and ``cfg.device`` are then not used to load it.
-    The steps may also be called one by one in the order of :meth:`run`.
+    callers who have one; ``cfg.model``, ``cfg.device`` and ``cfg.compute_dtype`` are then not
+    used to load it. The steps may also be called one by one in the order of :meth:`run`.
+    Under torchrun each process is one rank (:class:`Ranks`) and computes every N-th shard.
     """
 
     def __init__(self, cfg: EmbedConfig, lm: LoadedModel | None = None):
         self.cfg = cfg
         self.lm = lm
+        self.ranks = Ranks.from_env()
         self.n_proteins = 0
         self.n_residues = 0
         self.input_sha = ""
         self.layers: list[int] = []
         self.batch_tokens = 0
         self.meta: dict[str, Any] = {}
-        self.records: list[dict] = []
+        self.records: list[dict | None] = []
         self.table: dict[str, list] = {c: [] for c in PROTEIN_COLUMNS}
         self.shards_computed = 0
         self._meter: _Meter | None = None
 
     def run(self) -> EmbedResult:
-        self.check_input()
-        self.load_model()
-        self.plan_shards()
-        self.embed_shards()
-        return self.finish_store()
+        try:
+            self.check_input()
+            self.load_model()
+            self.plan_shards()
+            self.embed_shards()
+            return self.finish_store()
+        finally:
+            self.ranks.close()
 
     @property
     def model(self) -> LoadedModel:
         if self.lm is None:
             raise RuntimeError("Embedder.load_model() has not run yet.")
         return self.lm
+
+    @property
+    def device(self) -> str:
+        """``cfg.device``; ``cuda`` under torchrun is this process's ``cuda:LOCAL_RANK``."""
+        if self.cfg.device == "cuda" and self.ranks.world_size > 1:
+            return f"cuda:{self.ranks.local_rank}"
+        return self.cfg.device
 
     def check_input(self) -> None:
         """Check the device and every FASTA record before any compute; count and checksum."""
@@ -207,11 +244,14 @@ class Embedder:
         from plmsae.embedding.model import load_model
 
         if self.lm is None:
-            self.lm = load_model(self.cfg.model, device=self.cfg.device)
+            dtype = self.cfg.compute_dtype
+            if dtype == "auto":
+                dtype = "float16" if self.device.startswith("cuda") else "float32"
+            self.lm = load_model(self.cfg.model, device=self.device, dtype=dtype)
 
     def plan_shards(self) -> None:
         """Settle layers and batch size, check the output directory and write the (incomplete)
-        ``meta.json`` that names this command."""
+        ``meta.json`` that names this command (rank 0; the other ranks check it)."""
         spec, cfg = self.model.spec, self.cfg
         self.layers = _resolve_layers(cfg.layers, spec.n_layers)
         self.batch_tokens = (
@@ -224,6 +264,7 @@ class Embedder:
             "layers": self.layers,
             "d_model": spec.d_model,
             "dtype": cfg.dtype,
+            "compute_dtype": _compute_dtype(self.model),
             "plmsae_version": VERSION,
             "input": {
                 "path": str(cfg.fasta.resolve()),
@@ -238,32 +279,49 @@ class Embedder:
             "complete": False,
         }
         self.meta["settings_sha256"] = sha256_json(_store_identity(self.meta))
-        prepare_out_dir(cfg.out)
-        _check_out_dir(cfg.out, self.meta)
-        write_json(cfg.out / META, self.meta)
+        if self.ranks.rank == 0:
+            prepare_out_dir(cfg.out)
+            _check_out_dir(cfg.out, self.meta)
+            write_json(cfg.out / META, self.meta)
+        self.ranks.barrier()
+        if self.ranks.rank != 0:
+            self.ranks.check_same_plan(cfg.out / META, self.meta["settings_sha256"])
         log.info(
             f"embedding {self.n_proteins:,} proteins ({self.n_residues:,} residues) from "
             f"{cfg.fasta} with {spec.description}, layers {self.layers} -> {cfg.out}"
+            + (f" (rank {self.ranks.rank} of {self.ranks.world_size})" if self.ranks.many else "")
         )
 
     def embed_shards(self) -> None:
-        """Compute every shard that is missing or does not verify; reuse the others."""
+        """Compute every shard of this rank that is missing or does not verify; reuse the
+        others. Rank 0 then collects the records of the other ranks' shards."""
         shards = _shards(iter_fasta(self.cfg.fasta), self.cfg.shard_size)
+        contents: list[str] = []
         with progress() as bar:
-            self._meter = _Meter(bar, f"embed ({self.model.spec.description})", self.n_residues)
+            total = self.n_residues // self.ranks.world_size
+            self._meter = _Meter(bar, f"embed ({self.model.spec.description})", total)
             for index, proteins in enumerate(shards):
-                record = self.shard(index, proteins)
-                self.records.append(record)
+                contents.append(sha256_json([[p.id, p.sequence] for p in proteins]))
                 for row, p in enumerate(proteins):
                     for column, value in zip(PROTEIN_COLUMNS, (p.id, len(p.sequence), index, row)):
                         self.table[column].append(value)
+                if not self.ranks.mine(index):
+                    self.records.append(None)
+                    continue
+                record = self.shard(index, proteins, contents[-1])
+                self.records.append(record)
                 self._meter.finished_shard(record["n_residues"])
+        self.ranks.barrier()
+        if self.ranks.rank == 0:
+            self.records = [
+                r if r is not None else self.collect(index, contents[index])
+                for index, r in enumerate(self.records)
+            ]
 
-    def shard(self, index: int, proteins: list[Protein]) -> dict:
+    def shard(self, index: int, proteins: list[Protein], content_sha: str) -> dict:
         """Shard ``index`` (``proteins``): its record, reused when its file verifies."""
         path = self.cfg.out / shard_file(index)
         settings_sha = self.meta["settings_sha256"]
-        content_sha = sha256_json([[p.id, p.sequence] for p in proteins])
         record = _finished_shard(path, settings_sha, content_sha)
         if record is None:
             on_batch = self._meter.computed if self._meter is not None else None
@@ -274,26 +332,117 @@ class Embedder:
             self.shards_computed += 1
         return record
 
+    def collect(self, index: int, content_sha: str) -> dict:
+        """The record of shard ``index`` written by another rank (verified)."""
+        path = self.cfg.out / shard_file(index)
+        record = _finished_shard(path, self.meta["settings_sha256"], content_sha)
+        if record is None:
+            raise InputError(
+                f"shard {index} was not written (or does not verify) although its rank finished.",
+                path=path,
+                fix="re-run the same command (finished shards are kept).",
+            )
+        return record
+
     def finish_store(self) -> EmbedResult:
-        """Write the protein table and the complete ``meta.json``; return the result."""
-        _write_proteins(self.cfg.out / PROTEINS, self.table)
+        """Write the protein table and the complete ``meta.json`` (rank 0); return the result
+        once the store is complete (every rank)."""
         n_tokens = int(sum(self.table["length"]))
-        self.meta.update(complete=True, n_tokens=n_tokens, shards=self.records)
-        write_json(self.cfg.out / META, self.meta)
+        if self.ranks.rank == 0:
+            _write_proteins(self.cfg.out / PROTEINS, self.table)
+            self.meta.update(complete=True, n_tokens=n_tokens, shards=self.records)
+            write_json(self.cfg.out / META, self.meta)
         computed = self._meter.computed_tokens if self._meter is not None else 0
         elapsed = self._meter.elapsed() if self._meter is not None else 0.0
+        computed, elapsed, n_computed = self.ranks.totals(computed, elapsed, self.shards_computed)
         result = EmbedResult(
             store=self.cfg.out,
             n_proteins=len(self.table["id"]),
             n_residues=n_tokens,
             layers=self.layers,
-            shards_computed=self.shards_computed,
-            shards_reused=len(self.records) - self.shards_computed,
+            shards_computed=n_computed,
+            shards_reused=len(self.records) - n_computed,
             tokens_per_s=computed / elapsed if computed else None,
             model=self.model.spec.description,
+            world_size=self.ranks.world_size,
         )
-        log.info(_summary_line(result))
+        if self.ranks.rank == 0:
+            log.info(_summary_line(result))
         return result
+
+
+class Ranks:
+    """The processes that write one store together: rank, world size and local rank from
+    torchrun's environment (one process without it). With several ranks a gloo process group
+    (created here unless one exists, closed again by :meth:`close`) provides the barriers: the
+    plan is written before anyone computes, every shard before rank 0 collects them."""
+
+    #: ranks may finish their shards hours apart on large inputs
+    TIMEOUT_S = 7 * 24 * 3600
+
+    def __init__(self, rank: int = 0, world_size: int = 1, local_rank: int = 0):
+        self.rank, self.world_size, self.local_rank = rank, world_size, local_rank
+        self._own_group = False
+
+    @classmethod
+    def from_env(cls) -> Ranks:
+        env = os.environ
+        return cls(
+            int(env.get("RANK", "0")),
+            int(env.get("WORLD_SIZE", "1")),
+            int(env.get("LOCAL_RANK", "0")),
+        )
+
+    @property
+    def many(self) -> bool:
+        return self.world_size > 1
+
+    def mine(self, shard: int) -> bool:
+        """Whether this rank computes shard ``shard`` (round robin: similar work per rank)."""
+        return shard % self.world_size == self.rank
+
+    def _group(self):
+        import datetime
+
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=self.TIMEOUT_S))
+            self._own_group = True
+        return dist
+
+    def barrier(self) -> None:
+        if self.many:
+            self._group().barrier()
+
+    def totals(self, tokens: int, seconds: float, shards: int) -> tuple[int, float, int]:
+        """(tokens and shards computed, summed over ranks; the longest rank's seconds)."""
+        if not self.many:
+            return tokens, seconds, shards
+        import torch
+
+        dist = self._group()
+        sums = torch.tensor([tokens, shards], dtype=torch.float64)
+        longest = torch.tensor([seconds], dtype=torch.float64)
+        dist.all_reduce(sums)
+        dist.all_reduce(longest, op=dist.ReduceOp.MAX)
+        return int(sums[0]), float(longest[0]), int(sums[1])
+
+    def check_same_plan(self, meta_path: Path, settings_sha: str) -> None:
+        """Refuse to run when rank 0 planned a different store (other arguments per rank)."""
+        if read_json(meta_path).get("settings_sha256") != settings_sha:
+            raise InputError(
+                f"rank {self.rank} was started with other settings than rank 0.",
+                path=meta_path.parent,
+                fix="start every rank with the same arguments.",
+            )
+
+    def close(self) -> None:
+        if self._own_group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+            self._own_group = False
 
 
 @stage_function(EmbedConfig)
@@ -379,9 +528,11 @@ def _long_sequence_policy(window: int) -> dict[str, Any]:
 
 def _store_identity(meta: dict) -> dict:
     """What makes a store one command's store, from its ``meta.json``: format version, model,
-    layers, dtype, input, shard size and long-sequence policy (``settings_sha256`` is its hash)."""
+    layers, dtype, input, shard size, long-sequence policy and, when not float32, the dtype the
+    model ran in (``settings_sha256`` is its hash; float32 stores keep the hash they had before
+    ``compute_dtype`` was recorded)."""
     model = meta.get("model", {})
-    return {
+    identity = {
         "format_version": meta.get("format_version"),
         "model": {"id": model.get("id"), "revision": model.get("revision")},
         "layers": meta.get("layers"),
@@ -390,6 +541,14 @@ def _store_identity(meta: dict) -> dict:
         "shard_size": meta.get("shard_size"),
         "long_sequence_policy": meta.get("long_sequence_policy"),
     }
+    if meta.get("compute_dtype", "float32") != "float32":
+        identity["compute_dtype"] = meta["compute_dtype"]
+    return identity
+
+
+def _compute_dtype(lm: LoadedModel) -> str:
+    """Name of the dtype the model's weights (and so its forward pass) use."""
+    return str(next(lm.model.parameters()).dtype).removeprefix("torch.")
 
 
 def _check_out_dir(out: Path, meta: dict) -> None:

@@ -381,9 +381,10 @@ def _convert_bin(src: Path, out: Path, digest: str) -> None:
     else:
         tensors, dropped = {k: v.contiguous() for k, v in state.items()}, []
     out.mkdir(parents=True, exist_ok=True)
-    for name in _TOKENIZER_FILES:
+    for name in _TOKENIZER_FILES:  # atomic: another process may convert into the same cache
         if (src / name).is_file():
-            shutil.copyfile(src / name, out / name)
+            with atomic_path(out / name) as tmp:
+                shutil.copyfile(src / name, tmp)
     write_json(out / "config.json", config)
     # lm_head.decoder.weight is tied to the word embeddings; safetensors refuses shared storage
     with atomic_path(out / "model.safetensors") as tmp:

@@ -51,7 +51,8 @@ class BatchTopKSAE(TopKFamily):
         xc = self._xc(x_n)
         pre = self._selection_pre(xc)
         idx, mask = self._batch_select(pre)
-        vals = sparse_encode(xc, self.W_enc, self.b_enc, idx).relu() * mask
+        exact = self._exact(pre.gather(1, idx))
+        vals = sparse_encode(xc, self.W_enc, self.b_enc, idx, exact).relu() * mask
         if self.training:
             with torch.no_grad():
                 selected = vals[mask & (vals > 0)]

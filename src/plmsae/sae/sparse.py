@@ -72,11 +72,17 @@ def _scatter_rows(idx: Tensor, coef: Tensor, a: Tensor, n_rows: int) -> Tensor:
 
 class SparseEncode(torch.autograd.Function):
     """``vals[b, j] = x[b] . W_enc[idx[b, j]] + b_enc[idx[b, j]]`` (pre-activations of the
-    selected latents, exact in the weights' dtype)."""
+    selected latents, exact in the weights' dtype). ``values``: those pre-activations when the
+    caller already has them in the weights' dtype (the selection matmul ran in it): they are
+    used as they are instead of being computed again; the backward pass is the same."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, W_enc: Tensor, b_enc: Tensor, idx: Tensor) -> Tensor:
+    def forward(
+        ctx, x: Tensor, W_enc: Tensor, b_enc: Tensor, idx: Tensor, values: Tensor | None = None
+    ) -> Tensor:
         ctx.save_for_backward(x, W_enc, idx)
+        if values is not None:
+            return values.to(W_enc.dtype, copy=True)
         return _sampled_rowdot(idx, x, W_enc) + b_enc[idx]
 
     @staticmethod
@@ -91,7 +97,7 @@ class SparseEncode(torch.autograd.Function):
         if ctx.needs_input_grad[2]:
             g_b = torch.zeros(W_enc.shape[0], dtype=g.dtype, device=g.device)
             g_b.index_add_(0, idx.reshape(-1), g.reshape(-1))
-        return g_x, g_W, g_b, None
+        return g_x, g_W, g_b, None, None
 
 
 class SparseDecode(torch.autograd.Function):
@@ -114,8 +120,12 @@ class SparseDecode(torch.autograd.Function):
         return None, g_vals, g_W
 
 
-def sparse_encode(x: Tensor, W_enc: Tensor, b_enc: Tensor, idx: Tensor) -> Tensor:
-    return SparseEncode.apply(x, W_enc, b_enc, idx)
+def sparse_encode(
+    x: Tensor, W_enc: Tensor, b_enc: Tensor, idx: Tensor, values: Tensor | None = None
+) -> Tensor:
+    """Pre-activations ``[B, k]`` of latents ``idx`` with a sparse backward pass
+    (:class:`SparseEncode`; ``values``: already computed in the weights' dtype)."""
+    return SparseEncode.apply(x, W_enc, b_enc, idx, values)
 
 
 def sparse_decode(idx: Tensor, vals: Tensor, W_dec: Tensor) -> Tensor:

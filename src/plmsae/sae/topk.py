@@ -52,6 +52,12 @@ class TopKFamily(SAE):
         x1[:, :-1] = xc
         return x1 @ W.t()
 
+    def _exact(self, selected: Tensor) -> Tensor | None:
+        """The selection's pre-activations when they are exact (computed in the weights' dtype),
+        so that :func:`sparse_encode` need not compute them again; None after bfloat16
+        selection."""
+        return selected if selected.dtype == self.W_enc.dtype else None
+
     def _augmented_encoder(self, dtype) -> Tensor:
         W = torch.empty(self.cfg.d_sae, self.cfg.d_in + 1, dtype=dtype, device=self.W_enc.device)
         W[:, :-1] = self.W_enc.detach()
@@ -137,6 +143,8 @@ class TopKSAE(TopKFamily):
     def training_loss(self, x_n: Tensor, y_n: Tensor, state: TrainState) -> tuple[Tensor, dict]:
         xc = self._xc(x_n)
         pre = self._selection_pre(xc)
-        idx = pre.topk(self.k, dim=-1, sorted=False).indices
-        vals = sparse_encode(xc, self.W_enc, self.b_enc, idx).relu()
-        return self._finish(idx, vals, xc, pre, y_n, state)
+        top = pre.topk(self.k, dim=-1, sorted=False)
+        vals = sparse_encode(
+            xc, self.W_enc, self.b_enc, top.indices, self._exact(top.values)
+        ).relu()
+        return self._finish(top.indices, vals, xc, pre, y_n, state)

@@ -8,7 +8,14 @@ normalisation; :meth:`~Trainer.load_checkpoint`; the step loop; :meth:`~Trainer.
 One obvious loop: shuffled batches stream from the store (bounded memory), each step is
 ``loss.backward()`` through the architecture's ``training_loss`` (TopK family: sparse backward, see
 :mod:`plmsae.sae.sparse`), fused Adam, learning-rate warm-up then linear decay over the last 20%,
-dead-latent counters (AuxK). Every ``checkpoint_every`` steps, and when interrupted (Ctrl-C: the
+dead-latent counters (AuxK).
+
+Budget: ``--tokens``, or by default until the FVE stops improving (:class:`Plateau`): the FVE of
+each batch, measured before the step learns from it, is averaged over the last tenth of the steps
+and compared with the tenth before; once the gain is below 0.002 (after at least 250 steps) the
+learning rate decays to 0 over the next ``decay_fraction / (1 - decay_fraction)`` of the steps
+done, and training stops. At most ``max(one pass, 50,000 steps)``. The choice is logged, with a
+warning when the store holds fewer than 100 tokens per latent. Every ``checkpoint_every`` steps, and when interrupted (Ctrl-C: the
 current step is finished first), the full state (weights, Adam moments, step, dead counters, RNG,
 data position) goes to ``OUT/checkpoint/`` in safetensors + JSON; the same command started again
 continues bit-exactly where the checkpoint left it. Under ``torchrun`` each rank reads its own part
@@ -68,6 +75,13 @@ DEFAULT_DEAD_STEPS = 200  # the paper: a latent is dead after 200 steps without 
 LEVELS = ("residue", "protein")
 TRANSCODER_TARGETS = ("next", "difference")
 SELECT_DTYPES = ("auto", "float32", "bfloat16")
+#: default budget (``--tokens`` not given): see :class:`Plateau`
+PLATEAU_MIN_STEPS = 250
+PLATEAU_MAX_STEPS = 50_000
+PLATEAU_CHECK_EVERY = 50
+PLATEAU_TOL = 0.002
+#: fewer tokens per latent than this in the store: warn (many latents die or fit noise)
+SMALL_STORE_TOKENS_PER_LATENT = 100
 MINIMA = {  # the smallest value that makes sense, per option
     **dict.fromkeys(("latents", "k", "batch_size", "tokens", "dead_tokens", "log_every"), 1),
     **dict.fromkeys(("warmup_steps", "checkpoint_every", "auxk_alpha", "stop_after_steps"), 0),
@@ -108,13 +122,17 @@ class TrainConfig(StageConfig):
         "paper) or 'none'.",
     )
     batch_size: int = option(4096, help="Global batch size in tokens.")
-    lr: float | None = option(None, help="Peak learning rate; default 2e-4 / sqrt(latents / 2^14).")
+    lr: float | None = option(None, help="Peak learning rate; default 1e-3 / sqrt(latents / 2^14).")
     tokens: int | None = option(
         None,
-        help="Training budget in tokens (residues or proteins); default one pass over the store.",
+        help="Training budget in tokens (residues or proteins); default: until the training FVE "
+        "stops improving (at least 250 steps, at most one pass or 50,000 steps, whichever is "
+        "more).",
     )
     warmup_steps: int | None = option(
-        None, help="Learning-rate warm-up steps; default min(1000, 5% of steps)."
+        None,
+        help="Learning-rate warm-up steps; default min(1000, 5% of the steps, or of one pass "
+        "but at least 50 when --tokens is not given).",
     )
     decay_fraction: float = option(
         0.2, help="Fraction of the steps at the end over which the learning rate decays to 0."
@@ -235,14 +253,20 @@ class TrainSettings:
     matryoshka_prefixes: list[int] | None
     select_dtype: str
     world_size: int
+    stop: str | None = None  # "plateau": tokens is the most; stop when the FVE stops improving
 
     @property
     def steps(self) -> int:
+        """Steps of the budget (for ``stop="plateau"``: the most steps)."""
         return max(1, self.tokens // self.batch_size)
 
     def digest(self) -> str:
-        """The settings hash recorded in cfg.json and in checkpoints."""
-        return sha256_json(asdict(self))
+        """The settings hash recorded in cfg.json and in checkpoints (``stop`` only when set,
+        so that runs with a fixed budget keep the hash they had before it existed)."""
+        d = asdict(self)
+        if d["stop"] is None:
+            del d["stop"]
+        return sha256_json(d)
 
 
 @dataclass
@@ -288,15 +312,69 @@ class TrainingStopped(RuntimeError):
         self.step = step
 
 
-def lr_at(step: int, base_lr: float, total: int, warmup: int, decay_fraction: float) -> float:
+def lr_at(
+    step: int,
+    base_lr: float,
+    total: int,
+    warmup: int,
+    decay_fraction: float,
+    decay_start: int | None = None,
+) -> float:
     """Linear warm-up over ``warmup`` steps, constant, linear decay to 0 over the last
-    ``decay_fraction`` of the steps."""
+    ``decay_fraction`` of the ``total`` steps (from ``decay_start`` when given)."""
     if warmup and step < warmup:
         return base_lr * (step + 1) / warmup
-    decay_start = int(total * (1 - decay_fraction))
-    if decay_fraction > 0 and step >= decay_start:
+    if decay_start is None:
+        decay_start = int(total * (1 - decay_fraction))
+        if decay_fraction <= 0:
+            return base_lr
+    if step >= decay_start:
         return base_lr * max(total - step, 0) / max(total - decay_start, 1)
     return base_lr
+
+
+class Plateau:
+    """The default budget: stop once the FVE stops improving.
+
+    ``observe(fve)`` takes the FVE of each training batch, measured before the step learns from
+    it (on the first pass over the data that is FVE on unseen tokens). Every
+    :data:`PLATEAU_CHECK_EVERY` steps from :data:`PLATEAU_MIN_STEPS` on, the mean over the last
+    tenth of the steps done is compared with the mean over the tenth before; a gain below
+    :data:`PLATEAU_TOL` is a plateau (the comparison is scale-free: the same gain per doubling of
+    the steps stops a short and a long run alike). Then the learning rate decays linearly to 0
+    from that step (``decay_start``) over ``decay_fraction / (1 - decay_fraction)`` of the steps
+    done (the fraction of the run a fixed budget would spend decaying), and training ends at
+    ``stop_step``. Without a plateau ``stop_step`` stays at the most steps allowed.
+    """
+
+    def __init__(self, max_steps: int, decay_fraction: float):
+        self.max_steps = max_steps
+        self.decay_fraction = decay_fraction
+        self.history: list[float] = []
+        self.decay_start: int | None = None
+        self.stop_step = max_steps
+
+    def observe(self, fve: float) -> bool:
+        """Record one step's FVE; True when this step found the plateau."""
+        self.history.append(fve)
+        t = len(self.history)
+        if self.decay_start is not None or t < PLATEAU_MIN_STEPS or t % PLATEAU_CHECK_EVERY:
+            return False
+        a, b = int(0.8 * t), int(0.9 * t)
+        gain = sum(self.history[b:]) / (t - b) - sum(self.history[a:b]) / (b - a)
+        if gain >= PLATEAU_TOL:
+            return False
+        f = min(self.decay_fraction, 0.5)
+        decay = max(1, round(t * f / (1 - f))) if f > 0 else 0
+        self.decay_start, self.stop_step = t, min(t + decay, self.max_steps)
+        return True
+
+    def state(self) -> dict[str, Any]:
+        return {"decay_start": self.decay_start, "stop_step": self.stop_step}
+
+    def restore(self, state: dict[str, Any], history: list[float]) -> None:
+        self.decay_start, self.stop_step = state["decay_start"], state["stop_step"]
+        self.history = list(history)
 
 
 def dist_env() -> tuple[int, int, int]:
@@ -362,12 +440,15 @@ class Trainer:
         self.interrupts = _Interrupts()
         self.stop_requested = False  # a Ctrl-C on any rank, agreed at the last step
         self.at_step_boundary = True
+        self.plateau: Plateau | None = None  # the default budget (stop="plateau")
 
     # ------------------------------------------------------------------ the run
     def fit(self) -> TrainResult:
         """Resolve, reuse a finished run or build (and resume), train, save."""
         self.settings = self.resolve()
         self.settings_hash = self.settings.digest()
+        if self.settings.stop == "plateau":
+            self.plateau = Plateau(self.settings.steps, self.settings.decay_fraction)
         prepare_out_dir(self.out)
         done = self.finished()
         if done is not None:
@@ -378,9 +459,7 @@ class Trainer:
         self.build()
         resumed_from = self.load_checkpoint()
         if resumed_from is not None:
-            log.info(
-                "resuming from %s at step %d of %d", self.ckpt, resumed_from, self.settings.steps
-            )
+            log.info("resuming from %s at step %d of %d", self.ckpt, resumed_from, self.stop_step)
         self.reset_metrics(resumed=resumed_from is not None)
         self.run_steps()
         return self.finish(resumed_from_step=resumed_from)
@@ -391,8 +470,7 @@ class Trainer:
         selection dtype, resolved against the store, the device and the ranks."""
         cfg = self.cfg
         layer = self.resolve_layer()
-        tokens = self.resolve_tokens()
-        steps = max(1, tokens // cfg.batch_size)
+        tokens, stop, warmup = self.resolve_budget()
         self.device = self.resolve_device()
         topk = cfg.arch in TOPK_FAMILY
         dead_tokens = cfg.dead_tokens
@@ -408,7 +486,7 @@ class Trainer:
             batch_size=cfg.batch_size,
             lr=cfg.lr if cfg.lr is not None else default_lr(cfg.latents),
             tokens=tokens,
-            warmup_steps=min(1000, steps // 20) if cfg.warmup_steps is None else cfg.warmup_steps,
+            warmup_steps=warmup if cfg.warmup_steps is None else cfg.warmup_steps,
             decay_fraction=cfg.decay_fraction,
             seed=cfg.seed,
             auxk_alpha=cfg.auxk_alpha if topk else 0.0,
@@ -418,21 +496,48 @@ class Trainer:
             matryoshka_prefixes=cfg.matryoshka_prefixes or None,
             select_dtype=self.resolve_select_dtype(),
             world_size=self.world_size,
+            stop=stop,
         )
 
-    def resolve_tokens(self) -> int:
-        """``--tokens``, or one pass over the store."""
+    def resolve_budget(self) -> tuple[int, str | None, int]:
+        """(tokens, stop, default warm-up steps): ``--tokens`` (stop None), or by default until
+        the FVE stops improving (stop "plateau"; tokens = the most: one pass or
+        :data:`PLATEAU_MAX_STEPS` steps, whichever is more). Logs the choice; warns when the
+        store is small for the number of latents."""
         cfg, src = self.cfg, self.source
-        if cfg.tokens is not None:
-            return cfg.tokens
         n_available = int(src.n_tokens if cfg.level == "residue" else len(src))
+        unit = "residues" if cfg.level == "residue" else "proteins"
+        if n_available and n_available < SMALL_STORE_TOKENS_PER_LATENT * cfg.latents:
+            log.warning(
+                "the store holds %s %s for %s latents (fewer than %d per latent): expect dead "
+                "latents and latents that fit noise; fewer latents (at most %s) or more proteins "
+                "would suit it better",
+                f"{n_available:,}",
+                unit,
+                f"{cfg.latents:,}",
+                SMALL_STORE_TOKENS_PER_LATENT,
+                f"{max(1, n_available // SMALL_STORE_TOKENS_PER_LATENT):,}",
+            )
+        if cfg.tokens is not None:
+            return cfg.tokens, None, min(1000, max(1, cfg.tokens // cfg.batch_size) // 20)
         if not n_available:
             raise InputError(
                 "the store does not say how many tokens it holds.",
                 path=cfg.store,
                 fix="pass --tokens.",
             )
-        return n_available
+        pass_steps = max(1, n_available // cfg.batch_size)
+        most = max(pass_steps, PLATEAU_MAX_STEPS)
+        log.info(
+            "budget (no --tokens): train until the FVE stops improving, at least %s and at most "
+            "%s steps of %s %s (one pass over the store = %s steps); pass --tokens to fix it",
+            f"{PLATEAU_MIN_STEPS:,}",
+            f"{most:,}",
+            f"{cfg.batch_size:,}",
+            unit,
+            f"{pass_steps:,}",
+        )
+        return most * cfg.batch_size, "plateau", min(1000, max(50, pass_steps // 20))
 
     def resolve_select_dtype(self) -> str:
         """bfloat16 selection on GPUs and CPUs with fast bfloat16 when ``auto``."""
@@ -537,7 +642,7 @@ class Trainer:
         sae.select_dtype = s.select_dtype  # type: ignore[assignment]
         self.loss_scale = self.init_normalisation(sae)
         sae.to(self.device)
-        self.opt = torch.optim.Adam(sae.parameters(), lr=s.lr, betas=(0.9, 0.999), fused=True)
+        self.opt = torch.optim.Adam(sae.parameters(), lr=s.lr, fused=True)
         self.tokens_since_fired = torch.zeros(s.latents, dtype=torch.int64, device=self.device)
 
     def sae_config(self, d_in: int, d_out: int) -> SAEConfig:
@@ -619,6 +724,8 @@ class Trainer:
         y_n = sae.normalise(y)[0] if not cfg.is_transcoder else sae.normalise_target(y)
         mean = y_n.mean(0)
         sae.b_dec.copy_(mean)
+        if not cfg.is_transcoder:
+            init_from_data(sae, y_n - mean, torch.Generator().manual_seed(self.settings.seed))
         fit_encoder_scale(sae, x, y_n - mean)
         return float(1.0 / (y_n - mean).pow(2).sum(1).mean().clamp_min(1e-12))
 
@@ -638,6 +745,8 @@ class Trainer:
                     torch.as_tensor(val).detach().cpu().contiguous()
                 )
         tensors["tokens_since_fired"] = self.tokens_since_fired.cpu().contiguous()
+        if self.plateau is not None:
+            tensors["plateau_fve"] = torch.tensor(self.plateau.history, dtype=torch.float64)
         tensors["rng.cpu"] = torch.get_rng_state()
         if torch.cuda.is_available() and sae.device.type == "cuda":
             tensors["rng.cuda"] = torch.cuda.get_rng_state(sae.device)
@@ -654,6 +763,8 @@ class Trainer:
             "cfg": sae.cfg.to_dict(),
             "state_sha256": sha256_file(self.ckpt / CKPT_STATE),
         }
+        if self.plateau is not None:
+            meta["plateau"] = self.plateau.state()
         write_json(self.ckpt / CKPT_META, meta)
 
     def load_checkpoint(self) -> int | None:
@@ -689,6 +800,8 @@ class Trainer:
         if "rng.cuda" in t and sae.device.type == "cuda":
             torch.cuda.set_rng_state(t["rng.cuda"], sae.device)
         self.tokens_since_fired = t["tokens_since_fired"].to(dev)
+        if self.plateau is not None:
+            self.plateau.restore(meta["plateau"], t["plateau_fve"].tolist())
         self.step, self.elapsed, self.loss_scale = (
             meta["step"],
             meta["elapsed_s"],
@@ -728,11 +841,12 @@ class Trainer:
         self.t_start, self.tok_start = time.perf_counter(), self.step * self.settings.batch_size
         with self.interrupts.deferred(), self._metrics_log() as log_fh, self._progress() as bar:
             try:
-                while self.step < self.settings.steps:
+                while self.step < self.stop_step:
                     self.check_stop()
                     x, y = next(data)
                     self.at_step_boundary = False
                     lr, stats, info = self.train_step(module, x, y)
+                    self.observe(stats, bar)
                     if self.rank == 0:
                         self.record(lr, stats, info, log_fh, bar)
                     self.at_step_boundary = True
@@ -741,6 +855,27 @@ class Trainer:
             except (TrainingStopped, KeyboardInterrupt):
                 self.on_interrupt()
                 raise
+
+    @property
+    def stop_step(self) -> int:
+        """The step training ends at: the budget, or where the plateau rule put it."""
+        return self.plateau.stop_step if self.plateau is not None else self.settings.steps
+
+    def observe(self, stats: Tensor, bar) -> None:
+        """Feed this step's FVE (all-reduced: every rank decides alike) to the plateau rule."""
+        if self.plateau is None:
+            return
+        fve = 1.0 - float(stats[0]) / max(float(stats[3]), 1e-12)
+        if self.plateau.observe(fve):
+            log.info(
+                "the FVE stopped improving at step %d (gain below %s over the last tenth of the "
+                "steps): the learning rate decays to 0 by step %d",
+                self.step,
+                PLATEAU_TOL,
+                self.stop_step,
+            )
+            if bar is not None:
+                bar.update(self.task, total=self.stop_step)
 
     def check_stop(self) -> None:
         """Raise at a step boundary when asked to stop (``stop_after_steps`` or Ctrl-C)."""
@@ -757,7 +892,8 @@ class Trainer:
         x = x.to(dev, non_blocking=True)
         x_n, _ = sae.normalise(x)
         y_n = x_n if y is None else sae.normalise_target(y.to(dev, non_blocking=True))
-        lr = lr_at(self.step, s.lr, s.steps, s.warmup_steps, s.decay_fraction)
+        decay_start = self.plateau.decay_start if self.plateau is not None else None
+        lr = lr_at(self.step, s.lr, self.stop_step, s.warmup_steps, s.decay_fraction, decay_start)
         for g in self.opt.param_groups:
             g["lr"] = lr
         self.state.step = self.step
@@ -809,7 +945,7 @@ class Trainer:
         for name, v in (("fve", fve), ("l0", l0)):
             self.ema[name] = v if name not in self.ema else 0.9 * self.ema[name] + 0.1 * v
         tps = self.tokens_per_s()
-        if log_fh is not None and (step % self.cfg.log_every == 0 or step == s.steps):
+        if log_fh is not None and (step % self.cfg.log_every == 0 or step == self.stop_step):
             rec = {
                 "step": step,
                 "tokens": step * s.batch_size,
@@ -831,10 +967,7 @@ class Trainer:
     def checkpoint_due(self) -> bool:
         every = self.cfg.checkpoint_every
         return (
-            bool(every)
-            and self.step % every == 0
-            and self.step < self.settings.steps
-            and self.rank == 0
+            bool(every) and self.step % every == 0 and self.step < self.stop_step and self.rank == 0
         )
 
     def on_interrupt(self) -> None:
@@ -848,7 +981,7 @@ class Trainer:
                 "stopped at step %d of %d: checkpoint written to %s; re-run the same command "
                 "to resume",
                 self.step,
-                self.settings.steps,
+                self.stop_step,
                 self.ckpt,
             )
 
@@ -868,7 +1001,7 @@ class Trainer:
         with progress() as bar:
             self.task = bar.add_task(
                 f"train {self.settings.arch}",
-                total=self.settings.steps,
+                total=self.stop_step,
                 completed=self.step,
                 rate="",
             )
@@ -887,6 +1020,19 @@ class Trainer:
         return float((self.tokens_since_fired >= self.settings.dead_tokens).float().mean())
 
     # ------------------------------------------------------------------ finish
+    def budget_record(self) -> dict[str, Any]:
+        """How the number of steps was chosen (cfg.json ``training.budget``)."""
+        if self.plateau is None:
+            return {"rule": "tokens", "steps": self.settings.steps}
+        return {
+            "rule": "plateau",
+            "most_steps": self.plateau.max_steps,
+            "plateau_step": self.plateau.decay_start,
+            "steps": self.stop_step,
+            "min_steps": PLATEAU_MIN_STEPS,
+            "tolerance": PLATEAU_TOL,
+        }
+
     def finish(self, resumed_from_step: int | None) -> TrainResult:
         """Record settings and metrics in the SAE's config, write it (rank 0), drop the
         checkpoint unless ``keep_checkpoint``."""
@@ -912,6 +1058,7 @@ class Trainer:
             "world_size": self.world_size,
             "dead_latents_never_fired_in_last_tokens": s.dead_tokens,
             "proteins": proteins_record(self.source, self.cfg.store),
+            "budget": self.budget_record(),
         }
         sae.cfg.metrics = {"train": metrics}
         sae.eval()
@@ -956,6 +1103,21 @@ def proteins_record(source: ActivationSource, store: Path | None) -> dict[str, A
 def _norm_scale(x: Tensor) -> float:
     """The scalar that makes E||x * scale|| = sqrt(d)."""
     return float(math.sqrt(x.shape[1]) / x.norm(dim=1).mean().clamp_min(1e-12))
+
+
+@torch.no_grad()
+def init_from_data(sae: SAE, centred: Tensor, generator: torch.Generator) -> None:
+    """Start the decoder rows (and the tied encoder rows) at distinct sampled training vectors
+    ``centred [N, d]`` (minus their mean, unit norm) instead of random directions: every latent
+    then starts where data lies, so early steps already reconstruct (held-out FVE after 10
+    steps of 4,096 residues: 0.59 instead of 0.52 at 1,024 latents on the demo store). Latents
+    beyond ``N`` keep their random start."""
+    n = min(sae.cfg.d_sae, len(centred))
+    rows = torch.randperm(len(centred), generator=generator)[:n]
+    D = centred[rows]
+    D = D / D.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    sae.W_dec[:n] = D.to(sae.W_dec.dtype)
+    sae.W_enc[:n] = D.to(sae.W_enc.dtype)
 
 
 @torch.no_grad()
