@@ -1,5 +1,5 @@
-"""Acceptance of the default budget on real activations (validation: about half an hour on 2
-cores, too long for CI; run by hand with ``pytest -m validation``).
+"""Acceptance of the default budget on real activations (validation: 51 minutes on one shared
+core, too long for CI; run by hand with ``pytest -m validation``).
 
 The first 600 proteins of the bundled demo set, embedded with the offline ESM-2 8M model at
 layer 4 (~180,000 residues); ``plmsae train`` with its defaults at 2,560 latents and k = 32 (the
