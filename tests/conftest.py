@@ -159,14 +159,3 @@ def family_fasta():
     """:func:`write_family_fasta`, as a fixture (test folders cannot import each other's conftest)."""
     return write_family_fasta
 
-
-def pytest_collection_modifyitems(config, items):
-    """Start the tests that declare a long timeout first (the demo: about 10 minutes), so that
-    under ``pytest -n 2`` the other worker runs the rest meanwhile instead of both waiting on the
-    demo at the end. The sort is stable: every other test keeps its order."""
-
-    def declared_timeout(item) -> float:
-        marker = item.get_closest_marker("timeout")
-        return float(marker.args[0]) if marker and marker.args else 0.0
-
-    items.sort(key=declared_timeout, reverse=True)
