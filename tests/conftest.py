@@ -158,4 +158,3 @@ def write_family_fasta(
 def family_fasta():
     """:func:`write_family_fasta`, as a fixture (test folders cannot import each other's conftest)."""
     return write_family_fasta
-
