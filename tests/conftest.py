@@ -158,3 +158,16 @@ def write_family_fasta(
 def family_fasta():
     """:func:`write_family_fasta`, as a fixture (test folders cannot import each other's conftest)."""
     return write_family_fasta
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _sigint_as_in_a_terminal():
+    """Python's own Ctrl-C handler for the session. A shell without job control starts
+    background jobs with SIGINT ignored, and Python keeps that; plmsae rightly leaves an ignored
+    SIGINT alone, so the Ctrl-C tests need the handler a terminal session has."""
+    import signal
+
+    previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
