@@ -97,6 +97,7 @@ class FakeLLM:
                     fake.in_flight += 1
                     fake.peak = max(fake.peak, fake.in_flight)
                     crowded = fake.max_parallel is not None and fake.in_flight > fake.max_parallel
+                self.in_flight = True
                 try:
                     if fake.on_request is not None:
                         fake.on_request(n)
@@ -112,6 +113,13 @@ class FakeLLM:
                         time.sleep(1.0 if fault == "slow" else 30.0)
                     self.answer(body, fault)
                 finally:
+                    self.release()
+
+            def release(self):
+                """Leave the in-flight count once, before the reply goes out: a client that
+                has its reply may send the next request before this thread runs again."""
+                if self.in_flight:
+                    self.in_flight = False
                     with fake.lock:
                         fake.in_flight -= 1
 
@@ -132,6 +140,7 @@ class FakeLLM:
 
             def send_json(self, code: int, obj: dict):
                 data = json.dumps(obj).encode()
+                self.release()
                 self.send_response(code)
                 self.send_header("content-type", "application/json")
                 if code != 200:
