@@ -37,6 +37,22 @@ def test_layout_and_activation_map_drop_silent_features():
     assert fm.build_map("none", None, sp.csr_matrix(acts), 60) is None
 
 
+@pytest.mark.parametrize("sparse", [False, True])
+def test_cosine_knn_is_exact_and_puts_each_row_first(sparse):
+    from sklearn.neighbors import NearestNeighbors
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((300, 40)) * (rng.random((300, 40)) < 0.3)
+    x[7] = 0  # a row with no direction is still its own nearest
+    idx, dist = fm.cosine_knn(sp.csr_matrix(x) if sparse else x, 10, block=64)
+    assert idx.shape == dist.shape == (300, 10) and (idx[:, 0] == np.arange(300)).all()
+    assert (np.diff(dist, axis=1) >= 0).all() and dist[:, 0] == pytest.approx(0, abs=1e-6)
+    ref_d, _ = NearestNeighbors(n_neighbors=10, metric="cosine").fit(x).kneighbors(x)
+    live = np.flatnonzero(np.abs(x).sum(1) > 0)
+    # the same neighbour distances as sklearn's brute-force search (ties may swap indices)
+    np.testing.assert_allclose(dist[live, 1:], ref_d[live, 1:], atol=1e-5)
+
+
 def test_map_data_categories_and_pages():
     fmap = fm.FeatureMap(
         np.array([0, 1, 2]), np.array([[0.0, 0.0], [1.0, 2.0], [2.0, 1.0]]), "decoder", 0.1

@@ -162,3 +162,16 @@ def test_unknown_format_version_is_refused(tiny_store, version):
     assert message.startswith(f"{tiny_store}: activation store format version {version!r}")
     assert "it reads version 1" in message and f"plmsae {meta['plmsae_version']}" in message
     assert "Fix: open it with the plmsae version that wrote it, or re-embed" in message
+
+
+def test_streaming_reads_leave_no_shard_mapped(tiny_store):
+    """Whole-shard reads (training batches, analysis passes) copy the shard and let the file go:
+    a mapping kept per shard made the association's memory grow with the store."""
+    store = ActivationStore(tiny_store)
+    layer = store.layers[0]
+    kept = [x for _, x in store.iter_residues(layer=layer)]
+    next(iter(store.batches(4, layer=layer, seed=0)))
+    shards = {str(p.resolve()) for p in (tiny_store / "shards").glob("*.safetensors")}
+    with open("/proc/self/maps") as fh:
+        mapped = {line.split()[-1] for line in fh if len(line.split()) >= 6}
+    assert kept and shards and not shards & mapped

@@ -190,9 +190,8 @@ def calibration_sample(
         total += lengths[ids[i]]
         if total >= max_rows:
             break
-    parts = [
-        np.asarray(x, dtype=np.float32) for _, x in store.iter_residues(layer=layer, ids=chosen)
-    ]
+    # copies: a view would keep its whole shard alive, and the chosen proteins span every shard
+    parts = [np.array(x, dtype=np.float32) for _, x in store.iter_residues(layer=layer, ids=chosen)]
     x = np.concatenate(parts) if parts else np.zeros((0, store.d_model), np.float32)
     if len(x) > max_rows:
         x = x[rng.choice(len(x), max_rows, replace=False)]

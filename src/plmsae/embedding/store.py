@@ -188,12 +188,18 @@ class ActivationStore:
             raise KeyError(f"protein {pid!r} is not in the store {self.path}") from None
 
     def _handle(self, s: int):
-        from safetensors import safe_open
-
         h = self._handles.get(s)
         if h is not None:
             self._handles.move_to_end(s)
             return h
+        h = self._handles[s] = self._open(s)
+        if len(self._handles) > self._max_open:
+            self._handles.popitem(last=False)
+        return h
+
+    def _open(self, s: int):
+        from safetensors import safe_open
+
         file = self.path / self._shards[s]["file"]
         try:
             h = safe_open(str(file), framework="pt")
@@ -203,9 +209,6 @@ class ActivationStore:
                 path=self.path,
                 fix=_REPAIR,
             ) from e
-        self._handles[s] = h
-        if len(self._handles) > self._max_open:
-            self._handles.popitem(last=False)
         return h
 
     def _tensor(self, s: int, name: str, start: int | None = None, stop: int | None = None):
@@ -214,12 +217,16 @@ class ActivationStore:
             # Whole-shard reads feed training and analysis: check the shard's bytes once per
             # process (as cheap as the read itself), so a damaged shard is named, not trained on.
             self._verify_shard(s)
-        h = self._handle(s)
         try:
             if start is None:
-                t = h.get_tensor(name)
-            else:
-                t = h.get_slice(name)[start:stop]
+                # A private handle, dropped after the copy: a cached one keeps every shard read
+                # mapped, and memory then grows with the store instead of staying at one shard.
+                t = self._open(s).get_tensor(name)
+                f = t.float()
+                return f.clone() if f is t else f
+            t = self._handle(s).get_slice(name)[start:stop]
+        except InputError:
+            raise
         except Exception as e:
             raise InputError(
                 f"shard {self._shards[s]['file']}: cannot read {name} ({e}).",
