@@ -8,7 +8,12 @@ a child process of its own (its peak resident memory is the child's ``ru_maxrss`
 - ``train``: ``plmsae train`` on that store, 2,048 latents, k = 32, ``--steps`` steps of 4,096
   residues (the same number of steps at every size: the memory of a step, not of the budget);
 - ``associate``: ``plmsae associate`` with that SAE, the GO terms and the GO ontology, random
-  split (no MMseqs2 run), neuron and random baselines.
+  split (no MMseqs2 run), neuron and random baselines; also the peak of each of its steps
+  (``step_peak_rss_mib``: the kernel's high-water mark, reset before each step through
+  ``/proc/self/clear_refs``, Linux only; "between steps": the most outside them, that is what
+  loading takes before the first and what stays resident from one to the next)
+  and the number of (source, feature, concept) pairs it tested (``tested_pairs``: the rows of
+  ``associations.parquet``, which the statistics step holds).
 
     PYTHONPATH=src python benchmarks/memory.py --sizes 1000,4000 --json
 """
@@ -54,6 +59,7 @@ def inputs(n: int, tmp: Path) -> tuple[Path, Path, int]:
 def child(stage: str, tmp: Path, layer: int, steps: int) -> dict:
     """Run one stage here; return its figures and this process's peak memory."""
     import plmsae
+    from plmsae.analysis import assocdir
 
     t0 = time.perf_counter()
     out: dict = {}
@@ -72,6 +78,8 @@ def child(stage: str, tmp: Path, layer: int, steps: int) -> dict:
         )
         out["fve"] = r.metrics["fve"]
     else:
+        out["step_peak_rss_mib"] = peaks = {}
+        _track_step_peaks(peaks)
         r = plmsae.associate(
             tmp / "sae",
             tmp / "store",
@@ -81,9 +89,47 @@ def child(stage: str, tmp: Path, layer: int, steps: int) -> dict:
             split_method="random",
         )
         out["step_s"] = r.timings
+        out["tested_pairs"] = _rows(tmp / "assoc" / assocdir.ASSOCIATIONS)
     out["seconds"] = time.perf_counter() - t0
-    out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # the resets of the step peaks reset ru_maxrss too: the whole run's peak is the largest
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["peak_rss_mib"] = max([peak, *out.get("step_peak_rss_mib", {}).values()])
     return out
+
+
+def _rows(parquet: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return int(pq.read_metadata(parquet).num_rows)
+
+
+def _track_step_peaks(peaks: dict[str, float]) -> None:
+    """Wrap each timed step of the associator so that ``peaks[step]`` gets its peak RSS (MiB)."""
+    from plmsae.analysis import associate
+
+    def high_water_mib() -> float:
+        with open("/proc/self/status") as fh:
+            line = next(x for x in fh if x.startswith("VmHWM:"))
+        return int(line.split()[1]) / 1024
+
+    def reset() -> None:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")  # the high-water mark drops to the current RSS
+
+    for step, _ in associate.TIMED_STEPS:
+        method = getattr(associate.Associator, step)
+
+        def wrapped(self, _method=method, _step=step):
+            # model loading before the first step, writing between steps
+            peaks["between steps"] = max(peaks.get("between steps", 0), round(high_water_mib()))
+            reset()
+            try:
+                return _method(self)
+            finally:
+                peaks[_step] = round(high_water_mib())
+                reset()
+
+        setattr(associate.Associator, step, wrapped)
 
 
 def measure(n: int, args: argparse.Namespace) -> dict:

@@ -110,9 +110,11 @@ def test_enrichment_matches_loop():
     np.testing.assert_array_equal(res["n_active"], A.sum(axis=0))
 
 
+@pytest.mark.parametrize("chunk", [None, 2])
 @pytest.mark.parametrize("route", ["dense", "sparse"])
-def test_score_features_against_brute_force(route, monkeypatch):
-    # both product routes: BLAS on dense feature rows, sparse x sparse otherwise
+def test_score_features_against_brute_force(route, chunk, monkeypatch):
+    # both product routes: BLAS on dense feature rows, sparse x sparse otherwise; all features
+    # at once and two at a time (each chunk builds its own tables)
     monkeypatch.setattr(stats._Concepts, "DENSE_MIN_DENSITY", 0.0 if route == "dense" else 2.0)
     rng = np.random.default_rng(4)
     n, F = 400, 5
@@ -133,6 +135,7 @@ def test_score_features_against_brute_force(route, monkeypatch):
         thresholds=thresholds,
         min_concept=5,
         min_both=3,
+        chunk=chunk,
     )
     fmax = dense.max(axis=0)
     seen = 0

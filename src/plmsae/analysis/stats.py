@@ -57,6 +57,10 @@ def hypergeom_sf(k, N, K, n, *, rtol: float = 1e-16) -> np.ndarray:
 
 _KERNEL: dict[str, Any] = {}
 
+#: most features scored at once: each chunk builds its own binarised tables and ranks, so that
+#: they never exist for every feature at once
+FEATURE_CHUNK = 1024
+
 
 def _sf_kernel():
     """Compile (once, cached on disk by numba) the per-pair tail-sum loop."""
@@ -353,7 +357,7 @@ def score_features(
 
     Returns flat arrays over tested pairs (feature, concept, threshold, n_active, n_concept,
     n_both, n_population, p_value, q_value, precision, recall, f1, odds_ratio, auroc, f1_select)."""
-    acts = sp.csr_matrix(acts, dtype=np.float32)
+    acts = sp.csc_matrix(acts, dtype=np.float32)  # column blocks of features are cheap
     concepts = sp.csr_matrix(concepts, dtype=np.int64)
     concept_category = np.asarray(concept_category)
     split = np.asarray(split)
@@ -381,7 +385,7 @@ def score_features(
         if len(rows_sel) == 0 or len(rows_rep) == 0:
             continue
         scorer = _CategoryScorer(acts, concepts, cols, rows_sel, rows_rep, cutoffs, thresholds)
-        size = chunk or max(1, int(2e7 // (len(cols) * len(thresholds))))
+        size = chunk or min(FEATURE_CHUNK, max(1, int(2e7 // (len(cols) * len(thresholds)))))
         cat_start = len(out["feature"])
         for a in range(0, n_feat, size):
             fs = slice(a, min(a + size, n_feat))
@@ -444,59 +448,63 @@ def testable_concepts(
 
 
 class _CategoryScorer:
-    """The selection and report tables of one category, prepared once for all features:
-    binarised activations per threshold, activity counts, ranks for the AUROC."""
+    """The concept side of one category, prepared once; the feature side (binarised
+    activations per threshold, activity counts, ranks for the AUROC) is built per chunk of
+    features in :meth:`score`, so that only one chunk's tables are held at a time (memory
+    grows with the activations of one chunk, not with all of them times the thresholds)."""
 
     def __init__(self, acts, concepts, cols, rows_sel, rows_rep, cutoffs, thresholds):
-        n_feat = acts.shape[1]
-        self.cols, self.thresholds, self.n_rep = cols, thresholds, len(rows_rep)
+        self.acts, self.rows_sel, self.rows_rep = acts, rows_sel, rows_rep  # acts: CSC
+        self.cols, self.cutoffs, self.thresholds = cols, cutoffs, thresholds
+        self.n_rep = len(rows_rep)
         c_sel = concepts[rows_sel][:, cols]
         c_rep = concepts[rows_rep][:, cols]
         self.nc_sel = np.asarray(c_sel.sum(axis=0)).ravel().astype(np.int64)
         self.nc_rep = np.asarray(c_rep.sum(axis=0)).ravel().astype(np.int64)
-        a_sel, a_rep = acts[rows_sel], acts[rows_rep]
-        # one 0/1 matrix per threshold, transposed to [F, proteins] for the products
-        self.bin_sel = [binarize(a_sel, cut).T.tocsr() for cut in cutoffs]
-        self.bin_rep = [binarize(a_rep, cut).T.tocsr() for cut in cutoffs]
-        self.nact_sel = np.stack([np.diff(b.indptr) for b in self.bin_sel])  # [T, F]
-        self.nact_rep = np.stack([np.diff(b.indptr) for b in self.bin_rep])
-        self.nonzero_rep = binarize(a_rep, np.zeros(n_feat)).T.tocsr()
-        self.nnz_rep = np.diff(self.nonzero_rep.indptr)
-        self.ranks_rep = column_ranks(a_rep).T.tocsr()  # [F, proteins]
         self.c_sel, self.c_rep = _Concepts(c_sel), _Concepts(c_rep)
 
     def score(self, fs: slice, min_both: int) -> dict[str, np.ndarray] | None:
         """Counts, threshold and AUROC of the tested pairs of features ``fs`` (None: none)."""
-        f_sel = np.stack([self.c_sel.counts(b[fs]) for b in self.bin_sel])  # [T, f, c]
-        f1 = 2.0 * f_sel / (self.nact_sel[:, fs, None] + self.nc_sel[None, None, :]).clip(min=1)
+        block = self.acts[:, fs]
+        a_sel, a_rep = block[self.rows_sel], block[self.rows_rep]
+        cutoffs = self.cutoffs[:, fs]
+        # one 0/1 matrix per threshold, transposed to [f, proteins] for the products
+        bin_sel = [binarize(a_sel, cut).T.tocsr() for cut in cutoffs]
+        nact_sel = np.stack([np.diff(b.indptr) for b in bin_sel])  # [T, f]
+        f_sel = np.stack([self.c_sel.counts(b) for b in bin_sel])  # [T, f, c]
+        del bin_sel
+        f1 = 2.0 * f_sel / (nact_sel[:, :, None] + self.nc_sel[None, None, :]).clip(min=1)
         best = np.argmax(f1, axis=0)  # first maximum = the lower threshold on ties
         f1_best = np.take_along_axis(f1, best[None], axis=0)[0]
         del f_sel, f1
         both = np.zeros(best.shape, dtype=np.int64)
-        for t, b in enumerate(self.bin_rep):
+        nact_rep = np.zeros_like(nact_sel)
+        for t, cut in enumerate(cutoffs):
+            b = binarize(a_rep, cut).T.tocsr()
+            nact_rep[t] = np.diff(b.indptr)
             pick = best == t
             if pick.any():
-                both[pick] = self.c_rep.counts(b[fs])[pick]
+                both[pick] = self.c_rep.counts(b)[pick]
         tested = (f1_best > 0) & (both >= min_both)
         fi, ci = np.nonzero(tested)
         if len(fi) == 0:
             return None
         t_idx = best[fi, ci]
-        feat = fi + fs.start
-        rank_sum = self.c_rep.sums(self.ranks_rep[fs])[fi, ci]
-        pos_nonzero = self.c_rep.counts(self.nonzero_rep[fs])[fi, ci]
+        nonzero_rep = binarize(a_rep, np.zeros(a_rep.shape[1])).T.tocsr()
+        rank_sum = self.c_rep.sums(column_ranks(a_rep).T.tocsr())[fi, ci]
+        pos_nonzero = self.c_rep.counts(nonzero_rep)[fi, ci]
         nc = self.nc_rep[ci]
         return {
-            "feature": feat,
+            "feature": fi + fs.start,
             "concept": self.cols[ci],
             "threshold": self.thresholds[t_idx],
-            "n_active": self.nact_rep[t_idx, feat],
+            "n_active": nact_rep[t_idx, fi],
             "n_concept": nc,
             "n_both": both[fi, ci],
             "n_population": np.full(len(fi), self.n_rep),
             "f1_select": f1_best[fi, ci],
             "auroc": auroc_from_rank_sums(
-                rank_sum, pos_nonzero, self.nnz_rep[feat], nc, self.n_rep
+                rank_sum, pos_nonzero, np.diff(nonzero_rep.indptr)[fi], nc, self.n_rep
             ),
         }
 

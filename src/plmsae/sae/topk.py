@@ -4,7 +4,8 @@ Training step on a normalised batch ``x [B, d]``:
 
 1. pre-activations ``[B, d_sae]`` without autograd (the dense encoder matmul, optionally in
    bfloat16 for the *selection* only: ``select_dtype``),
-2. the k largest per token, their exact values recomputed in float32 by :func:`sparse_encode`,
+2. the k largest per token (:func:`~plmsae.sae.rowtopk.topk_rows`), their exact values
+   recomputed in float32 by :func:`sparse_encode`,
 3. decode with ``embedding_bag``; gradients of W_enc / W_dec / the values are sparse
    (:mod:`plmsae.sae.sparse`),
 4. AuxK: the ``k_aux = d_out/2`` largest pre-activations among dead latents reconstruct the
@@ -20,6 +21,7 @@ from torch import Tensor
 
 from plmsae._util import InputError
 from plmsae.sae.base import SAE, TrainState, remove_parallel_grad_, unit_norm_rows_
+from plmsae.sae.rowtopk import topk_rows
 from plmsae.sae.sparse import sparse_decode, sparse_encode, to_dense
 
 
@@ -75,7 +77,7 @@ class TopKFamily(SAE):
         scale = min(dead.numel() / k_aux, 1.0)
         k_aux = min(k_aux, dead.numel())
         with torch.no_grad():
-            _, j = pre.index_select(1, dead).topk(k_aux, dim=-1, sorted=False)
+            _, j = topk_rows(pre.index_select(1, dead), k_aux)
             aux_idx = dead[j]
         aux_vals = sparse_encode(xc, self.W_enc, self.b_enc, aux_idx).relu()
         e_hat = sparse_decode(aux_idx, aux_vals, self.W_dec)
@@ -131,20 +133,18 @@ class TopKSAE(TopKFamily):
     arch = "topk"
 
     def activation(self, pre: Tensor) -> Tensor:
-        vals, idx = pre.topk(self.k, dim=-1, sorted=False)
+        vals, idx = topk_rows(pre, self.k)
         return to_dense(idx, vals.relu(), self.cfg.d_sae)
 
     def encode_sparse(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``(vals [..., k], idx [..., k])`` instead of dense codes."""
         x_n, _ = self.normalise(x)
-        vals, idx = self.pre_acts(x_n).topk(self.k, dim=-1, sorted=False)
+        vals, idx = topk_rows(self.pre_acts(x_n), self.k)
         return vals.relu(), idx
 
     def training_loss(self, x_n: Tensor, y_n: Tensor, state: TrainState) -> tuple[Tensor, dict]:
         xc = self._xc(x_n)
         pre = self._selection_pre(xc)
-        top = pre.topk(self.k, dim=-1, sorted=False)
-        vals = sparse_encode(
-            xc, self.W_enc, self.b_enc, top.indices, self._exact(top.values)
-        ).relu()
-        return self._finish(top.indices, vals, xc, pre, y_n, state)
+        top_vals, top_idx = topk_rows(pre, self.k)
+        vals = sparse_encode(xc, self.W_enc, self.b_enc, top_idx, self._exact(top_vals)).relu()
+        return self._finish(top_idx, vals, xc, pre, y_n, state)

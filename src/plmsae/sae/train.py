@@ -63,6 +63,7 @@ from plmsae.sae.base import NORMALISATIONS, SAE, SAEConfig, TrainState, default_
 from plmsae.sae.checkpoint import CFG_FILE, is_checkpoint, load_sae, save_sae
 from plmsae.sae.data import ActivationSource
 from plmsae.sae.hooks import hook_point
+from plmsae.sae.rowtopk import topk_rows
 
 log = logging.getLogger(__name__)
 
@@ -1132,7 +1133,7 @@ def fit_encoder_scale(sae: SAE, x: Tensor, target: Tensor, n: int = 2048) -> Non
     x_n = sae.normalise(x[:n])[0]
     pre = sae.pre_acts(x_n)
     if sae.cfg.k:
-        vals, idx = pre.topk(min(sae.cfg.k, pre.shape[1]), dim=-1, sorted=False)
+        vals, idx = topk_rows(pre, min(sae.cfg.k, pre.shape[1]))
         recon = torch.nn.functional.embedding_bag(
             idx, sae.W_dec, per_sample_weights=vals.relu(), mode="sum"
         )
