@@ -57,6 +57,7 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
+from _peaks import track_step_peaks
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -267,6 +268,8 @@ def pipeline(n_proteins: int, n_features: int, seed: int, tmp: Path) -> dict:
         )
     )
     save_sae(sae, tmp / "sae")
+    peaks: dict[str, float] = {}
+    track_step_peaks(peaks)
     t0 = time.perf_counter()
     result = associate(
         tmp / "sae",
@@ -335,6 +338,8 @@ def scale_child(tmp: Path) -> dict:
     from plmsae.analysis.assocdir import ASSOCIATIONS, activation_file
     from plmsae.analysis.associate import associate
 
+    peaks: dict[str, float] = {}
+    track_step_peaks(peaks)
     t0 = time.perf_counter()
     result = associate(
         tmp / "sae",
@@ -353,7 +358,12 @@ def scale_child(tmp: Path) -> dict:
         "step_s": result.timings,
         "sae_nonzero_activations": int(acts.nnz),
         "pairs_tested": pq.ParquetFile(result.out / ASSOCIATIONS).metadata.num_rows,
-        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        # the per-step resets reset ru_maxrss too: the whole run's peak is the largest
+        "peak_rss_gib": max(
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+            *(v / 1024 for v in peaks.values()),
+        ),
+        "step_peak_rss_gib": {k: round(v / 1024, 2) for k, v in peaks.items()},
     }
 
 

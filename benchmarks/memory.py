@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _peaks import track_step_peaks
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 
@@ -79,7 +81,7 @@ def child(stage: str, tmp: Path, layer: int, steps: int) -> dict:
         out["fve"] = r.metrics["fve"]
     else:
         out["step_peak_rss_mib"] = peaks = {}
-        _track_step_peaks(peaks)
+        track_step_peaks(peaks)
         r = plmsae.associate(
             tmp / "sae",
             tmp / "store",
@@ -101,35 +103,6 @@ def _rows(parquet: Path) -> int:
     import pyarrow.parquet as pq
 
     return int(pq.read_metadata(parquet).num_rows)
-
-
-def _track_step_peaks(peaks: dict[str, float]) -> None:
-    """Wrap each timed step of the associator so that ``peaks[step]`` gets its peak RSS (MiB)."""
-    from plmsae.analysis import associate
-
-    def high_water_mib() -> float:
-        with open("/proc/self/status") as fh:
-            line = next(x for x in fh if x.startswith("VmHWM:"))
-        return int(line.split()[1]) / 1024
-
-    def reset() -> None:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")  # the high-water mark drops to the current RSS
-
-    for step, _ in associate.TIMED_STEPS:
-        method = getattr(associate.Associator, step)
-
-        def wrapped(self, _method=method, _step=step):
-            # model loading before the first step, writing between steps
-            peaks["between steps"] = max(peaks.get("between steps", 0), round(high_water_mib()))
-            reset()
-            try:
-                return _method(self)
-            finally:
-                peaks[_step] = round(high_water_mib())
-                reset()
-
-        setattr(associate.Associator, step, wrapped)
 
 
 def measure(n: int, args: argparse.Namespace) -> dict:
