@@ -70,18 +70,18 @@ def test_run_reuses_and_recomputes_only_what_changed(tmp_path, small_data, tiny_
     run_pipeline(_config(tmp_path, small_data, tiny_esm_dir))
     assert _mtimes(run) == before  # nothing recomputed
 
-    run_pipeline(_config(tmp_path, small_data, tiny_esm_dir, latents=32))
+    run_pipeline(_config(tmp_path, small_data, tiny_esm_dir, latents=128))
     after = _mtimes(run)
     assert after["store/meta.json"] == before["store/meta.json"]  # embedding reused
     for key in before:
         if key.startswith("L"):
             assert after[key] != before[key], key  # SAE and everything after it recomputed
     summary = json.loads((run / "L2" / "assoc" / "summary.json").read_text())
-    assert summary["sae"]["n_features"] == 32
+    assert summary["sae"]["n_features"] == 128
 
     rows = compare([run], html=tmp_path / "compare.html").rows
     assert [r["layer"] for r in rows] == [2]
-    assert all(r["sources"]["sae"]["n_features"] == 32 for r in rows)
+    assert all(r["sources"]["sae"]["n_features"] == 128 for r in rows)
     explain = json.loads((run / "L2" / "assoc" / "summary.json").read_text())["explain"]
     sim = (explain.get("sources") or {}).get("sae", {}).get("simulation_r") or {}
     assert rows[0]["explain"]["sae"] == sim.get("median")
