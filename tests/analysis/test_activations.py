@@ -41,7 +41,8 @@ def test_random_directions_match_target_density():
     z = torch.zeros(100, 5)
     z[:10, 0] = 1.0
     z[:30, 1] = 1.0  # features 2-4 dead: left out of the median
-    assert baselines.median_live_density(z) == pytest.approx(0.2)
+    for rows in (7, 1024):  # in pieces of 7 rows and at once
+        assert baselines.median_live_density(lambda x: x, z, rows=rows) == pytest.approx(0.2)
     np.testing.assert_allclose(np.linalg.norm(rand.directions, axis=1), 1.0, rtol=1e-5)
 
 

@@ -110,12 +110,16 @@ def test_enrichment_matches_loop():
     np.testing.assert_array_equal(res["n_active"], A.sum(axis=0))
 
 
-@pytest.mark.parametrize("chunk", [None, 2])
+@pytest.mark.parametrize("chunking", ["none", "features", "nonzeros"])
 @pytest.mark.parametrize("route", ["dense", "sparse"])
-def test_score_features_against_brute_force(route, chunk, monkeypatch):
+def test_score_features_against_brute_force(route, chunking, monkeypatch):
     # both product routes: BLAS on dense feature rows, sparse x sparse otherwise; all features
-    # at once and two at a time (each chunk builds its own tables)
+    # at once, two at a time, and as many as fit in 350 non-zeros (each feature has ~160, so
+    # chunks of one and two; each chunk builds its own tables)
     monkeypatch.setattr(stats._Concepts, "DENSE_MIN_DENSITY", 0.0 if route == "dense" else 2.0)
+    if chunking == "nonzeros":
+        monkeypatch.setattr(stats, "NONZERO_CHUNK", 350)
+    chunk = 2 if chunking == "features" else None
     rng = np.random.default_rng(4)
     n, F = 400, 5
     dense = rng.exponential(size=(n, F)) * (rng.random((n, F)) < 0.4)
@@ -235,3 +239,11 @@ def test_max_concept_fraction_excludes_general_concepts():
     tested_cap = score_features(acts, concepts, cats, split, max_concept_fraction=0.1)
     assert set(tested_all["concept"].tolist()) == {0, 1}
     assert set(tested_cap["concept"].tolist()) == {1}
+
+
+def test_feature_chunks_respect_both_budgets():
+    indptr = np.cumsum([0, 5, 1, 1, 9, 0, 0, 2])  # non-zeros per column: 5 1 1 9 0 0 2
+    chunks = stats.feature_chunks(indptr, max_features=3, max_nonzero=6)
+    assert [(c.start, c.stop) for c in chunks] == [(0, 2), (2, 3), (3, 4), (4, 7)]
+    assert [(c.start, c.stop) for c in stats.feature_chunks(indptr, 100, 10**9)] == [(0, 7)]
+    assert stats.feature_chunks(np.zeros(1, dtype=int), 4, 4) == []

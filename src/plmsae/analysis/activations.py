@@ -28,9 +28,24 @@ class _SparseRows:
         self.parts.append(sp.csr_matrix(block.numpy().astype(np.float32, copy=False)))
 
     def matrix(self) -> sp.csr_matrix:
-        if not self.parts:
-            return sp.csr_matrix((0, self.n_cols), dtype=np.float32)
-        return sp.vstack(self.parts, format="csr", dtype=np.float32)
+        """The rows added so far as one CSR matrix; the pieces are freed as they are copied in
+        (``sp.vstack`` would hold every piece and the result at once: twice the matrix)."""
+        n_rows = sum(p.shape[0] for p in self.parts)
+        nnz = sum(p.nnz for p in self.parts)
+        data = np.empty(nnz, dtype=np.float32)
+        indices = np.empty(nnz, dtype=np.int64 if nnz > np.iinfo(np.int32).max else np.int32)
+        indptr = np.zeros(n_rows + 1, dtype=indices.dtype)
+        row = at = 0
+        self.parts.reverse()
+        while self.parts:
+            p = self.parts.pop()
+            data[at : at + p.nnz] = p.data
+            indices[at : at + p.nnz] = p.indices
+            rows = slice(row + 1, row + 1 + p.shape[0])
+            indptr[rows] = p.indptr[1:]
+            indptr[rows] += at
+            row, at = row + p.shape[0], at + p.nnz
+        return sp.csr_matrix((data, indices, indptr), shape=(n_rows, self.n_cols))
 
 
 def triples(codes, width: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -166,7 +181,8 @@ def protein_activations(
     if row_ids != list(ids):  # the store streams in its own order: put rows in ``ids`` order
         where = {pid: i for i, pid in enumerate(row_ids)}
         perm = np.array([where[p] for p in ids], dtype=np.int64)
-        out = {name: m[perm] for name, m in out.items()}
+        for name in out:  # one source at a time: each old matrix goes as its copy is made
+            out[name] = out[name][perm]
     return out, {name: p.double().numpy() for name, p in peak.items()}
 
 

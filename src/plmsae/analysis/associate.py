@@ -466,7 +466,7 @@ class Associator:
             )
         for s, m in self.pooled_.items():
             with atomic_path(activation_file(self.out, s)) as tmp:
-                sp.save_npz(tmp, m.astype(np.float32), compressed=True)
+                sp.save_npz(tmp, m.astype(np.float32, copy=False), compressed=True)
         self.features_ = self._feature_table(profile)
         _write_parquet(self.features_, self.out / assocdir.FEATURES)
         peaks = {s: v.tolist() for s, v in self.peaks_.items()}
@@ -494,7 +494,7 @@ class Associator:
         neuron = base.NeuronBaseline(store.d_model, cfg.neuron_baseline).calibrate(sample)
         encoders["neuron"] = (neuron.encode, neuron.n_features)
         with torch.no_grad():
-            density = base.median_live_density(sae.encode(sample))
+            density = base.median_live_density(sae.encode, sample)
         rand = base.RandomDirections(store.d_model, self.n_random, seed=cfg.seed)
         encoders["random"] = (rand.calibrate(sample, density).encode, self.n_random)
         self.directions_ |= {"neuron": neuron.directions, "random": rand.directions}
@@ -558,9 +558,13 @@ class Associator:
         with progress() as bar:
             for s, m in self.pooled_.items():
                 task = bar.add_task(f"statistics {s}", total=2 * m.shape[1], rate="")
-                main = self._score_source(s, m, ("validation", "test"), bar, task)
+                # the swapped scoring first, kept as its associated pairs only: the two whole
+                # tables never exist at once
                 swapped = self._score_source(s, m, ("test", "validation"), bar, task)
-                tables.append(mark_replicated(main, swapped))
+                replicated = associated_pairs(swapped)
+                del swapped
+                main = self._score_source(s, m, ("validation", "test"), bar, task)
+                tables.append(mark_replicated(main, replicated))
         self.associations_ = (
             pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=ASSOC_COLUMNS)
         )
@@ -582,7 +586,7 @@ class Associator:
         cfg = self.cfg
         protein_cols = (self.concepts_["category"] != "residue").to_numpy()
         categories = self.concepts_["category"].to_numpy()
-        done = 0 if roles[1] == "test" else acts.shape[1]
+        done = 0 if roles[1] == "validation" else acts.shape[1]
         res = score_features(
             acts,
             self.annotation_matrix_[:, protein_cols],
@@ -596,15 +600,19 @@ class Associator:
             report_split=roles[1],
             progress_cb=lambda category, n, total: bar.update(task, completed=done + n),
         )
-        cidx = np.flatnonzero(protein_cols)[res["concept"]]
-        df = pd.DataFrame({k: res[k] for k in res if k not in ("concept", "f1_select")})
-        df.insert(0, "source", source)
-        df.insert(2, "concept", self.concepts_["concept"].to_numpy()[cidx])
-        df.insert(3, "category", categories[cidx])
-        df["f1_validation"] = res["f1_select"]
-        df["split"] = roles[1]
-        df["replicated"] = False
-        return df[ASSOC_COLUMNS]
+        cidx = np.flatnonzero(protein_cols)[res.pop("concept")]
+        n = len(cidx)
+        columns = res | {
+            "source": np.full(n, source, dtype=object),
+            "concept": self.concepts_["concept"].to_numpy()[cidx],
+            "category": categories[cidx],
+            "f1_validation": res.pop("f1_select"),
+            "split": np.full(n, roles[1], dtype=object),
+            "replicated": np.zeros(n, dtype=bool),
+        }
+        # the arrays become the columns as they are (no copy into blocks: the table is the
+        # largest object of the run)
+        return pd.DataFrame({k: columns[k] for k in ASSOC_COLUMNS}, copy=False)
 
     def residue_statistics(self) -> pd.DataFrame:
         """``residue_associations.parquet``: InterPLM-style residue scores of UniProt residue
@@ -855,18 +863,22 @@ class Associator:
         return self._seq_map
 
 
-def mark_replicated(main: pd.DataFrame, swapped: pd.DataFrame) -> pd.DataFrame:
-    """``main`` (pairs reported on test) with ``replicated`` = associated there AND in
-    ``swapped`` (the same source scored with the splits' roles swapped)."""
+def _associated(df: pd.DataFrame) -> np.ndarray:
+    return ((df["q_value"] < Q_MAX) & (df["precision"] >= PRECISION_MIN)).to_numpy()
 
-    def associated(df: pd.DataFrame) -> pd.Series:
-        return (df["q_value"] < Q_MAX) & (df["precision"] >= PRECISION_MIN)
 
-    keys = swapped.loc[associated(swapped), ["feature", "concept"]]
-    hit = pd.MultiIndex.from_frame(main[["feature", "concept"]]).isin(
-        pd.MultiIndex.from_frame(keys)
-    )
-    return main.assign(replicated=associated(main).to_numpy() & hit)
+def associated_pairs(table: pd.DataFrame) -> pd.MultiIndex:
+    """(feature, concept) of the associated pairs of one source's table."""
+    return pd.MultiIndex.from_frame(table.loc[_associated(table), ["feature", "concept"]])
+
+
+def mark_replicated(main: pd.DataFrame, replicated: pd.MultiIndex) -> pd.DataFrame:
+    """``main`` (pairs reported on test) with ``replicated`` = associated there AND among
+    ``replicated`` (the associated pairs of the same source scored with the splits' roles
+    swapped, :func:`associated_pairs`)."""
+    hit = pd.MultiIndex.from_frame(main[["feature", "concept"]]).isin(replicated)
+    main["replicated"] = _associated(main) & hit
+    return main
 
 
 @stage_function(AssociateConfig)

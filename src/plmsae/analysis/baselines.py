@@ -25,6 +25,8 @@ Each baseline has ``directions`` ([n_features, d] unit vectors in the model's sp
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
@@ -101,10 +103,17 @@ class RandomDirections:
         return self.weight.T.numpy().astype(np.float32)
 
 
-def median_live_density(z: torch.Tensor) -> float:
-    """Median over features with any activation of the fraction of rows where they fire
-    (``z`` [m, F] from the SAE on a calibration sample). Dead features are left out so that a
-    partly dead SAE does not make the random baseline artificially silent."""
-    dens = (z > 0).float().mean(dim=0)
+def median_live_density(
+    encode: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, rows: int = 1024
+) -> float:
+    """Median over features with any activation of the fraction of rows where they fire, for
+    the codes ``encode(x)`` [m, F] of the SAE on a calibration sample ``x`` [m, d]. Dead features
+    are left out so that a partly dead SAE does not make the random baseline artificially
+    silent. Encoded ``rows`` at a time: all m codes at once would take m x F x 4 bytes (1.2 GiB
+    at 16,384 rows and 20,000 features)."""
+    fired = torch.zeros((), dtype=torch.int64)
+    for a in range(0, len(x), rows):
+        fired = fired + (encode(x[a : a + rows]) > 0).sum(dim=0)
+    dens = fired.float() / max(1, len(x))  # float32, as the mean of 0/1 codes was
     live = dens[dens > 0]
     return float(np.median(live.numpy())) if len(live) else 0.0

@@ -60,6 +60,10 @@ _KERNEL: dict[str, Any] = {}
 #: most features scored at once: each chunk builds its own binarised tables and ranks, so that
 #: they never exist for every feature at once
 FEATURE_CHUNK = 1024
+#: most non-zero activations in one chunk (unless one feature alone has more): a chunk's
+#: tables and AUROC ranks take about 100 bytes per non-zero, and the dense neuron and random
+#: baselines have as many non-zeros in a few hundred features as a sparse SAE in thousands
+NONZERO_CHUNK = 1 << 21
 
 
 def _sf_kernel():
@@ -387,8 +391,7 @@ def score_features(
         scorer = _CategoryScorer(acts, concepts, cols, rows_sel, rows_rep, cutoffs, thresholds)
         size = chunk or min(FEATURE_CHUNK, max(1, int(2e7 // (len(cols) * len(thresholds)))))
         cat_start = len(out["feature"])
-        for a in range(0, n_feat, size):
-            fs = slice(a, min(a + size, n_feat))
+        for fs in feature_chunks(acts.indptr, size, NONZERO_CHUNK):
             found = scorer.score(fs, min_both)
             if found is None:
                 continue
@@ -397,9 +400,27 @@ def score_features(
             if progress_cb is not None:
                 progress_cb(category, fs.stop, n_feat)
         _add_statistics(out, cat_start)  # the whole category at once: one BH family
-    return {
-        k: (np.concatenate(v) if v else np.zeros(0, dtype=_SCORE_FIELDS[k])) for k, v in out.items()
-    }
+    # one field at a time, its pieces dropped once joined: never two copies of every field
+    return {k: _join(out.pop(k), _SCORE_FIELDS[k]) for k in list(out)}
+
+
+def _join(pieces: list[np.ndarray], dtype) -> np.ndarray:
+    return np.concatenate(pieces) if pieces else np.zeros(0, dtype=dtype)
+
+
+def feature_chunks(indptr: np.ndarray, max_features: int, max_nonzero: int) -> list[slice]:
+    """Consecutive slices covering the columns of a CSC matrix with column pointers
+    ``indptr`` [n_features + 1], each with at most ``max_features`` columns and at most
+    ``max_nonzero`` non-zeros (a column with more than that gets a slice of its own)."""
+    n_feat = len(indptr) - 1
+    chunks, start = [], 0
+    while start < n_feat:
+        # the last column boundary whose non-zeros since ``start`` fit in the budget
+        fits = int(np.searchsorted(indptr, indptr[start] + max_nonzero, side="right")) - 1
+        stop = min(max(fits, start + 1), start + max_features, n_feat)
+        chunks.append(slice(start, stop))
+        start = stop
+    return chunks
 
 
 def _testable(
