@@ -88,3 +88,26 @@ def test_coherent_feature_beats_random_sets(onto):
     assert neuron["wilcoxon_lca_depth_greater"]["p_value"] > 0.5
     assert block["n_terms_tested"] == 8 and block["draws"] == 30
     assert np.isfinite(sae["median_path_length_random"])
+
+
+def test_pairs_across_namespaces_have_no_geometry(tmp_path):
+    from plmsae.data.ontology import Ontology
+
+    text = ["format-version: 1.2", "ontology: go", ""]
+    for tid, ns, parent in [
+        ("GO:0000100", "biological_process", None),
+        ("GO:0000101", "biological_process", "GO:0000100"),
+        ("GO:0000102", "biological_process", "GO:0000100"),
+        ("GO:0000200", "molecular_function", None),
+        ("GO:0000201", "molecular_function", "GO:0000200"),
+    ]:
+        text += ["[Term]", f"id: {tid}", f"name: {tid}", f"namespace: {ns}"]
+        text += [f"is_a: {parent}"] if parent else []
+        text.append("")
+    (tmp_path / "two.obo").write_text("\n".join(text))
+    onto = Ontology.load(tmp_path / "two.obo")
+    g = coherence.TermGeometry(onto, ["GO:0000101", "GO:0000201", "GO:0000102"])
+    assert g.lca.dtype == np.int16 and g.path.dtype == np.int16
+    np.testing.assert_array_equal(g.lca, [[1, -1, 0], [-1, 1, -1], [0, -1, 1]])
+    np.testing.assert_array_equal(g.path, [[0, -1, 2], [-1, 0, -1], [2, -1, 0]])
+    assert g.set_means([np.array([0, 2])]) == (0.0, 2.0, 1)

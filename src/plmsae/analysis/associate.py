@@ -656,7 +656,9 @@ class Associator:
         """Redundancy groups of every source (:func:`.redundancy.group_features`)."""
         from plmsae.analysis.redundancy import association_cutoffs, group_features
 
-        a = self.associations_
+        # the associated rows only (both consumers filter to them): selecting one source from
+        # the whole table would copy most of it
+        a = self.associations_[_associated(self.associations_)]
         self.groups_ = {
             s: group_features(
                 m, self.directions_.get(s), association_cutoffs(m, a[a["source"] == s])
@@ -695,8 +697,9 @@ class Associator:
             self.concepts_,
             category_tested(self.concepts_, self.tested_),
         )
+        sig = assoc[_associated(assoc)]
         for s in n_features:
-            out[s]["redundancy"] = redundancy_block(self.groups_[s], assoc[assoc["source"] == s])
+            out[s]["redundancy"] = redundancy_block(self.groups_[s], sig[sig["source"] == s])
         out["headline"] = headline(
             assoc,
             self.residue_associations_ if self.level == "residue" else None,

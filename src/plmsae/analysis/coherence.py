@@ -63,18 +63,28 @@ def relation_graph(ontology: Ontology):
     return g
 
 
+#: "no value" in the geometry matrices: a pair across namespaces, or terms not connected
+MISSING = -1
+
+
 class TermGeometry:
-    """Pairwise LCA depth and path length among ``terms`` (tested GO terms), as matrices; pairs
-    across namespaces are NaN."""
+    """Pairwise LCA depth and path length among ``terms`` (tested GO terms), as int16 matrices
+    [n_terms, n_terms] filled row block by row block; pairs across namespaces are
+    :data:`MISSING`. Two bytes per pair, and no full-size temporaries: the number of tested
+    terms grows with the proteins (4,377 at 100,000 of the scale benchmark's proteins)."""
 
     def __init__(self, ontology: Ontology, terms: list[str]):
         self.terms = list(terms)
         self.index = {t: i for i, t in enumerate(self.terms)}
         self.ancestors = {t: ontology.ancestors(t) for t in self.terms}
         self.namespace = np.array([ontology.namespace(t) for t in self.terms], dtype=object)
-        same = self.namespace[:, None] == self.namespace[None, :]
-        self.lca = np.where(same, self._lca_depth(ontology), np.nan)
-        self.path = np.where(same, self._path_length(ontology), np.nan)
+        self.lca = self._lca_depth(ontology)
+        self.path = self._path_length(ontology)
+        code = np.unique(self.namespace.astype(str), return_inverse=True)[1]
+        for a in range(0, len(code), _BFS_CHUNK):
+            other = code[a : a + _BFS_CHUNK, None] != code[None, :]
+            self.lca[a : a + _BFS_CHUNK][other] = MISSING
+            self.path[a : a + _BFS_CHUNK][other] = MISSING
 
     def _lca_depth(self, ontology: Ontology) -> np.ndarray:
         depth = term_depths(ontology, self.terms)
@@ -84,12 +94,12 @@ class TermGeometry:
         for i, s in enumerate(anc):
             member[i, [universe[a] for a in s]] = True
         dep = np.array([depth[a] for a in universe], dtype=np.float64)
-        out = np.full((len(self.terms), len(self.terms)), np.nan)
+        out = np.full((len(self.terms), len(self.terms)), MISSING, dtype=np.int16)
         for i, s in enumerate(anc):
             cols = [universe[a] for a in s]
             shared = member[:, cols] * dep[cols][None, :]
             has = member[:, cols].any(axis=1)
-            out[i] = np.where(has, shared.max(axis=1), np.nan)
+            out[i] = np.where(has, shared.max(axis=1), MISSING)
         return out
 
     def _path_length(self, ontology: Ontology) -> np.ndarray:
@@ -101,11 +111,12 @@ class TermGeometry:
         where = {t: i for i, t in enumerate(nodes)}
         adj = nx.to_scipy_sparse_array(g, nodelist=nodes, format="csr")
         idx = np.array([where[t] for t in self.terms], dtype=np.int64)
-        out = np.empty((len(idx), len(idx)))
+        out = np.empty((len(idx), len(idx)), dtype=np.int16)
         for s in range(0, len(idx), _BFS_CHUNK):
             d = shortest_path(adj, unweighted=True, directed=False, indices=idx[s : s + _BFS_CHUNK])
-            out[s : s + _BFS_CHUNK] = d[:, idx]
-        return np.where(np.isinf(out), np.nan, out)
+            d = d[:, idx]
+            out[s : s + _BFS_CHUNK] = np.where(np.isinf(d), MISSING, d)
+        return out
 
     def most_specific(self, terms: list[str]) -> list[str]:
         """``terms`` without those that are an ancestor of another one of them."""
@@ -124,7 +135,9 @@ class TermGeometry:
             path.append(self.path[g[i], g[j]])
         if not lca:
             return np.nan, np.nan, 0
-        lc, pa = np.concatenate(lca), np.concatenate(path)
+        lc, pa = (np.concatenate(v).astype(np.float64) for v in (lca, path))
+        lc[lc == MISSING] = np.nan
+        pa[pa == MISSING] = np.nan
         return float(np.nanmean(lc)), float(np.nanmean(pa)), int(len(lc))
 
 
