@@ -205,3 +205,44 @@ def test_concept_filter_caps_prevalence_on_each_split_so_precision_means_fold():
     assert set(res["concept"].tolist()) == {0}
     fold = res["precision"] / (res["n_concept"] / res["n_population"])
     assert (fold[res["precision"] >= 0.5] >= 5).all()
+
+
+@pytest.mark.parametrize("entry_chunk", [7, 1 << 22])
+def test_redundancy_links_match_a_dense_computation(monkeypatch, entry_chunk):
+    # row-major arrays read a slice of entries at a time: the same links as Jaccard and cosine
+    # computed densely, with explicit zeros, empty rows and columns, and per-feature cutoffs
+    monkeypatch.setattr(redundancy, "_ENTRY_CHUNK", entry_chunk)
+    monkeypatch.setattr(redundancy, "_CELLS", 50)
+    rng = np.random.default_rng(3)
+    n, f = 120, 40
+    dense = np.where(rng.random((n, f)) < 0.15, rng.random((n, f)), 0.0).astype(np.float32)
+    dense[:, 10:20] = dense[:, :10] * (rng.random((n, 10)) < 0.95)  # near-copies
+    dense[5] = 0.0
+    dense[:, 30] = 0.0
+    acts = sp.csr_matrix(dense)
+    acts.data[::9] = 0.0  # explicit zeros stay stored
+    cut = rng.random(f) * 0.3
+    on = (acts.toarray() > cut) & (acts.toarray() != 0)
+    size = on.sum(axis=0)
+    eligible = (size >= 5) & (size <= 0.5 * n)
+    inter = on.T.astype(float) @ on
+    union = size[:, None] + size[None, :] - inter
+    jac = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+    want = {
+        (i, j)
+        for i in range(f)
+        for j in range(i + 1, f)
+        if eligible[i] and eligible[j] and jac[i, j] >= redundancy.JACCARD_MIN
+    }
+    got = redundancy.group_features(acts, None, cut)
+    assert got.n_jaccard_links == len(want) >= 3
+    for i, j in want:
+        assert got.group[i] == got.group[j]
+    assert list(np.flatnonzero(~got.live)) == [30]
+    cutoffs = redundancy.association_cutoffs(
+        -acts,  # all stored values negative: a column's max is 0 where it has zeros
+        pd.DataFrame(
+            {"feature": [0], "threshold": [0.5], "f1": [1.0], "q_value": [0.0], "precision": [1.0]}
+        ),
+    )
+    assert cutoffs[0] == 0.0

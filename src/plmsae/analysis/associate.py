@@ -59,6 +59,7 @@ from plmsae._util import (
     prepare_out_dir,
     progress,
     read_json,
+    release_freed_memory,
     sha256_file,
     sha256_json,
     write_json,
@@ -313,6 +314,7 @@ class Associator:
             start = time.perf_counter()
             getattr(self, step)()
             self.timings[key] = round(time.perf_counter() - start, 3)
+            release_freed_memory()
         self.summary()
         return self.result()
 

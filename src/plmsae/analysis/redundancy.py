@@ -37,7 +37,8 @@ JACCARD_MIN = 0.7
 JACCARD_MIN_PROTEINS = 5
 JACCARD_MAX_DENSITY = 0.5
 COSINE_MIN = 0.9
-_CHUNK = 1024
+_CELLS = 1 << 22  # scores per chunk of rows: a few dense temporaries of 16 MiB each
+_ENTRY_CHUNK = 1 << 22
 
 
 @dataclass
@@ -59,11 +60,13 @@ class Groups:
 def _pairs_above(
     score: Callable[[np.ndarray], np.ndarray], cutoff: float, n: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs (i < j) of n items with ``score(rows)[r, j]`` >= cutoff, in chunks of rows."""
+    """Pairs (i < j) of n items with ``score(rows)[r, j]`` >= cutoff, in chunks of rows of at
+    most :data:`_CELLS` scores."""
     rows: list[np.ndarray] = []
     cols: list[np.ndarray] = []
-    for s in range(0, n, _CHUNK):
-        idx = np.arange(s, min(s + _CHUNK, n))
+    step = max(1, _CELLS // max(n, 1))
+    for s in range(0, n, step):
+        idx = np.arange(s, min(s + step, n))
         sc = score(idx)
         i, j = np.nonzero(sc >= cutoff)
         i = idx[i]
@@ -75,17 +78,19 @@ def _pairs_above(
 
 
 def jaccard_pairs(
-    active: sp.spmatrix, eligible: np.ndarray, cutoff: float = JACCARD_MIN
+    active: sp.csr_matrix, eligible: np.ndarray, cutoff: float = JACCARD_MIN
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pairs (i < j) of ``eligible`` columns of the 0/1 matrix ``active`` [proteins, F] with
-    Jaccard >= ``cutoff``, computed in chunks of columns (memory: chunk x F floats)."""
+    Jaccard >= ``cutoff``, computed in chunks of columns (memory: :data:`_CELLS` floats a few
+    times, and two copies of the eligible columns' non-zeros)."""
     cols = np.flatnonzero(eligible)
     if len(cols) < 2:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    a = sp.csc_matrix(active[:, cols], dtype=np.float32)
-    a.data[:] = 1.0
-    size = np.asarray(a.sum(axis=0)).ravel()
-    at = a.T.tocsr()
+    a = _columns(sp.csr_matrix(active), cols)
+    size = np.bincount(a.indices, minlength=len(cols)).astype(np.float32)
+    # the transpose of a CSC copy is a CSR matrix of the columns: a chunk of its rows is a cheap
+    # slice, and CSR @ CSR needs no conversion per chunk
+    at = a.tocsc().T
 
     def score(idx: np.ndarray) -> np.ndarray:
         inter = (at[idx] @ a).toarray()
@@ -95,6 +100,29 @@ def jaccard_pairs(
 
     i, j = _pairs_above(score, cutoff, len(cols))
     return cols[i], cols[j]
+
+
+def _columns(x: sp.csr_matrix, cols: np.ndarray) -> sp.csr_matrix:
+    """The 0/1 CSR matrix [rows, len(cols)] of ``x``'s non-zeros in the (sorted) ``cols``,
+    built from ``x``'s arrays a slice of entries at a time (scipy's column indexing copies all
+    of ``x``, and a cumulative count over all non-zeros takes 8 bytes each)."""
+    remap = np.full(x.shape[1], -1, dtype=np.int32)
+    remap[cols] = np.arange(len(cols))
+    indices: list[np.ndarray] = []
+    indptr = np.zeros_like(x.indptr, dtype=np.int64)
+    done = 0
+    for s in range(0, x.nnz, _ENTRY_CHUNK):
+        e = min(s + _ENTRY_CHUNK, x.nnz)
+        new = remap[x.indices[s:e]]
+        keep = (new >= 0) & (x.data[s:e] != 0)
+        indices.append(new[keep])
+        # kept entries before each row start inside this slice
+        rows = slice(*np.searchsorted(x.indptr, [s, e], side="right"))
+        indptr[rows] = done + np.concatenate([[0], np.cumsum(keep)])[x.indptr[rows] - s]
+        done += len(indices[-1])
+    kept = np.concatenate(indices) if indices else np.zeros(0, np.int32)
+    data = np.ones(len(kept), dtype=np.float32)
+    return sp.csr_matrix((data, kept, indptr), shape=(x.shape[0], len(cols)))
 
 
 def cosine_pairs(
@@ -114,6 +142,16 @@ def cosine_pairs(
     return cols[i], cols[j]
 
 
+def _above(x: sp.csr_matrix, cut: np.ndarray) -> np.ndarray:
+    """[nnz] bool: each stored entry of ``x`` above its column's ``cut``, a slice of entries at
+    a time (the gathered cutoffs are float64)."""
+    on = np.empty(x.nnz, dtype=bool)
+    for s in range(0, x.nnz, _ENTRY_CHUNK):
+        e = slice(s, s + _ENTRY_CHUNK)
+        on[e] = x.data[e] > cut[x.indices[e]]
+    return on
+
+
 def group_features(
     acts: sp.spmatrix,
     directions: np.ndarray | None,
@@ -127,15 +165,21 @@ def group_features(
     """Redundancy groups of the features of ``acts`` [proteins, F] (per-protein activations),
     with active sets above ``cutoffs`` [F] (absolute; default 0), and their decoder
     ``directions`` [F, d] (None: activity links only)."""
-    x = sp.csc_matrix(acts)
+    # row-major as the activations come (a column-major copy held every non-zero twice)
+    x = sp.csr_matrix(acts)
+    if not x.has_canonical_format:
+        x = x.copy()
+        x.sum_duplicates()
     n_prot, n_feat = x.shape
-    live = np.diff(x.indptr) > 0
+    live = np.bincount(x.indices, minlength=n_feat) > 0
     cut = np.zeros(n_feat) if cutoffs is None else np.asarray(cutoffs, dtype=np.float64)
-    on = x.data > np.repeat(cut, np.diff(x.indptr))
-    active = sp.csc_matrix((on.astype(np.float32), x.indices, x.indptr), shape=x.shape)
-    active.eliminate_zeros()
-    size = np.diff(active.indptr)
+    on = _above(x, cut)
+    size = np.zeros(n_feat, dtype=np.int64)
+    for s in range(0, x.nnz, _ENTRY_CHUNK):
+        e = slice(s, s + _ENTRY_CHUNK)
+        size += np.bincount(x.indices[e][on[e]], minlength=n_feat)
     eligible = (size >= min_proteins) & (size <= max_density * n_prot)
+    active = sp.csr_matrix((on, x.indices, x.indptr), shape=x.shape)
     ji, jj = jaccard_pairs(active, eligible, jaccard_min)
     if directions is not None and len(directions) == n_feat:
         ci, cj = cosine_pairs(directions, live, cosine_min)
@@ -153,8 +197,13 @@ def association_cutoffs(acts: sp.spmatrix, assoc: pd.DataFrame) -> np.ndarray:
     """[F] absolute cutoff per feature: the threshold (fraction of the column max) of its best
     association (highest F1 among q < Q_MAX, precision >= PRECISION_MIN), 0 without one.
     ``assoc``: the source's rows of associations.parquet."""
-    x = sp.csc_matrix(acts)
-    fmax = x.max(axis=0).toarray().ravel() if x.nnz else np.zeros(x.shape[1])
+    x = sp.csr_matrix(acts)
+    # the column maxima from the row-major arrays (scipy's max over axis 0 copies x to CSC);
+    # a column with fewer stored entries than rows also holds zeros
+    stored_max = np.full(x.shape[1], -np.inf)
+    np.maximum.at(stored_max, x.indices, x.data)
+    partly_zero = np.bincount(x.indices, minlength=x.shape[1]) < x.shape[0]
+    fmax = np.where(partly_zero, np.maximum(stored_max, 0.0), stored_max)
     frac = np.zeros(x.shape[1])
     sig = assoc[(assoc["q_value"] < Q_MAX) & (assoc["precision"] >= PRECISION_MIN)]
     best = sig.sort_values("f1", ascending=False, kind="stable").drop_duplicates("feature")
