@@ -142,14 +142,16 @@ def cosine_pairs(
     return cols[i], cols[j]
 
 
-def _above(x: sp.csr_matrix, cut: np.ndarray) -> np.ndarray:
-    """[nnz] bool: each stored entry of ``x`` above its column's ``cut``, a slice of entries at
-    a time (the gathered cutoffs are float64)."""
+def _above(x: sp.csr_matrix, cut: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[nnz] bool, each stored entry of ``x`` above its column's ``cut``, and [F] how many per
+    column, a slice of entries at a time (the gathered cutoffs are float64)."""
     on = np.empty(x.nnz, dtype=bool)
+    size = np.zeros(x.shape[1], dtype=np.int64)
     for s in range(0, x.nnz, _ENTRY_CHUNK):
         e = slice(s, s + _ENTRY_CHUNK)
         on[e] = x.data[e] > cut[x.indices[e]]
-    return on
+        size += np.bincount(x.indices[e][on[e]], minlength=x.shape[1])
+    return on, size
 
 
 def group_features(
@@ -173,11 +175,7 @@ def group_features(
     n_prot, n_feat = x.shape
     live = np.bincount(x.indices, minlength=n_feat) > 0
     cut = np.zeros(n_feat) if cutoffs is None else np.asarray(cutoffs, dtype=np.float64)
-    on = _above(x, cut)
-    size = np.zeros(n_feat, dtype=np.int64)
-    for s in range(0, x.nnz, _ENTRY_CHUNK):
-        e = slice(s, s + _ENTRY_CHUNK)
-        size += np.bincount(x.indices[e][on[e]], minlength=n_feat)
+    on, size = _above(x, cut)
     eligible = (size >= min_proteins) & (size <= max_density * n_prot)
     active = sp.csr_matrix((on, x.indices, x.indptr), shape=x.shape)
     ji, jj = jaccard_pairs(active, eligible, jaccard_min)
