@@ -141,6 +141,22 @@ def test_associate_end_to_end(assoc_inputs, tmp_path):
     bp = summary["sae"]["by_category"]["GO:BP"]
     n_bp = ((concepts["category"] == "GO:BP") & (concepts["n_proteins"] >= 5)).sum()
     assert bp["n_concepts_tested"] == n_bp >= bp["n_concepts_with_tested_pair"]
+    # the counts come from the rows kept in memory and per-category tallies: they are those
+    # of the whole table on disk
+    for src in ("sae", "neuron", "random"):
+        for cat, block in summary[src]["by_category"].items():
+            if cat == "residue":
+                continue
+            rows = assoc[(assoc["source"] == src) & (assoc["category"] == cat)]
+            hits = rows[(rows["q_value"] < 0.05) & (rows["precision"] >= 0.5)]
+            assert block["n_pairs_tested"] == len(rows), (src, cat)
+            assert block["n_concepts_with_tested_pair"] == rows["concept"].nunique(), (src, cat)
+            assert block["n_pairs_associated"] == len(hits), (src, cat)
+            assert block["n_features_associated"] == hits["feature"].nunique(), (src, cat)
+        recovered = assoc.loc[(assoc["source"] == src) & (assoc["f1"] >= 0.5), "concept"]
+        values = summary["headline"]["sources"][src]["values"]
+        assert values["concepts_recovered"]["all"] == recovered.nunique(), src
+    assert summary["sae"]["by_category"]["GO:BP"]["n_pairs_tested"] > 0
     red = summary["sae"]["redundancy"]
     assert red["n_groups"] <= red["n_live_features"] <= 48 and red["jaccard_min"] == 0.7
     assert 0 < summary["settings"]["random_target_density"] <= 1
@@ -402,7 +418,14 @@ def test_engine_steps_on_loaded_inputs(assoc_inputs, tmp_path):
     assert list(eng.split().columns) == ["id", "split", "cluster", "length", "name"]
     assert set(eng.concepts()["category"]) >= {"GO:BP", "residue"}
     assert set(eng.activations()) == {"sae"}
-    assert list(eng.statistics().columns) == ASSOC_COLUMNS
+    kept = eng.statistics()
+    assert list(kept.columns) == ASSOC_COLUMNS
+    # in memory: only the rows the later steps read (associated, or F1 >= 0.5); on disk: all
+    on_disk = pd.read_parquet(tmp_path / "steps" / "associations.parquet")
+    sig = (on_disk["q_value"] < 0.05) & (on_disk["precision"] >= 0.5)
+    notable = on_disk[sig | (on_disk["f1"] >= 0.5)].reset_index(drop=True)
+    assert 0 < len(kept) < len(on_disk)
+    pd.testing.assert_frame_equal(kept.reset_index(drop=True), notable, check_dtype=False)
     assert list(eng.residue_statistics().columns) == RESIDUE_COLUMNS
     assert set(eng.redundancy()) == {"sae"}
     assert eng.coherence()["note"] == "no ontology given"  # not passed to the engine

@@ -247,3 +247,26 @@ def test_feature_chunks_respect_both_budgets():
     assert [(c.start, c.stop) for c in chunks] == [(0, 2), (2, 3), (3, 4), (4, 7)]
     assert [(c.start, c.stop) for c in stats.feature_chunks(indptr, 100, 10**9)] == [(0, 7)]
     assert stats.feature_chunks(np.zeros(1, dtype=int), 4, 4) == []
+
+
+def test_score_categories_yields_one_bh_family_at_a_time():
+    """One part per category with a tested pair, each with its own BH q-values; joined, they
+    are score_features' arrays."""
+    rng = np.random.default_rng(3)
+    n, n_feat = 300, 12
+    acts = sp.random(n, n_feat, density=0.2, random_state=3, format="csr", dtype=np.float64)
+    concepts = sp.csr_matrix((rng.random((n, 9)) < 0.15).astype(np.int8))
+    for f in range(3):  # planted: feature f fires on the carriers of concept 3 f
+        acts[:, f] = concepts[:, 3 * f].toarray() * (1 + rng.random((n, 1)))
+    cats = np.array(["GO:BP"] * 3 + ["GO:MF"] * 3 + ["family"] * 3)
+    split = np.where(np.arange(n) % 2 == 0, "validation", "test")
+    kw = {"min_concept": 5, "min_both": 2}
+    parts = list(stats.score_categories(acts, concepts, cats, split, **kw))
+    assert len(parts) == 3
+    for part, cat in zip(parts, ["GO:BP", "GO:MF", "family"]):
+        assert set(cats[part["concept"]]) == {cat}
+        q = multipletests(part["p_value"], method="fdr_bh")[1]
+        np.testing.assert_allclose(part["q_value"], q, rtol=1e-12)
+    whole = stats.score_features(acts, concepts, cats, split, **kw)
+    for k, v in whole.items():
+        np.testing.assert_array_equal(v, np.concatenate([p[k] for p in parts]), err_msg=k)

@@ -8,8 +8,9 @@ docs/design.md, stage 4).
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from plmsae._util import InputError, read_json
+from plmsae._util import InputError, atomic_path, read_json
 
 # --- file names ---------------------------------------------------------------------------------
 RUN = "run.json"
@@ -111,6 +112,32 @@ PRECISION_MIN = 0.5
 RESIDUE_F1_MIN = 0.5
 
 _FIX = "re-run `plmsae associate` to write a complete association directory."
+
+
+@contextlib.contextmanager
+def parquet_parts(path: Path, columns: list[str]) -> Iterator[Callable[[pd.DataFrame], None]]:
+    """Yield ``write(df)``, which appends the rows of ``df`` to the Parquet file ``path``, so that
+    a table written in parts is never whole in memory. The file is renamed into place when the
+    block ends without an error (:func:`plmsae._util.atomic_path`); with no rows written, it has
+    ``columns`` and no rows. Every part has the columns and dtypes of the first one with rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with atomic_path(path) as tmp, contextlib.ExitStack() as stack:
+        writers: list[pq.ParquetWriter] = []
+
+        def write(df: pd.DataFrame) -> None:
+            if not len(df):  # an empty part's str columns have no Arrow type to match
+                return
+            schema = writers[0].schema if writers else None
+            table = pa.Table.from_pandas(df, schema=schema, preserve_index=False)
+            if not writers:
+                writers.append(stack.enter_context(pq.ParquetWriter(tmp, table.schema)))
+            writers[0].write_table(table)
+
+        yield write
+        if not writers:
+            pd.DataFrame(columns=columns).to_parquet(tmp, index=False)
 
 
 def activation_file(root: Path, source: str) -> Path:

@@ -15,7 +15,8 @@
    the store, max over residues by default, with each feature's residue profile (density, top
    amino acid, position; :mod:`.specificity`) from the same pass
    (``activations/{sae,neuron,random}.npz``, ``features.parquet``; reused);
-4. statistics for every feature x concept at once (:func:`plmsae.analysis.stats.score_features`):
+4. statistics for every feature x concept, a category at a time
+   (:func:`plmsae.analysis.stats.score_categories`):
    threshold (fraction of the feature's max) chosen by F1 on ``validation``, one-sided Fisher
    p-value, BH q-value (family: source x category), precision, recall, F1, odds ratio and AUROC on
    ``test``; then once more with the two splits' roles swapped, to mark the associations that
@@ -44,6 +45,7 @@ import dataclasses
 import logging
 import shutil
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -74,8 +76,13 @@ from plmsae.analysis.assocdir import (
     activation_file,
 )
 from plmsae.analysis.baselines import NEURON_BASELINES
+from plmsae.analysis.headline import RECOVERED_F1
 from plmsae.analysis.sequence_concepts import NAMES as BUILTIN_NAMES
-from plmsae.analysis.summary import concept_coverage, summarize  # noqa: F401 (public here too)
+from plmsae.analysis.summary import (  # noqa: F401 (concept_coverage, summarize: public here too)
+    concept_coverage,
+    summarize,
+    tested_pair_counts,
+)
 from plmsae.config import StageConfig, argument, option, stage_function
 
 if TYPE_CHECKING:
@@ -555,23 +562,32 @@ class Associator:
     # -- 4. statistics ---------------------------------------------------------------------------
     def statistics(self) -> pd.DataFrame:
         """``associations.parquet``: every tested (source, feature, protein-level concept), with
-        ``replicated`` from a second scoring with the splits' roles swapped."""
-        tables = []
-        with progress() as bar:
+        ``replicated`` from a second scoring with the splits' roles swapped. It is written one
+        source and concept category at a time (a BH family each); what stays in memory is the
+        pairs the later steps read (``pairs_``, :func:`notable`) and the number of tested pairs
+        per source and category (``pair_counts_``): the whole table grows with the proteins."""
+        pairs, counts = [], []
+        with (
+            progress() as bar,
+            assocdir.parquet_parts(self.out / assocdir.ASSOCIATIONS, ASSOC_COLUMNS) as write,
+        ):
             for s, m in self.pooled_.items():
                 task = bar.add_task(f"statistics {s}", total=2 * m.shape[1], rate="")
-                # the swapped scoring first, kept as its associated pairs only: the two whole
-                # tables never exist at once
-                swapped = self._score_source(s, m, ("test", "validation"), bar, task)
-                replicated = associated_pairs(swapped)
-                del swapped
-                main = self._score_source(s, m, ("validation", "test"), bar, task)
-                tables.append(mark_replicated(main, replicated))
-        self.associations_ = (
-            pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=ASSOC_COLUMNS)
+                # the swapped scoring first, kept as its associated pairs only
+                replicated = associated_pairs(
+                    self._score_source(s, m, ("test", "validation"), bar, task)
+                )
+                for part in self._score_source(s, m, ("validation", "test"), bar, task):
+                    part = mark_replicated(part, replicated)
+                    write(part)
+                    pairs.append(part[notable(part)])
+                    counts.append(tested_pair_counts(part))
+                    del part
+        self.pairs_ = pd.concat(pairs, ignore_index=True) if pairs else _no_pairs()
+        self.pair_counts_ = (
+            pd.concat(counts, ignore_index=True) if counts else tested_pair_counts(self.pairs_)
         )
-        _write_parquet(self.associations_, self.out / assocdir.ASSOCIATIONS)
-        return self.associations_
+        return self.pairs_
 
     def _score_source(
         self,
@@ -580,16 +596,16 @@ class Associator:
         roles: tuple[str, str],
         bar: Progress,
         task: TaskID,
-    ) -> pd.DataFrame:
-        """The tested pairs of one source, threshold chosen on ``roles[0]``, reported on
-        ``roles[1]``."""
-        from plmsae.analysis.stats import score_features
+    ) -> Iterator[pd.DataFrame]:
+        """The tested pairs of one source, one concept category at a time, threshold chosen on
+        ``roles[0]``, reported on ``roles[1]``."""
+        from plmsae.analysis.stats import score_categories
 
         cfg = self.cfg
         protein_cols = (self.concepts_["category"] != "residue").to_numpy()
         categories = self.concepts_["category"].to_numpy()
         done = 0 if roles[1] == "validation" else acts.shape[1]
-        res = score_features(
+        for res in score_categories(
             acts,
             self.annotation_matrix_[:, protein_cols],
             categories[protein_cols],
@@ -601,20 +617,21 @@ class Associator:
             select_split=roles[0],
             report_split=roles[1],
             progress_cb=lambda category, n, total: bar.update(task, completed=done + n),
-        )
-        cidx = np.flatnonzero(protein_cols)[res.pop("concept")]
-        n = len(cidx)
-        columns = res | {
-            "source": np.full(n, source, dtype=object),
-            "concept": self.concepts_["concept"].to_numpy()[cidx],
-            "category": categories[cidx],
-            "f1_validation": res.pop("f1_select"),
-            "split": np.full(n, roles[1], dtype=object),
-            "replicated": np.zeros(n, dtype=bool),
-        }
-        # the arrays become the columns as they are (no copy into blocks: the table is the
-        # largest object of the run)
-        return pd.DataFrame({k: columns[k] for k in ASSOC_COLUMNS}, copy=False)
+        ):
+            cidx = np.flatnonzero(protein_cols)[res.pop("concept")]
+            n = len(cidx)
+            columns = res | {
+                "source": np.full(n, source, dtype=object),
+                "concept": self.concepts_["concept"].to_numpy()[cidx],
+                "category": categories[cidx],
+                "f1_validation": res.pop("f1_select"),
+                "split": np.full(n, roles[1], dtype=object),
+                "replicated": np.zeros(n, dtype=bool),
+            }
+            res.clear()
+            # the arrays become the columns as they are (no copy into blocks), and this frame
+            # holds none of them while the next category is scored
+            yield pd.DataFrame({k: columns.pop(k) for k in ASSOC_COLUMNS}, copy=False)
 
     def residue_statistics(self) -> pd.DataFrame:
         """``residue_associations.parquet``: InterPLM-style residue scores of UniProt residue
@@ -660,7 +677,7 @@ class Associator:
 
         # the associated rows only (both consumers filter to them): selecting one source from
         # the whole table would copy most of it
-        a = self.associations_[_associated(self.associations_)]
+        a = self.pairs_[_associated(self.pairs_)]
         self.groups_ = {
             s: group_features(
                 m, self.directions_.get(s), association_cutoffs(m, a[a["source"] == s])
@@ -678,7 +695,13 @@ class Associator:
             return self.coherence_
         rows = self.concepts_[self.tested_]
         tested = {str(c): g["concept"].tolist() for c, g in rows.groupby("category")}
-        self.coherence_ = coherence(self.ontology, self.associations_, tested, seed=self.cfg.seed)
+        self.coherence_ = coherence(
+            self.ontology,
+            self.pairs_,
+            tested,
+            sources=list(dict.fromkeys(self.pair_counts_["source"])),
+            seed=self.cfg.seed,
+        )
         return self.coherence_
 
     # -- 7. summary ------------------------------------------------------------------------------
@@ -690,11 +713,12 @@ class Associator:
         from plmsae.analysis.redundancy import redundancy_block
         from plmsae.analysis.summary import category_tested
 
-        split, assoc = self.split_, self.associations_
+        split, assoc = self.split_, self.pairs_
         n_features = {s: int(m.shape[1]) for s, m in self.pooled_.items()}
         out = summarize(
             n_features,
             assoc,
+            self.pair_counts_,
             self.residue_associations_,
             self.concepts_,
             category_tested(self.concepts_, self.tested_),
@@ -737,7 +761,7 @@ class Associator:
             parts.append(
                 feature_columns(
                     base,
-                    self.associations_[self.associations_["source"] == s],
+                    self.pairs_[self.pairs_["source"] == s],
                     res[res["source"] == s] if len(res) else res,
                     self.concepts_,
                 )
@@ -872,9 +896,21 @@ def _associated(df: pd.DataFrame) -> np.ndarray:
     return ((df["q_value"] < Q_MAX) & (df["precision"] >= PRECISION_MIN)).to_numpy()
 
 
-def associated_pairs(table: pd.DataFrame) -> pd.MultiIndex:
-    """(feature, concept) of the associated pairs of one source's table."""
-    return pd.MultiIndex.from_frame(table.loc[_associated(table), ["feature", "concept"]])
+def notable(table: pd.DataFrame) -> np.ndarray:
+    """The rows of an associations table that the steps after the statistics read: associated
+    (q < Q_MAX and precision >= PRECISION_MIN) or recovered (F1 >= RECOVERED_F1)."""
+    return _associated(table) | (table["f1"] >= RECOVERED_F1).to_numpy()
+
+
+def _no_pairs() -> pd.DataFrame:
+    return pd.DataFrame(columns=ASSOC_COLUMNS)
+
+
+def associated_pairs(tables: Iterable[pd.DataFrame]) -> pd.MultiIndex:
+    """(feature, concept) of the associated pairs of one source's tables (its categories)."""
+    cols = ["feature", "concept"]
+    rows = [t.loc[_associated(t), cols] for t in tables]
+    return pd.MultiIndex.from_frame(pd.concat(rows) if rows else pd.DataFrame(columns=cols))
 
 
 def mark_replicated(main: pd.DataFrame, replicated: pd.MultiIndex) -> pd.DataFrame:

@@ -233,12 +233,14 @@ def coherence(
     assoc: pd.DataFrame,
     tested: dict[str, list[str]],
     *,
+    sources: list[str] | None = None,
     draws: int = DRAWS,
     seed: int = 0,
 ) -> dict[str, Any]:
     """The ``coherence`` block of summary.json. ``assoc``: associations.parquet rows (all
-    sources); ``tested``: GO category (``GO:BP`` ...) -> the terms that passed the filter (the
-    random sets are drawn from these)."""
+    sources; the associated ones suffice); ``tested``: GO category (``GO:BP`` ...) -> the terms
+    that passed the filter (the random sets are drawn from these); ``sources``: the sources
+    with a tested pair, in order (default: those of ``assoc``)."""
     terms = sorted({t for cat, ts in tested.items() if cat.startswith("GO:") for t in ts})
     terms = [t for t in terms if t in ontology]
     block: dict[str, Any] = {
@@ -259,7 +261,7 @@ def coherence(
         & (assoc["precision"] >= PRECISION_MIN)
         & assoc["concept"].isin(geometry.index)
     ]
-    for i, src in enumerate(dict.fromkeys(assoc["source"])):
+    for i, src in enumerate(dict.fromkeys(assoc["source"]) if sources is None else sources):
         per = feature_coherence(geometry, sig[sig["source"] == src], draws=draws, seed=seed + i)
         block["sources"][src] = source_block(per)
     return block

@@ -15,6 +15,7 @@ the raw activation from rank sums (:func:`column_ranks`, :func:`auroc_from_rank_
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -324,7 +325,18 @@ def enrichment(
     }
 
 
-def score_features(
+def score_features(*args: Any, **kwargs: Any) -> dict[str, np.ndarray]:
+    """Every tested pair of :func:`score_categories` (same arguments) in one set of flat
+    arrays, category after category."""
+    out: dict[str, list] = {k: [] for k in _SCORE_FIELDS}
+    for part in score_categories(*args, **kwargs):
+        for k, v in part.items():
+            out[k].append(v)
+    # one field at a time, its pieces dropped once joined: never two copies of every field
+    return {k: _join(out.pop(k), _SCORE_FIELDS[k]) for k in list(out)}
+
+
+def score_categories(
     acts: sp.spmatrix,
     concepts: sp.spmatrix,
     concept_category: np.ndarray,
@@ -339,8 +351,9 @@ def score_features(
     report_split: str = "test",
     chunk: int | None = None,
     progress_cb=None,
-) -> dict[str, np.ndarray]:
-    """Score every feature x concept: threshold chosen on one split, statistics on another.
+) -> Iterator[dict[str, np.ndarray]]:
+    """Score every feature x concept: threshold chosen on one split, statistics on another;
+    yields the tested pairs of one concept category at a time.
 
     acts: [n_proteins, n_features] non-negative per-protein activations (sparse); concepts:
     [n_proteins, n_concepts] 0/1. concept_category: [n_concepts] category names.
@@ -359,8 +372,10 @@ def score_features(
     pairs of one category (one source per call: the family is source x category).
     ``progress_cb(category, features_done, n_features)`` follows each chunk of features.
 
-    Returns flat arrays over tested pairs (feature, concept, threshold, n_active, n_concept,
-    n_both, n_population, p_value, q_value, precision, recall, f1, odds_ratio, auroc, f1_select)."""
+    Yields, per category with a tested pair (one BH family), flat arrays over its tested pairs
+    (feature, concept, threshold, n_active, n_concept, n_both, n_population, p_value, q_value,
+    precision, recall, f1, odds_ratio, auroc, f1_select): a caller can write one category's
+    pairs before the next is scored."""
     acts = sp.csc_matrix(acts, dtype=np.float32)  # column blocks of features are cheap
     concepts = sp.csr_matrix(concepts, dtype=np.int64)
     concept_category = np.asarray(concept_category)
@@ -371,7 +386,6 @@ def score_features(
         feature_max = acts.max(axis=0).toarray().ravel() if acts.nnz else np.zeros(n_feat)
     feature_max = np.asarray(feature_max, dtype=np.float64)
     cutoffs = thresholds[:, None] * feature_max[None, :]  # [T, F]
-    out: dict[str, list] = {k: [] for k in _SCORE_FIELDS}
     for category in _unique_in_order(concept_category):
         cols_all = np.flatnonzero(concept_category == category)
         cols, in_pop = _testable(
@@ -390,7 +404,7 @@ def score_features(
             continue
         scorer = _CategoryScorer(acts, concepts, cols, rows_sel, rows_rep, cutoffs, thresholds)
         size = chunk or min(FEATURE_CHUNK, max(1, int(2e7 // (len(cols) * len(thresholds)))))
-        cat_start = len(out["feature"])
+        out: dict[str, list] = {k: [] for k in _SCORE_FIELDS}
         for fs in feature_chunks(acts.indptr, size, NONZERO_CHUNK):
             found = scorer.score(fs, min_both)
             if found is None:
@@ -399,9 +413,9 @@ def score_features(
                 out[k].append(v)
             if progress_cb is not None:
                 progress_cb(category, fs.stop, n_feat)
-        _add_statistics(out, cat_start)  # the whole category at once: one BH family
-    # one field at a time, its pieces dropped once joined: never two copies of every field
-    return {k: _join(out.pop(k), _SCORE_FIELDS[k]) for k in list(out)}
+        if out["feature"]:
+            _add_statistics(out, 0)  # the whole category at once: one BH family
+            yield {k: _join(out.pop(k), _SCORE_FIELDS[k]) for k in list(out)}
 
 
 def _join(pieces: list[np.ndarray], dtype) -> np.ndarray:

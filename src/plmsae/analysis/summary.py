@@ -24,28 +24,34 @@ from plmsae.analysis.assocdir import PRECISION_MIN, Q_MAX, RESIDUE_F1_MIN
 def summarize(
     n_features: dict[str, int],
     assoc: pd.DataFrame,
+    pair_counts: pd.DataFrame,
     residue_table: pd.DataFrame,
     concepts: pd.DataFrame,
     tested: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """The per-source blocks of ``summary.json``: features associated overall and per category
     (protein-level: q < Q_MAX and precision >= PRECISION_MIN; residue: F1 >= RESIDUE_F1_MIN)
-    and the distinct concepts found (:func:`concept_coverage`). ``tested``: category -> number
-    of concepts that pass the filter (default: those with a tested pair)."""
+    and the distinct concepts found (:func:`concept_coverage`). ``assoc``: rows of
+    associations.parquet, at least the associated ones and those with F1 >= 0.5 (what the
+    statistics step keeps in memory); ``pair_counts``: :func:`tested_pair_counts` of the whole
+    table. ``tested``: category -> number of concepts that pass the filter (default: those with
+    a tested pair)."""
     sig = assoc[(assoc["q_value"] < Q_MAX) & (assoc["precision"] >= PRECISION_MIN)]
     res_hit = (
         residue_table[residue_table["f1"] >= RESIDUE_F1_MIN]
         if len(residue_table)
         else residue_table
     )
+    counts = pair_counts.set_index(["source", "category"])
+    res_counts = tested_pair_counts(residue_table).set_index(["source", "category"])
     cats = [c for c in dict.fromkeys(concepts["category"]) if c != "residue"]
     n_concepts = concepts["category"].value_counts()
     out: dict[str, Any] = {}
     for s, n in n_features.items():
-        s_all, s_sig = assoc[assoc["source"] == s], sig[sig["source"] == s]
+        s_sig = sig[sig["source"] == s]
         by_cat = {
             c: _category_block(
-                s_all[s_all["category"] == c],
+                _counts(counts, s, c),
                 s_sig[s_sig["category"] == c],
                 n,
                 n_concepts.get(c, 0),
@@ -57,7 +63,7 @@ def summarize(
         if len(residue_table):
             r = res_hit[res_hit["source"] == s]
             by_cat["residue"] = _category_block(
-                residue_table[residue_table["source"] == s],
+                _counts(res_counts, s, "residue"),
                 r,
                 n,
                 n_concepts.get("residue", 0),
@@ -76,11 +82,31 @@ def summarize(
     return out
 
 
+def tested_pair_counts(table: pd.DataFrame) -> pd.DataFrame:
+    """Per (source, category) of ``table`` (rows of associations.parquet or
+    residue_associations.parquet, every tested pair): ``n_pairs_tested`` and
+    ``n_concepts_with_tested_pair`` (distinct concepts among those pairs)."""
+    g = table.groupby(["source", "category"], sort=False)["concept"]
+    return pd.DataFrame(
+        {"n_pairs_tested": g.size(), "n_concepts_with_tested_pair": g.nunique()}
+    ).reset_index()
+
+
+def _counts(counts: pd.DataFrame, source: str, category: str) -> tuple[int, int]:
+    """(pairs tested, concepts with a tested pair) of one source and category of ``counts``
+    (:func:`tested_pair_counts` indexed by source and category); zeros when it has none."""
+    if (source, category) not in counts.index:
+        return 0, 0
+    row = counts.loc[(source, category)]
+    return int(row["n_pairs_tested"]), int(row["n_concepts_with_tested_pair"])
+
+
 def _category_block(
-    tested: pd.DataFrame, hits: pd.DataFrame, n: int, n_concepts: int, n_tested: int | None
+    tested: tuple[int, int], hits: pd.DataFrame, n: int, n_concepts: int, n_tested: int | None
 ) -> dict:
-    """summary.json counts of one source and category: ``tested`` pairs, ``hits`` among them."""
-    with_pair = int(tested["concept"].nunique())
+    """summary.json counts of one source and category: ``tested`` (pairs, concepts with a
+    tested pair), ``hits`` (the associated rows among them)."""
+    n_pairs, with_pair = tested
     return {
         "n_features_associated": int(hits["feature"].nunique()),
         "fraction_associated": hits["feature"].nunique() / n if n else 0.0,
@@ -88,7 +114,7 @@ def _category_block(
         "n_concepts_tested": int(with_pair if n_tested is None else n_tested),
         "n_concepts_with_tested_pair": with_pair,
         "n_concepts_matched": int(hits["concept"].nunique()),
-        "n_pairs_tested": int(len(tested)),
+        "n_pairs_tested": n_pairs,
         "n_pairs_associated": int(len(hits)),
     }
 
