@@ -156,7 +156,10 @@ class Plmsae(System):
         self.options: dict[str, Any] = {}
         for item in filter(None, options.split(",")):
             key, _, value = item.partition("=")
-            self.options[key] = json.loads(value) if value[:1] in "0123456789-[{tfn" else value
+            try:  # numbers, true/false, lists; anything else (float32) is a string
+                self.options[key] = json.loads(value)
+            except ValueError:
+                self.options[key] = value
         if options:
             self.name = f"plmsae:{options}"
 

@@ -70,10 +70,25 @@ def test_leading_dimensions_and_autograd():
     assert torch.equal(x.grad, torch.zeros_like(x).scatter_(-1, idx, 1.0))
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_is_ranked_as_float32(dtype):
+    """The bfloat16 selection matmul's output (the default on CPUs with fast bfloat16) takes
+    the kernel too: many ties at 8 bits of mantissa, the same values as torch.topk."""
+    sys.modules.pop("plmsae.sae._rowtopk_kernel", None)
+    x = torch.randn(4096, 1024).to(dtype)
+    x[:4, :40] = 1.0  # ties across the k-th value
+    _check_same_as_torch(x, 32)
+    assert "plmsae.sae._rowtopk_kernel" in sys.modules
+    x.requires_grad_(True)
+    vals, idx = topk_rows(x, 32)
+    vals.float().sum().backward()
+    assert x.grad is not None and torch.equal(x.grad, torch.zeros_like(x).scatter_(-1, idx, 1.0))
+
+
 def test_what_the_kernel_does_not_take_goes_to_torch():
     for x, k in [
         (torch.randn(8, 16), 3),  # small
-        (torch.randn(256, 1024).half(), 8),  # dtype
+        (torch.randn(256, 1024, dtype=torch.float64).to(torch.int32), 8),  # dtype
         (torch.randn(256, 1024), 300),  # k > n / 4
     ]:
         vals, idx = topk_rows(x, k)
