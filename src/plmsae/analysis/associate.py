@@ -675,9 +675,7 @@ class Associator:
         """Redundancy groups of every source (:func:`.redundancy.group_features`)."""
         from plmsae.analysis.redundancy import association_cutoffs, group_features
 
-        # the associated rows only (both consumers filter to them): selecting one source from
-        # the whole table would copy most of it
-        a = self.pairs_[_associated(self.pairs_)]
+        a = self.pairs_[_associated(self.pairs_)]  # both consumers read these rows only
         self.groups_ = {
             s: group_features(
                 m, self.directions_.get(s), association_cutoffs(m, a[a["source"] == s])
