@@ -339,7 +339,8 @@ def scale_child(tmp: Path) -> dict:
     from plmsae.analysis.associate import associate
 
     peaks: dict[str, float] = {}
-    track_step_peaks(peaks)
+    starts: dict[str, float] = {}
+    track_step_peaks(peaks, starts)
     t0 = time.perf_counter()
     result = associate(
         tmp / "sae",
@@ -364,6 +365,7 @@ def scale_child(tmp: Path) -> dict:
             *(v / 1024 for v in peaks.values()),
         ),
         "step_peak_rss_gib": {k: round(v / 1024, 2) for k, v in peaks.items()},
+        "step_start_rss_gib": {k: round(v / 1024, 2) for k, v in starts.items()},
     }
 
 

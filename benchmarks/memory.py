@@ -11,9 +11,10 @@ a child process of its own (its peak resident memory is the child's ``ru_maxrss`
   split (no MMseqs2 run), neuron and random baselines; also the peak of each of its steps
   (``step_peak_rss_mib``: the kernel's high-water mark, reset before each step through
   ``/proc/self/clear_refs``, Linux only; "between steps": the most outside them, that is what
-  loading takes before the first and what stays resident from one to the next)
-  and the number of (source, feature, concept) pairs it tested (``tested_pairs``: the rows of
-  ``associations.parquet``, which the statistics step holds).
+  loading takes before the first, and freed pages not yet returned at the end of each), the
+  resident memory when each step starts (``step_start_rss_mib``: what the steps before it
+  still hold, after their freed pages went back to the system) and the number of (source,
+  feature, concept) pairs it tested (``tested_pairs``: the rows of ``associations.parquet``).
 
     PYTHONPATH=src python benchmarks/memory.py --sizes 1000,4000 --json
 """
@@ -81,7 +82,8 @@ def child(stage: str, tmp: Path, layer: int, steps: int) -> dict:
         out["fve"] = r.metrics["fve"]
     else:
         out["step_peak_rss_mib"] = peaks = {}
-        track_step_peaks(peaks)
+        out["step_start_rss_mib"] = starts = {}
+        track_step_peaks(peaks, starts)
         r = plmsae.associate(
             tmp / "sae",
             tmp / "store",

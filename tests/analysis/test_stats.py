@@ -254,10 +254,11 @@ def test_score_categories_yields_one_bh_family_at_a_time():
     are score_features' arrays."""
     rng = np.random.default_rng(3)
     n, n_feat = 300, 12
-    acts = sp.random(n, n_feat, density=0.2, random_state=3, format="csr", dtype=np.float64)
+    acts = sp.random(n, n_feat, density=0.2, random_state=3, format="csr").toarray()
     concepts = sp.csr_matrix((rng.random((n, 9)) < 0.15).astype(np.int8))
     for f in range(3):  # planted: feature f fires on the carriers of concept 3 f
-        acts[:, f] = concepts[:, 3 * f].toarray() * (1 + rng.random((n, 1)))
+        acts[:, f] = concepts[:, 3 * f].toarray().ravel() * (1 + rng.random(n))
+    acts = sp.csr_matrix(acts)
     cats = np.array(["GO:BP"] * 3 + ["GO:MF"] * 3 + ["family"] * 3)
     split = np.where(np.arange(n) % 2 == 0, "validation", "test")
     kw = {"min_concept": 5, "min_both": 2}
