@@ -105,7 +105,10 @@ def test_context_overflow_with_concurrency_4_backs_off(assoc_dir, fake_llm):
     assert block["outcome"]["explained"] == 8, statuses(assoc_dir).tolist()
     n_calls = 16
     overflows = len(fake_llm.requests) - n_calls
-    assert 0 < overflows <= 4 and block["usage"]["retries"] == overflows
+    # overflows come only from the calls in flight when a limit is first exceeded (4, then 3):
+    # usually 3-4, 5 seen once in CI, when freed slots refilled before the crowded reply came
+    # back; a client that does not back off gets 18-27 here (measured with the halving off)
+    assert 0 < overflows <= 8 and block["usage"]["retries"] == overflows
 
 
 def test_prompt_too_long_even_alone_fails_fast_and_exits_1(assoc_dir, fake_llm, explain_app):
