@@ -124,19 +124,20 @@ def parquet_parts(path: Path, columns: list[str]) -> Iterator[Callable[[pd.DataF
     import pyarrow.parquet as pq
 
     with atomic_path(path) as tmp, contextlib.ExitStack() as stack:
-        writers: list[pq.ParquetWriter] = []
+        writer: pq.ParquetWriter | None = None
 
         def write(df: pd.DataFrame) -> None:
+            nonlocal writer
             if not len(df):  # an empty part's str columns have no Arrow type to match
                 return
-            schema = writers[0].schema if writers else None
+            schema = None if writer is None else writer.schema
             table = pa.Table.from_pandas(df, schema=schema, preserve_index=False)
-            if not writers:
-                writers.append(stack.enter_context(pq.ParquetWriter(tmp, table.schema)))
-            writers[0].write_table(table)
+            if writer is None:
+                writer = stack.enter_context(pq.ParquetWriter(tmp, table.schema))
+            writer.write_table(table)
 
         yield write
-        if not writers:
+        if writer is None:
             pd.DataFrame(columns=columns).to_parquet(tmp, index=False)
 
 
